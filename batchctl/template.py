@@ -1,0 +1,95 @@
+"""Reads template.yaml so the local stack builds moto resources from the template's own
+properties (tests cannot drift from what gets deployed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that understands CloudFormation's short tags (!Ref, !GetAtt, !Sub, ...)."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open() as handle:
+        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 (safe subclass)
+    return document
+
+
+@dataclass
+class Resolver:
+    """Resolves intrinsic functions against the physical ids of locally created resources."""
+
+    pseudo: dict[str, str]
+    refs: dict[str, str] = field(default_factory=dict)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Ref"}:
+            return self._ref(value["Ref"])
+        if set(value) == {"Fn::GetAtt"}:
+            logical, attribute = value["Fn::GetAtt"]
+            return self.attributes[(logical, attribute)]
+        if set(value) == {"Fn::Sub"}:
+            return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1)), value["Fn::Sub"])
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _ref(self, name: str) -> str:
+        for table in (self.pseudo, self.parameters, self.refs):
+            if name in table:
+                return table[name]
+        raise KeyError(f"template reference {name!r} is not known locally")
+
+    def _sub(self, expression: str) -> str:
+        if "." in expression:
+            logical, attribute = expression.split(".", 1)
+            return self.attributes[(logical, attribute)]
+        return self._ref(expression)
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource.get("Properties", {})
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def state_machine_definition(properties: dict[str, Any], resolver: Resolver) -> str:
+    """The ASL file the template points at, with its DefinitionSubstitutions applied."""
+    definition = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
+    for name, value in properties.get("DefinitionSubstitutions", {}).items():
+        definition = definition.replace("${" + name + "}", str(resolver.resolve(value)))
+    json.loads(definition)  # fail early on a bad substitution
+    return definition

@@ -1,0 +1,27 @@
+"""Typed domain errors; the adapters map them to HTTP or event outcomes in one place."""
+
+from __future__ import annotations
+
+
+class BatchCoreError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    code = "server_error"
+
+
+class NotFoundError(BatchCoreError):
+    code = "not_found"
+
+
+class InvalidRequestError(BatchCoreError):
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        if code:
+            self.code = code
+
+
+class ConflictError(BatchCoreError):
+    code = "conflict"

@@ -1,0 +1,32 @@
+"""Identifiers in OpenAI's shapes: batch_..., file-..., batch_req_..."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+
+def _hex(seed: str | None, length: int) -> str:
+    if seed is None:
+        return uuid.uuid4().hex[:length]
+    return hashlib.sha256(seed.encode()).hexdigest()[:length]
+
+
+def new_batch_id(seed: str | None = None) -> str:
+    """A batch id; the same seed (e.g. an S3 event's identity) always gives the same id."""
+    return f"batch_{_hex(seed, 32)}"
+
+
+def new_file_id(seed: str | None = None) -> str:
+    """A file id; seeded ids make re-running finalize produce the same files."""
+    return f"file-{_hex(seed, 24)}"
+
+
+def new_request_line_id() -> str:
+    """The `id` of one output line."""
+    return f"batch_req_{uuid.uuid4().hex}"
+
+
+def new_request_id() -> str:
+    """The `response.request_id` of one output line."""
+    return uuid.uuid4().hex

@@ -1,0 +1,105 @@
+"""SQS and Step Functions access: the shard queue and the batch tracker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+
+class ShardTask(BaseModel):
+    """The body of one shard message."""
+
+    batch_id: str
+    shard_index: int
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """A received message and what is needed to settle it."""
+
+    body: str
+    receipt_handle: str
+    receive_count: int
+
+
+class ShardQueue:
+    """The queue GPU workers pull shards from."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self.url = queue_url
+
+    def send(self, tasks: Iterable[ShardTask]) -> None:
+        entries = [
+            {"Id": str(i), "MessageBody": task.model_dump_json()} for i, task in enumerate(tasks)
+        ]
+        for start in range(0, len(entries), 10):
+            chunk: Any = entries[start : start + 10]
+            response = self._sqs.send_message_batch(QueueUrl=self.url, Entries=chunk)
+            if response.get("Failed"):
+                raise RuntimeError(f"SQS refused shard messages: {response['Failed']}")
+
+    def receive(self, *, wait_seconds: int, visibility_seconds: int | None = None) -> list[QueueMessage]:
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": 1,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        }
+        if visibility_seconds is not None:
+            kwargs["VisibilityTimeout"] = visibility_seconds
+        response = self._sqs.receive_message(**kwargs)
+        return [
+            QueueMessage(
+                body=message["Body"],
+                receipt_handle=message["ReceiptHandle"],
+                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for message in response.get("Messages", [])
+        ]
+
+    def delete(self, message: QueueMessage) -> None:
+        self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+
+    def release(self, message: QueueMessage) -> None:
+        """Make the message visible again at once, for another worker."""
+        self.extend(message, 0)
+
+    def extend(self, message: QueueMessage, seconds: int) -> None:
+        self._sqs.change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+        )
+
+
+class Tracker:
+    """The batch tracker state machine: one execution per batch, named by the batch id."""
+
+    def __init__(self, sfn: SFNClient, state_machine_arn: str) -> None:
+        self._sfn = sfn
+        self._arn = state_machine_arn
+
+    def start(self, batch_id: str, *, poll_seconds: int) -> None:
+        """Start tracking; starting the same batch twice is harmless."""
+        document = {"batch_id": batch_id, "pk": f"BATCH#{batch_id}", "poll_seconds": poll_seconds}
+        try:
+            self._sfn.start_execution(
+                stateMachineArn=self._arn, name=batch_id, input=json.dumps(document)
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+
+    def report_success(self, task_token: str, output: dict[str, Any]) -> None:
+        self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
+
+    def report_failure(self, task_token: str, error: str, cause: str) -> None:
+        self._sfn.send_task_failure(taskToken=task_token, error=error, cause=cause[:32000])

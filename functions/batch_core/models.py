@@ -1,0 +1,125 @@
+"""OpenAI's Batch API objects, field for field (the openai SDK's types are the oracle)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
+
+Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+SUPPORTED_ENDPOINTS: tuple[str, ...] = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+class BatchError(BaseModel):
+    """One validation error of the input file."""
+
+    code: str | None = None
+    """A machine-readable code, e.g. `invalid_json_line`."""
+    line: int | None = None
+    """1-based line number of the input file where the error was found."""
+    message: str | None = None
+    """What is wrong, for a person."""
+    param: str | None = None
+    """The offending field, e.g. `custom_id` or `body.messages`."""
+
+
+class BatchErrors(BaseModel):
+    """The list of validation errors of a failed batch."""
+
+    object: Literal["list"] = "list"
+    data: list[BatchError] = Field(default_factory=list)
+
+
+class BatchRequestCounts(BaseModel):
+    """Request counts, live while the batch runs."""
+
+    total: int = 0
+    """Requests in the batch."""
+    completed: int = 0
+    """Requests that finished successfully."""
+    failed: int = 0
+    """Requests that ended with an error."""
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache."""
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+    """Output tokens spent on reasoning."""
+
+
+class BatchUsage(BaseModel):
+    """Token usage summed over every request of the batch."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+
+class Batch(BaseModel):
+    """The Batch object, as OpenAI returns it."""
+
+    id: str
+    """`batch_...`"""
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    """The endpoint every request of the batch goes to."""
+    model: str | None = None
+    """The model every request names."""
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    """The successful lines; null when nothing succeeded."""
+    error_file_id: str | None = None
+    """The failed lines; null when nothing failed."""
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    errors: BatchErrors | None = None
+    """Validation errors (status `failed`)."""
+    metadata: dict[str, str] | None = None
+    usage: BatchUsage | None = None
+
+
+FilePurpose = Literal["batch", "batch_output"]
+FileStatus = Literal["uploaded", "processed", "error"]
+
+
+class FileObject(BaseModel):
+    """The File object, as OpenAI returns it."""
+
+    id: str
+    """`file-...`"""
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: FilePurpose
+    status: FileStatus = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None

@@ -1,0 +1,119 @@
+"""What the table stores: the Batch object plus the counters and bookkeeping around it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from batch_core.models import (
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchRequestCounts,
+    BatchStatus,
+    BatchUsage,
+    FileObject,
+    InputTokensDetails,
+    OutputTokensDetails,
+)
+
+
+class BatchRecord(BaseModel):
+    """The `BATCH#<id>/META` item."""
+
+    id: str
+    endpoint: str
+    model: str | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    expires_at: int | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    metadata: dict[str, str] | None = None
+    errors: list[BatchError] | None = None
+    request_total: int = 0
+    request_completed: int = 0
+    request_failed: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    shards_total: int = 0
+    shards_pending: int = 0
+    """Shards not yet settled; the tracker finalizes when it reaches 0."""
+    input_key: str
+    """Where the input lines are in the bucket."""
+    outbox_name: str | None = None
+    """Set for dropped files: results are mirrored under outbox/<name>/."""
+
+    def to_batch(self) -> Batch:
+        usage = None
+        if self.request_completed or self.request_failed or self.status in {"completed"}:
+            usage = BatchUsage(
+                input_tokens=self.input_tokens,
+                input_tokens_details=InputTokensDetails(cached_tokens=self.cached_tokens),
+                output_tokens=self.output_tokens,
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+                total_tokens=self.input_tokens + self.output_tokens,
+            )
+        return Batch(
+            id=self.id,
+            endpoint=self.endpoint,
+            model=self.model,
+            input_file_id=self.input_file_id,
+            completion_window=self.completion_window,
+            status=self.status,
+            output_file_id=self.output_file_id,
+            error_file_id=self.error_file_id,
+            created_at=self.created_at,
+            in_progress_at=self.in_progress_at,
+            expires_at=self.expires_at,
+            finalizing_at=self.finalizing_at,
+            completed_at=self.completed_at,
+            failed_at=self.failed_at,
+            expired_at=self.expired_at,
+            cancelling_at=self.cancelling_at,
+            cancelled_at=self.cancelled_at,
+            request_counts=BatchRequestCounts(
+                total=self.request_total,
+                completed=self.request_completed,
+                failed=self.request_failed,
+            ),
+            errors=BatchErrors(data=self.errors) if self.errors else None,
+            metadata=self.metadata,
+            usage=usage,
+        )
+
+
+ShardStatus = Literal["queued", "running", "done"]
+
+
+class ShardRecord(BaseModel):
+    """The `BATCH#<id>/SHARD#<n>` item."""
+
+    batch_id: str
+    index: int
+    request_count: int
+    status: ShardStatus = "queued"
+    attempts: int = 0
+    parts_committed: int = 0
+    """Result parts whose counts are already in the batch counters."""
+    completed: int = 0
+    failed: int = 0
+
+
+class FileRecord(BaseModel):
+    """The `FILE#<id>/META` item: the File object and where its bytes are."""
+
+    file: FileObject
+    s3_key: str
+    batch_id: str | None = Field(default=None, description="The batch that produced it, if any.")

@@ -1,0 +1,305 @@
+"""DynamoDB access: the only module that talks to the table.
+
+Every write that a retry could repeat is conditional, so a redelivered SQS message or a
+duplicated S3 event never changes anything twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from batch_core.models import BatchError, FileObject
+from batch_core.records import BatchRecord, FileRecord, ShardRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+META = "META"
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def batch_pk(batch_id: str) -> str:
+    return f"BATCH#{batch_id}"
+
+
+def shard_sk(index: int) -> str:
+    return f"SHARD#{index:05d}"
+
+
+def file_pk(file_id: str) -> str:
+    return f"FILE#{file_id}"
+
+
+def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+class BatchRepository:
+    """Batches, their shards and files in the single table."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    # -- batches -----------------------------------------------------------------------
+
+    def create_batch(self, record: BatchRecord) -> bool:
+        """Store a new batch; False when a batch with this id already exists."""
+        values = record.model_dump(exclude={"errors"})
+        item = _to_item({"pk": batch_pk(record.id), "sk": META, **values})
+        try:
+            self._db.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=_to_item({"pk": batch_pk(batch_id), "sk": META}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        values = _from_item(item)
+        errors = values.pop("errors_json", None)
+        if errors:
+            values["errors"] = [BatchError.model_validate(e) for e in json.loads(errors)]
+        return BatchRecord.model_validate(values)
+
+    def transition(
+        self,
+        batch_id: str,
+        *,
+        to_status: str,
+        from_statuses: Iterable[str],
+        fields: Mapping[str, Any] | None = None,
+        errors: list[BatchError] | None = None,
+    ) -> bool:
+        """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise."""
+        values: dict[str, Any] = {"status": to_status, **(fields or {})}
+        if errors is not None:
+            values["errors_json"] = json.dumps([e.model_dump() for e in errors])
+        names = {f"#f{i}": name for i, name in enumerate(values)}
+        placeholders = {f":v{i}": v for i, v in enumerate(values.values()) if v is not None}
+        sets = ", ".join(f"#f{i} = :v{i}" for i, v in enumerate(values.values()) if v is not None)
+        removes = ", ".join(f"#f{i}" for i, v in enumerate(values.values()) if v is None)
+        expression = f"SET {sets}" + (f" REMOVE {removes}" if removes else "")
+        allowed = {f":s{i}": status for i, status in enumerate(from_statuses)}
+        condition = f"#status IN ({', '.join(allowed)})"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": batch_pk(batch_id), "sk": META}),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={**names, "#status": "status"},
+                ExpressionAttributeValues=_to_item({**placeholders, **allowed}),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    # -- shards ------------------------------------------------------------------------
+
+    def put_shards(self, batch_id: str, shards: Iterable[ShardRecord]) -> None:
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": _to_item(
+                        {"pk": batch_pk(batch_id), "sk": shard_sk(s.index), **s.model_dump()}
+                    )
+                }
+            }
+            for s in shards
+        ]
+        for start in range(0, len(requests), 25):
+            pending: Any = {self._table: requests[start : start + 25]}
+            while pending:
+                response = self._db.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or None
+
+    def get_shard(self, batch_id: str, index: int) -> ShardRecord | None:
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        values = _from_item(item)
+        return ShardRecord.model_validate(values)
+
+    def begin_shard_attempt(self, batch_id: str, index: int) -> ShardRecord | None:
+        """Count one more attempt at a shard that is not done; None if it is done already."""
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+                UpdateExpression="SET #status = :running ADD attempts :one",
+                ConditionExpression="attribute_exists(pk) AND #status <> :done",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item({":running": "running", ":one": 1, ":done": "done"}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return None
+            raise
+        return ShardRecord.model_validate(_from_item(response["Attributes"]))
+
+    def commit_part(
+        self,
+        batch_id: str,
+        index: int,
+        *,
+        part_index: int,
+        completed: int,
+        failed: int,
+        input_tokens: int,
+        cached_tokens: int,
+        output_tokens: int,
+    ) -> bool:
+        """Add one part's counts to the shard and the batch, exactly once per part.
+
+        The shard's `parts_committed` must equal `part_index`: a part already counted (a
+        redelivered message re-committing it) fails the condition and changes nothing.
+        """
+        key = _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)})
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": key,
+                            "UpdateExpression": "SET parts_committed = :next "
+                            "ADD completed :completed, failed :failed",
+                            "ConditionExpression": "parts_committed = :part",
+                            "ExpressionAttributeValues": _to_item(
+                                {
+                                    ":next": part_index + 1,
+                                    ":part": part_index,
+                                    ":completed": completed,
+                                    ":failed": failed,
+                                }
+                            ),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                            "UpdateExpression": "ADD request_completed :completed, "
+                            "request_failed :failed, input_tokens :input, "
+                            "cached_tokens :cached, output_tokens :output",
+                            "ExpressionAttributeValues": _to_item(
+                                {
+                                    ":completed": completed,
+                                    ":failed": failed,
+                                    ":input": input_tokens,
+                                    ":cached": cached_tokens,
+                                    ":output": output_tokens,
+                                }
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def settle_shard(self, batch_id: str, index: int) -> bool:
+        """Mark a shard done and count it off the batch's pending shards, exactly once."""
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+                            "UpdateExpression": "SET #status = :done",
+                            "ConditionExpression": "#status <> :done",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _to_item({":done": "done"}),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                            "UpdateExpression": "ADD shards_pending :minus_one",
+                            "ExpressionAttributeValues": _to_item({":minus_one": -1}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    # -- files -------------------------------------------------------------------------
+
+    def put_file(self, record: FileRecord) -> None:
+        values = {
+            "pk": file_pk(record.file.id),
+            "sk": META,
+            "s3_key": record.s3_key,
+            "batch_id": record.batch_id,
+            **{f"file_{k}": v for k, v in record.file.model_dump().items()},
+        }
+        self._db.put_item(TableName=self._table, Item=_to_item(values))
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": file_pk(file_id), "sk": META})
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        values = _from_item(item)
+        file_values = {k[5:]: v for k, v in values.items() if k.startswith("file_")}
+        return FileRecord(
+            file=FileObject.model_validate(file_values),
+            s3_key=values["s3_key"],
+            batch_id=values.get("batch_id"),
+        )

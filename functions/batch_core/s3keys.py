@@ -1,0 +1,55 @@
+"""The S3 key layout: one place that knows where everything lives in the bucket."""
+
+from __future__ import annotations
+
+INBOX_PREFIX = "inbox/"
+OUTBOX_PREFIX = "outbox/"
+FILES_PREFIX = "files/"
+BATCHES_PREFIX = "batches/"
+
+
+def file_key(file_id: str) -> str:
+    return f"{FILES_PREFIX}{file_id}"
+
+
+def shard_key(batch_id: str, shard_index: int) -> str:
+    return f"{BATCHES_PREFIX}{batch_id}/shards/{shard_index:05d}.jsonl"
+
+
+def shard_prefix(batch_id: str) -> str:
+    return f"{BATCHES_PREFIX}{batch_id}/shards/"
+
+
+def results_prefix(batch_id: str, shard_index: int | None = None) -> str:
+    base = f"{BATCHES_PREFIX}{batch_id}/results/"
+    return base if shard_index is None else f"{base}{shard_index:05d}/"
+
+
+def errors_prefix(batch_id: str, shard_index: int | None = None) -> str:
+    base = f"{BATCHES_PREFIX}{batch_id}/errors/"
+    return base if shard_index is None else f"{base}{shard_index:05d}/"
+
+
+def part_name(part_index: int) -> str:
+    return f"part-{part_index:05d}.jsonl"
+
+
+def part_index_of(key: str) -> int:
+    """The part number in `.../part-00012.jsonl`."""
+    return int(key.rsplit("part-", 1)[1].split(".", 1)[0])
+
+
+def outbox_name(inbox_key: str) -> str | None:
+    """`inbox/team/prompts.jsonl` -> `team/prompts`; None for keys outside the inbox."""
+    if not inbox_key.startswith(INBOX_PREFIX):
+        return None
+    name = inbox_key[len(INBOX_PREFIX) :]
+    for suffix in (".jsonl", ".json", ".txt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name or None
+
+
+def outbox_key(name: str, filename: str) -> str:
+    return f"{OUTBOX_PREFIX}{name}/{filename}"

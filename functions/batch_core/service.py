@@ -1,0 +1,437 @@
+"""The batch service: intake, running a shard, finalizing. Every business rule lives here.
+
+Handlers and the worker loop translate an event into one call on this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from batch_core import s3keys
+from batch_core.errors import NotFoundError
+from batch_core.ids import new_batch_id, new_file_id
+from batch_core.messaging import ShardQueue, ShardTask, Tracker
+from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
+from batch_core.protocol import (
+    BatchRequestOutput,
+    Engine,
+    EngineRequest,
+    ShardRequest,
+    usage_of,
+)
+from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.repository import BatchRepository
+from batch_core.settings import Settings
+from batch_core.sharding import PlannedShard, ShardPlanner
+from batch_core.storage import ObjectStore
+from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
+from batch_core.windows import window_seconds
+
+logger = logging.getLogger(__name__)
+
+ShardOutcome = Literal["done", "interrupted", "skipped"]
+
+
+@dataclass(frozen=True)
+class DroppedObject:
+    """An object that landed in the bucket (from an S3 event)."""
+
+    key: str
+    etag: str = ""
+    sequencer: str = ""
+    version_id: str = ""
+
+    @property
+    def identity(self) -> str:
+        """The same upload always has the same identity; a new upload of the key does not."""
+        return f"{self.key}#{self.version_id}#{self.sequencer or self.etag}"
+
+
+@dataclass
+class _Part:
+    """Results gathered for the next part file of a shard."""
+
+    succeeded: list[BatchRequestOutput] = field(default_factory=list)
+    failed: list[BatchRequestOutput] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.succeeded) + len(self.failed)
+
+
+class BatchService:
+    """The batch lifecycle over the table, the bucket, the shard queue and the tracker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: BatchRepository,
+        store: ObjectStore,
+        shard_queue: ShardQueue,
+        tracker: Tracker,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.store = store
+        self.shard_queue = shard_queue
+        self.tracker = tracker
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        return self.repository.get_batch(batch_id)
+
+    # -- intake -----------------------------------------------------------------------
+
+    def ingest_dropped_object(self, dropped: DroppedObject) -> BatchRecord | None:
+        """Create and validate a batch for a file dropped under inbox/.
+
+        A duplicated event (same identity) maps to the same batch id and does nothing new;
+        an intake interrupted halfway is resumed.
+        """
+        name = s3keys.outbox_name(dropped.key)
+        if name is None:
+            logger.info("ignoring object outside the inbox: %s", dropped.key)
+            return None
+        seed = f"{self.store.bucket}/{dropped.identity}"
+        batch_id, input_file_id = new_batch_id(seed), new_file_id(seed)
+        now = self._now()
+        window = self.settings.default_completion_window
+        record = BatchRecord(
+            id=batch_id,
+            endpoint=self.settings.default_endpoint,
+            input_file_id=input_file_id,
+            completion_window=window,
+            status="validating",
+            created_at=now,
+            expires_at=now + window_seconds(window),
+            input_key=dropped.key,
+            outbox_name=name,
+        )
+        size = self.store.size(dropped.key)
+        input_file = FileObject(
+            id=input_file_id,
+            bytes=size,
+            created_at=now,
+            filename=posixpath.basename(dropped.key),
+            purpose="batch",
+            status="processed",
+        )
+        if not self.repository.create_batch(record):
+            existing = self.repository.get_batch(batch_id)
+            logger.info("duplicate event for %s (batch %s)", dropped.key, batch_id)
+            return self._resume_intake(existing) if existing else None
+        self.repository.put_file(FileRecord(file=input_file, s3_key=dropped.key))
+        return self._validate_and_plan(record, endpoint=None, size=size)
+
+    def _resume_intake(self, record: BatchRecord) -> BatchRecord:
+        if record.status == "validating":
+            return self._validate_and_plan(record, endpoint=None, size=self.store.size(record.input_key))
+        if record.status == "in_progress":
+            # A crash may have come between the status change and the messages: start the
+            # tracker again (harmless) and queue the shards nobody has touched.
+            self.tracker.start(record.id, poll_seconds=self.settings.tracker_poll_seconds)
+            untouched = [
+                ShardTask(batch_id=record.id, shard_index=i)
+                for i in range(record.shards_total)
+                if (shard := self.repository.get_shard(record.id, i)) and shard.attempts == 0
+            ]
+            self.shard_queue.send(untouched)
+        return record
+
+    def _validate_and_plan(self, record: BatchRecord, *, endpoint: str | None, size: int) -> BatchRecord:
+        settings = self.settings
+        if size > settings.max_batch_bytes:
+            error = BatchError(
+                code="file_too_large",
+                message=f"The input file is {size} bytes; the limit is {settings.max_batch_bytes}.",
+            )
+            return self._fail_validation(record, [error])
+        shards: list[ShardRecord] = []
+
+        def store_shard(shard: PlannedShard) -> None:
+            self.store.put(s3keys.shard_key(record.id, shard.index), shard.body)
+            shards.append(
+                ShardRecord(batch_id=record.id, index=shard.index, request_count=shard.request_count)
+            )
+
+        validator = BatchValidator(
+            endpoint=endpoint,
+            default_endpoint=settings.default_endpoint,
+            served_models=settings.served_models,
+            limits=ValidationLimits(
+                max_requests=settings.max_requests_per_batch,
+                max_line_bytes=settings.max_line_bytes,
+                max_reported_errors=settings.max_reported_errors,
+            ),
+        )
+        planner = ShardPlanner(
+            store_shard,
+            max_requests=settings.max_requests_per_shard,
+            max_bytes=settings.max_shard_bytes,
+        )
+        lines = iter_lines(self.store.stream(record.input_key))
+        for request in validator.validate(lines):
+            if not validator.has_errors:
+                planner.add(request)  # once a line is bad the batch fails: stop writing shards
+        report = validator.report()
+        if not report.ok:
+            self.store.delete_prefix(s3keys.shard_prefix(record.id))
+            return self._fail_validation(record, report.errors, total_errors=report.error_count)
+        planner.close()
+        self.repository.put_shards(record.id, shards)
+        moved = self.repository.transition(
+            record.id,
+            to_status="in_progress",
+            from_statuses=["validating"],
+            fields={
+                "endpoint": report.endpoint,
+                "model": report.model,
+                "request_total": report.valid_requests,
+                "shards_total": len(shards),
+                "shards_pending": len(shards),
+                "in_progress_at": self._now(),
+            },
+        )
+        if moved:
+            self.tracker.start(record.id, poll_seconds=settings.tracker_poll_seconds)
+            self.shard_queue.send(ShardTask(batch_id=record.id, shard_index=s.index) for s in shards)
+        current = self._require(record.id)
+        self._publish(current)
+        return current
+
+    def _fail_validation(
+        self, record: BatchRecord, errors: list[BatchError], total_errors: int | None = None
+    ) -> BatchRecord:
+        if total_errors is not None and total_errors > len(errors):
+            errors = [
+                *errors,
+                BatchError(
+                    code="too_many_errors",
+                    message=f"{total_errors} errors in all; only the first {len(errors)} are listed.",
+                ),
+            ]
+        self.repository.transition(
+            record.id,
+            to_status="failed",
+            from_statuses=["validating"],
+            fields={"failed_at": self._now()},
+            errors=errors,
+        )
+        current = self._require(record.id)
+        self._publish(current)
+        return current
+
+    # -- running a shard (the GPU worker) ---------------------------------------------
+
+    def process_shard(
+        self,
+        task: ShardTask,
+        engine: Engine,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> ShardOutcome:
+        """Run one shard through the engine, writing results in crash-safe parts.
+
+        Parts already written by an earlier attempt are counted (once) and their requests
+        skipped, so a redelivered message never produces a result twice.
+        """
+        batch = self.repository.get_batch(task.batch_id)
+        if batch is None or batch.status != "in_progress":
+            logger.info("skipping shard %s of batch in status %s", task, batch and batch.status)
+            return "skipped"
+        shard = self.repository.begin_shard_attempt(task.batch_id, task.shard_index)
+        if shard is None:
+            return "skipped"  # already done: a duplicated message
+        finished_ids, next_part = self._recover_parts(shard)
+        pending = [
+            EngineRequest(custom_id=r.custom_id, url=r.url, body=r.body)
+            for r in self._read_shard(task)
+            if r.custom_id not in finished_ids
+        ]
+        part = _Part()
+        remaining = len(pending)
+        results = engine.run(pending)
+        try:
+            for result in results:
+                line = result.to_output_line()
+                (part.succeeded if line.succeeded else part.failed).append(line)
+                remaining -= 1
+                if len(part) >= self.settings.results_part_size:
+                    self._write_part(shard, next_part, part)
+                    next_part, part = next_part + 1, _Part()
+                    if remaining and should_stop():
+                        break
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # abort what the engine still runs for us
+        if len(part):
+            self._write_part(shard, next_part, part)
+        if remaining:
+            return "interrupted"
+        self.repository.settle_shard(task.batch_id, task.shard_index)
+        return "done"
+
+    def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest]:
+        key = s3keys.shard_key(task.batch_id, task.shard_index)
+        for _, raw in iter_lines(self.store.stream(key)):
+            if raw:
+                yield ShardRequest.model_validate_json(raw)
+
+    def _part_keys(self, shard: ShardRecord, part_index: int) -> tuple[str, str]:
+        name = s3keys.part_name(part_index)
+        return (
+            s3keys.results_prefix(shard.batch_id, shard.index) + name,
+            s3keys.errors_prefix(shard.batch_id, shard.index) + name,
+        )
+
+    def _recover_parts(self, shard: ShardRecord) -> tuple[set[str], int]:
+        """custom_ids already written by earlier attempts, and the next free part number."""
+        keys = self.store.list_keys(
+            s3keys.results_prefix(shard.batch_id, shard.index)
+        ) + self.store.list_keys(s3keys.errors_prefix(shard.batch_id, shard.index))
+        by_part: dict[int, list[str]] = {}
+        for key in keys:
+            by_part.setdefault(s3keys.part_index_of(key), []).append(key)
+        finished: set[str] = set()
+        for part_index in sorted(by_part):
+            succeeded: list[BatchRequestOutput] = []
+            failed: list[BatchRequestOutput] = []
+            for key in by_part[part_index]:
+                for _, raw in iter_lines([self.store.read(key)]):
+                    if raw:
+                        line = BatchRequestOutput.model_validate_json(raw)
+                        (succeeded if line.succeeded else failed).append(line)
+            finished.update(line.custom_id for line in succeeded + failed)
+            if part_index >= shard.parts_committed:
+                self._commit(shard, part_index, _Part(succeeded, failed))
+        return finished, (max(by_part) + 1 if by_part else 0)
+
+    def _write_part(self, shard: ShardRecord, part_index: int, part: _Part) -> None:
+        results_key, errors_key = self._part_keys(shard, part_index)
+        if part.succeeded:
+            self.store.put(results_key, _jsonl(part.succeeded))
+        if part.failed:
+            self.store.put(errors_key, _jsonl(part.failed))
+        self._commit(shard, part_index, part)
+        batch = self.repository.get_batch(shard.batch_id)
+        if batch is not None:
+            self._publish(batch)  # live request_counts for people watching batch.json
+
+    def _commit(self, shard: ShardRecord, part_index: int, part: _Part) -> None:
+        input_tokens = cached_tokens = output_tokens = 0
+        for line in part.succeeded:
+            assert line.response is not None
+            prompt, cached, completion = usage_of(line.response.body)
+            input_tokens += prompt
+            cached_tokens += cached
+            output_tokens += completion
+        self.repository.commit_part(
+            shard.batch_id,
+            shard.index,
+            part_index=part_index,
+            completed=len(part.succeeded),
+            failed=len(part.failed),
+            input_tokens=input_tokens,
+            cached_tokens=cached_tokens,
+            output_tokens=output_tokens,
+        )
+
+    # -- finalize ---------------------------------------------------------------------
+
+    def finalize(self, batch_id: str) -> BatchRecord:
+        """Merge the result parts into the output and error files; the batch completes.
+
+        Running it twice gives the same files (ids derive from the batch id) and counts.
+        """
+        record = self._require(batch_id)
+        if record.status in TERMINAL_STATUSES:
+            return record
+        self.repository.transition(
+            batch_id,
+            to_status="finalizing",
+            from_statuses=["in_progress"],
+            fields={"finalizing_at": self._now()},
+        )
+        output_file_id = self._merge(
+            batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", "output"
+        )
+        error_file_id = self._merge(
+            batch_id, s3keys.errors_prefix(batch_id), f"batch_{batch_id}_error.jsonl", "error"
+        )
+        self.repository.transition(
+            batch_id,
+            to_status="completed",
+            from_statuses=["finalizing"],
+            fields={
+                "completed_at": self._now(),
+                "output_file_id": output_file_id,
+                "error_file_id": error_file_id,
+            },
+        )
+        final = self._require(batch_id)
+        if final.outbox_name:
+            for file_id, filename in ((output_file_id, "output.jsonl"), (error_file_id, "errors.jsonl")):
+                if file_id:
+                    self.store.copy(
+                        s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
+                    )
+        self._publish(final)
+        return final
+
+    def finalize_for_tracker(self, batch_id: str, task_token: str) -> BatchRecord:
+        """Finalize, then tell the waiting tracker execution how it went."""
+        record = self.finalize(batch_id)
+        self.tracker.report_success(task_token, {"batch_id": batch_id, "status": record.status})
+        return record
+
+    def _merge(self, batch_id: str, prefix: str, filename: str, kind: str) -> str | None:
+        keys = self.store.list_keys(prefix)
+        if not keys:
+            return None
+        file_id = new_file_id(f"{batch_id}/{kind}")
+        target = s3keys.file_key(file_id)
+        size = self.store.put_stream(target, _concat(self.store, keys))
+        file = FileObject(
+            id=file_id,
+            bytes=size,
+            created_at=self._now(),
+            filename=filename,
+            purpose="batch_output",
+            status="processed",
+        )
+        self.repository.put_file(FileRecord(file=file, s3_key=target, batch_id=batch_id))
+        return file_id
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _require(self, batch_id: str) -> BatchRecord:
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"No batch found with id {batch_id!r}.")
+        return record
+
+    def _publish(self, record: BatchRecord) -> None:
+        """Keep outbox/<name>/batch.json current for batches that came in as dropped files."""
+        if record.outbox_name:
+            key = s3keys.outbox_key(record.outbox_name, "batch.json")
+            self.store.put_json(key, record.to_batch().model_dump(mode="json"))
+
+
+def _jsonl(lines: Iterable[BatchRequestOutput]) -> bytes:
+    return b"".join(line.model_dump_json().encode() + b"\n" for line in lines)
+
+
+def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
+    for key in keys:
+        yield from store.stream(key)

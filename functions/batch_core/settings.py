@@ -1,0 +1,54 @@
+"""Environment settings, read once per process from the environment (Lambda or worker)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the data lives and the limits every batch obeys."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    bucket_name: str = Field(description="The one bucket: inbox/, outbox/, files/, batches/.")
+    table_name: str = Field(description="The one DynamoDB table (batches, shards, files).")
+    shard_queue_url: str = Field(description="SQS queue the GPU workers pull shards from.")
+    state_machine_arn: str = Field(default="", description="The batch tracker state machine.")
+    aws_region: str = Field(default="us-east-1", alias="AWS_DEFAULT_REGION")
+
+    tracker_poll_seconds: int = Field(
+        default=30, ge=0, description="How long the tracker waits between two looks at a batch."
+    )
+    served_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models the workers serve (comma separated); empty accepts any model.",
+    )
+    default_endpoint: str = "/v1/chat/completions"
+    default_completion_window: str = "24h"
+    max_requests_per_batch: int = Field(default=1_000_000, ge=1)
+    max_batch_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_line_bytes: int = Field(default=8 * 1024**2, ge=1)
+    max_requests_per_shard: int = Field(default=1000, ge=1)
+    max_shard_bytes: int = Field(default=64 * 1024**2, ge=1)
+    max_reported_errors: int = Field(default=1000, ge=1)
+    results_part_size: int = Field(
+        default=256, ge=1, description="Results per part file: the unit of crash-safe progress."
+    )
+
+    @field_validator("served_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cleared by tests that change the environment)."""
+    return Settings()  # type: ignore[call-arg]

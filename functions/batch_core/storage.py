@@ -1,0 +1,79 @@
+"""S3 access: the only module that talks to S3."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_CHUNK = 1024 * 1024
+# Writes up to this size stay in memory; larger outputs spill to a temporary file.
+_SPOOL_BYTES = 32 * 1024 * 1024
+
+
+class ObjectStore:
+    """Reads and writes the objects of the one bucket."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+
+    def stream(self, key: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """The object's bytes, chunk by chunk (never the whole object in memory)."""
+        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+    def read(self, key: str) -> bytes:
+        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def size(self, key: str) -> int:
+        return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+
+    def put(self, key: str, data: bytes, content_type: str = "application/jsonl") -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_json(self, key: str, document: Any) -> None:
+        data = json.dumps(document, indent=2).encode()
+        self.put(key, data, content_type="application/json")
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Upload a stream of unknown length (multipart above the threshold); returns its size."""
+        size = 0
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+                size += len(chunk)
+            spool.seek(0)
+            self._s3.upload_fileobj(
+                spool, self.bucket, key, ExtraArgs={"ContentType": "application/jsonl"}
+            )
+        return size
+
+    def copy(self, source_key: str, target_key: str) -> None:
+        self._s3.copy_object(
+            Bucket=self.bucket,
+            Key=target_key,
+            CopySource={"Bucket": self.bucket, "Key": source_key},
+        )
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under prefix, in key order."""
+        keys: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list_keys(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        return len(keys)

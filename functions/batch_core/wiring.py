@@ -1,0 +1,44 @@
+"""Builds the service from the settings, creating AWS clients on first use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import boto3
+
+from batch_core.messaging import ShardQueue, Tracker
+from batch_core.repository import BatchRepository
+from batch_core.service import BatchService
+from batch_core.settings import Settings, get_settings
+from batch_core.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from boto3 import Session
+
+
+def build_service(settings: Settings, session: Session | None = None) -> BatchService:
+    """A service over the resources the settings name."""
+    session = session or boto3.session.Session()
+    region = settings.aws_region
+    return BatchService(
+        settings=settings,
+        repository=BatchRepository(session.client("dynamodb", region_name=region), settings.table_name),
+        store=ObjectStore(session.client("s3", region_name=region), settings.bucket_name),
+        shard_queue=ShardQueue(session.client("sqs", region_name=region), settings.shard_queue_url),
+        tracker=Tracker(
+            session.client("stepfunctions", region_name=region), settings.state_machine_arn
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def default_service() -> BatchService:
+    """The process-wide service (a Lambda container or a worker builds it once)."""
+    return build_service(get_settings())
+
+
+def reset() -> None:
+    """Forget the cached settings and service (after the environment changed)."""
+    get_settings.cache_clear()
+    default_service.cache_clear()

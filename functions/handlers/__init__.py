@@ -1,0 +1,1 @@
+"""Lambda handlers: each translates its event into one call on the core service."""

@@ -1,0 +1,91 @@
+"""S3 ObjectCreated (delivered through the intake SQS queue) -> validate and plan the batch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from batch_core.service import DroppedObject
+from batch_core.wiring import default_service
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+class S3Object(BaseModel):
+    key: str
+    eTag: str = ""  # noqa: N815 (S3's field names)
+    sequencer: str = ""
+    versionId: str | None = None  # noqa: N815
+
+
+class S3Entity(BaseModel):
+    object: S3Object
+
+
+class S3Record(BaseModel):
+    eventName: str  # noqa: N815
+    s3: S3Entity
+
+
+class S3Notification(BaseModel):
+    """The part of an S3 event notification we use.
+
+    Powertools' S3Model requires fields (userIdentity, requestParameters, ...) that moto's
+    notifications leave out; this model reads what AWS and moto both send.
+    """
+
+    Records: list[S3Record]  # noqa: N815
+
+
+def dropped_objects(body: str) -> list[DroppedObject]:
+    """The objects an S3 notification names; none for S3's `s3:TestEvent`."""
+    document = json.loads(body)
+    if document.get("Event") == "s3:TestEvent":
+        return []
+    event = S3Notification.model_validate(document)
+    return [
+        DroppedObject(
+            # Keys arrive URL-encoded (spaces as '+'), as AWS sends them.
+            key=unquote_plus(record.s3.object.key),
+            etag=record.s3.object.eTag or "",
+            sequencer=record.s3.object.sequencer or "",
+            version_id=record.s3.object.versionId or "",
+        )
+        for record in event.Records
+        if record.eventName.startswith("ObjectCreated")
+    ]
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    for dropped in dropped_objects(record.body):
+        batch = default_service().ingest_dropped_object(dropped)
+        if batch is None:
+            continue
+        logger.info("intake", extra={"batch_id": batch.id, "status": batch.status, "key": dropped.key})
+        metric = "BatchesRejected" if batch.status == "failed" else "BatchesAccepted"
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

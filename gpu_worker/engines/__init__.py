@@ -1,0 +1,20 @@
+"""Inference engines. Only this package imports an engine library, and only when asked."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batch_core.protocol import Engine
+    from gpu_worker.settings import EngineSettings
+
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """Start the engine the settings name (vLLM starts its engine processes here)."""
+    if settings.engine == "fake":
+        from gpu_worker.engines.fake import FakeEngine
+
+        return FakeEngine(served_model=settings.served_model_name or settings.model or "fake-model")
+    from gpu_worker.engines.vllm_engine import VllmEngine
+
+    return VllmEngine(settings)

@@ -1,0 +1,125 @@
+"""A deterministic engine for fast tests: OpenAI-shaped bodies, no model.
+
+It answers like a server would (chat.completion, text_completion, embedding lists, a 400 for a
+prompt longer than its context, a 404 for another model), so the pipeline around it is
+exercised for real; only the text is made up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from batch_core.protocol import EngineRequest, EngineResult
+
+
+def _words(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [w for item in value for w in _words(item)]
+    if isinstance(value, dict):
+        return _words(value.get("content") or value.get("text") or "")
+    return []
+
+
+class FakeEngine:
+    """Echoes prompts back; a token is a whitespace-separated word."""
+
+    def __init__(self, served_model: str = "fake-model", max_model_len: int = 2048) -> None:
+        self._served_model = served_model
+        self.max_model_len = max_model_len
+        self.calls = 0
+
+    @property
+    def served_model(self) -> str:
+        return self._served_model
+
+    def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
+        for request in requests:
+            self.calls += 1
+            yield self.answer(request)
+
+    def answer(self, request: EngineRequest) -> EngineResult:
+        body = request.body
+        if body.get("model") != self._served_model:
+            return EngineResult.failure(
+                request.custom_id,
+                404,
+                f"The model `{body.get('model')}` does not exist.",
+                param="model",
+                code="model_not_found",
+            )
+        if request.url == "/v1/embeddings":
+            return self._embed(request)
+        prompt = _words(body.get("messages") if "messages" in body else body.get("prompt"))
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        if len(prompt) + 1 > self.max_model_len:
+            return EngineResult.failure(
+                request.custom_id,
+                400,
+                f"This model's maximum context length is {self.max_model_len} tokens. "
+                f"However, your prompt contains {len(prompt)} input tokens.",
+                param="input_tokens",
+                code="context_length_exceeded",
+            )
+        reply = (["echo:", *prompt] * (1 + max_tokens // max(len(prompt), 1)))[:max_tokens]
+        finish = "length" if len(reply) == max_tokens and len(prompt) + 1 > max_tokens else "stop"
+        usage = {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": len(reply),
+            "total_tokens": len(prompt) + len(reply),
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        created = int(time.time())
+        if request.url == "/v1/completions":
+            completion: dict[str, Any] = {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": created,
+                "model": self._served_model,
+                "choices": [
+                    {"index": 0, "text": " ".join(reply), "finish_reason": finish, "logprobs": None}
+                ],
+                "usage": usage,
+            }
+            return EngineResult(custom_id=request.custom_id, status_code=200, body=completion)
+        chat: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": created,
+            "model": self._served_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": " ".join(reply)},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+        }
+        return EngineResult(custom_id=request.custom_id, status_code=200, body=chat)
+
+    def _embed(self, request: EngineRequest) -> EngineResult:
+        inputs = request.body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        data = []
+        tokens = 0
+        for index, item in enumerate(items):
+            text = str(item)
+            tokens += len(text.split())
+            digest = hashlib.sha256(text.encode()).digest()
+            data.append(
+                {"object": "embedding", "index": index, "embedding": [b / 255 for b in digest[:8]]}
+            )
+        body = {
+            "object": "list",
+            "data": data,
+            "model": self._served_model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return EngineResult(custom_id=request.custom_id, status_code=200, body=body)

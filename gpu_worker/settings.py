@@ -1,0 +1,44 @@
+"""Worker and engine settings from the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    """How the inference engine is started (vLLM's own names where they exist)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", protected_namespaces=())
+
+    engine: Literal["vllm", "fake"] = Field(default="vllm", description="Which engine runs requests.")
+    model: str | None = Field(
+        default=None, description="A local directory or hub id; unset builds the tiny offline model."
+    )
+    served_model_name: str | None = Field(
+        default=None, description="The name requests use; defaults to MODEL."
+    )
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = Field(
+        default=None, description="Defaults to 0.9 on a GPU and 0.1 on a CPU."
+    )
+    dtype: str = "auto"
+    quantization: str | None = None
+    extra_engine_args: str = Field(
+        default="", description="More vLLM engine flags, e.g. '--enforce-eager'."
+    )
+
+
+class WorkerSettings(BaseSettings):
+    """The worker loop."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    wait_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll time.")
+    idle_exit_seconds: float | None = Field(
+        default=None, description="Exit after this long with no message (None: never)."
+    )
