@@ -71,6 +71,7 @@ class LocalStack:
         shard_size: int | None = None,
         part_size: int | None = None,
         worker_count: int = 1,
+        route_events: bool = True,
     ) -> None:
         self.engine = engine
         self.served_models = served_models if served_models is not None else (
@@ -80,6 +81,7 @@ class LocalStack:
         self.shard_size = shard_size
         self.part_size = part_size
         self.worker_count = worker_count if engine else 0
+        self.route_events = route_events
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
@@ -114,6 +116,8 @@ class LocalStack:
                 "AWS_DEFAULT_REGION": REGION,
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_METRICS_NAMESPACE": "OpenBatchLocal",
+                # EMF lines are for CloudWatch; locally they would only clutter the output.
+                "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             }
         )
@@ -123,8 +127,9 @@ class LocalStack:
         self._create_resources()
         wiring.reset()
         self.service = wiring.default_service()
-        self._route("IntakeQueue", "handlers.validate")
-        self._route("FinalizeQueue", "handlers.finalize")
+        if self.route_events:
+            self._route("IntakeQueue", "handlers.validate")
+            self._route("FinalizeQueue", "handlers.finalize")
         for index in range(self.worker_count):
             self.start_worker(name=f"worker-{index}")
 

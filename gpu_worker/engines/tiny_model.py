@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 # Bumped whenever the recipe changes, so a cached copy from an older recipe is rebuilt.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -96,7 +96,7 @@ def _build(target: Path) -> None:
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
-        torch_dtype="float32",
+        torch_dtype="bfloat16",
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(target, safe_serialization=True)

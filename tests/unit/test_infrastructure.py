@@ -1,0 +1,54 @@
+"""The template, the state machine and the event files agree with each other."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from batchctl.template import PROJECT_ROOT, load_template, resources_of_type
+
+ASL = PROJECT_ROOT / "infra" / "statemachine" / "batch_tracker.asl.json"
+
+
+def test_state_machine_uses_only_sdk_integrations_and_known_substitutions() -> None:
+    definition = json.loads(ASL.read_text())
+    resources = [s["Resource"] for s in definition["States"].values() if s["Type"] == "Task"]
+    assert resources and all(r.startswith("arn:aws:states:::") for r in resources)
+    assert not any("lambda" in r for r in resources)
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ASL.read_text()))
+    (tracker,) = resources_of_type(load_template(), "AWS::Serverless::StateMachine").values()
+    assert placeholders == set(tracker["DefinitionSubstitutions"])
+    assert (PROJECT_ROOT / tracker["DefinitionUri"]) == ASL
+
+
+def test_the_tracker_waits_for_an_injectable_time() -> None:
+    definition = json.loads(ASL.read_text())
+    waits = [s for s in definition["States"].values() if s["Type"] == "Wait"]
+    assert waits and all("SecondsPath" in w for w in waits)
+
+
+def test_functions_point_at_existing_handlers() -> None:
+    template = load_template()
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert functions
+    for props in functions.values():
+        module, attribute = props["Handler"].rsplit(".", 1)
+        path = PROJECT_ROOT / props["CodeUri"] / (module.replace(".", "/") + ".py")
+        assert path.is_file(), path
+        assert f"def {attribute}(" in path.read_text()
+
+
+def test_every_queue_with_a_consumer_has_a_dead_letter_queue() -> None:
+    queues = resources_of_type(load_template(), "AWS::SQS::Queue")
+    work_queues = [name for name in queues if "DeadLetter" not in name]
+    assert {"IntakeQueue", "ShardQueue", "FinalizeQueue"} <= set(work_queues)
+    for name in work_queues:
+        assert queues[name]["RedrivePolicy"]["maxReceiveCount"] >= 2
+
+
+def test_event_files_are_valid_json() -> None:
+    files = list((Path(__file__).parent.parent / "events").glob("*.json"))
+    assert files
+    for path in files:
+        json.loads(path.read_text())
