@@ -140,6 +140,7 @@ class LocalStack:
         for thread in self._threads:
             thread.join(timeout=60)
         if self._mock is not None:
+            self._stop_executions()
             self._mock.stop()
             self._mock = None
         for name, value in self._saved_env.items():
@@ -148,6 +149,18 @@ class LocalStack:
             else:
                 os.environ[name] = value
         wiring.reset()
+
+    def _stop_executions(self) -> None:
+        """moto runs executions in threads that outlive the mock: stop them with the stack."""
+        if self.resolver is None:
+            return
+        sfn = self.session.client("stepfunctions")
+        for name, arn in self.resolver.refs.items():
+            if ":stateMachine:" not in arn:
+                continue
+            running = sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")
+            for execution in running["executions"]:
+                sfn.stop_execution(executionArn=execution["executionArn"], cause=f"{name}: local stack stopped")
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():

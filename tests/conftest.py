@@ -20,6 +20,9 @@ MODEL = "demo-model"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As the template's Globals set them for the functions.
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "openbatch")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OpenBatch")
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,9 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
+
+_TOKEN_ATTEMPTS = 20
+_TOKEN_RETRY_SECONDS = 0.25
 
 
 class ShardTask(BaseModel):
@@ -98,8 +102,27 @@ class Tracker:
             if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
 
-    def report_success(self, task_token: str, output: dict[str, Any]) -> None:
-        self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
+    def report_success(self, task_token: str, output: dict[str, Any]) -> bool:
+        """Resume the waiting execution; False if no execution waits on this token any more.
+
+        A token can be refused for a moment right after its message was sent (moto registers
+        the waiter after sending), so InvalidToken is retried briefly before giving up. An
+        execution that timed out meanwhile is no loss: finalize is idempotent and the
+        tracker's retry asks again.
+        """
+        for attempt in range(_TOKEN_ATTEMPTS):
+            try:
+                self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
+                return True
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code")
+                if code in {"TaskTimedOut", "TaskDoesNotExist"}:
+                    return False
+                if code != "InvalidToken":
+                    raise
+                if attempt + 1 < _TOKEN_ATTEMPTS:
+                    time.sleep(_TOKEN_RETRY_SECONDS)
+        return False
 
     def report_failure(self, task_token: str, error: str, cause: str) -> None:
         self._sfn.send_task_failure(taskToken=task_token, error=error, cause=cause[:32000])

@@ -50,6 +50,8 @@ class BatchRecord(BaseModel):
     shards_total: int = 0
     shards_pending: int = 0
     """Shards not yet settled; the tracker finalizes when it reaches 0."""
+    shards_queued: bool = False
+    """Every shard message was sent (a redelivered intake event must not send them again)."""
     input_key: str
     """Where the input lines are in the bucket."""
     outbox_name: str | None = None

@@ -133,6 +133,14 @@ class BatchRepository:
             raise
         return True
 
+    def mark_shards_queued(self, batch_id: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=_to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET shards_queued = :yes",
+            ExpressionAttributeValues=_to_item({":yes": True}),
+        )
+
     # -- shards ------------------------------------------------------------------------
 
     def put_shards(self, batch_id: str, shards: Iterable[ShardRecord]) -> None:

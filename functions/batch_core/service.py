@@ -136,17 +136,17 @@ class BatchService:
     def _resume_intake(self, record: BatchRecord) -> BatchRecord:
         if record.status == "validating":
             return self._validate_and_plan(record, endpoint=None, size=self.store.size(record.input_key))
-        if record.status == "in_progress":
-            # A crash may have come between the status change and the messages: start the
-            # tracker again (harmless) and queue the shards nobody has touched.
-            self.tracker.start(record.id, poll_seconds=self.settings.tracker_poll_seconds)
-            untouched = [
-                ShardTask(batch_id=record.id, shard_index=i)
-                for i in range(record.shards_total)
-                if (shard := self.repository.get_shard(record.id, i)) and shard.attempts == 0
-            ]
-            self.shard_queue.send(untouched)
+        if record.status == "in_progress" and not record.shards_queued:
+            # A crash came between the status change and the messages: start the tracker
+            # again (harmless) and queue the shards.
+            self._start_running(record.id, range(record.shards_total))
+            return self._require(record.id)
         return record
+
+    def _start_running(self, batch_id: str, shard_indexes: Iterable[int]) -> None:
+        self.tracker.start(batch_id, poll_seconds=self.settings.tracker_poll_seconds)
+        self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
+        self.repository.mark_shards_queued(batch_id)
 
     def _validate_and_plan(self, record: BatchRecord, *, endpoint: str | None, size: int) -> BatchRecord:
         settings = self.settings
@@ -203,8 +203,7 @@ class BatchService:
             },
         )
         if moved:
-            self.tracker.start(record.id, poll_seconds=settings.tracker_poll_seconds)
-            self.shard_queue.send(ShardTask(batch_id=record.id, shard_index=s.index) for s in shards)
+            self._start_running(record.id, (s.index for s in shards))
         current = self._require(record.id)
         self._publish(current)
         return current

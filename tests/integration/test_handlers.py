@@ -1,0 +1,102 @@
+"""The Lambda handlers, invoked in-process with the event files `sam local invoke` would use."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+from batch_core.messaging import ShardTask
+from batchctl.local import LocalStack, _LambdaContext
+from gpu_worker.engines.fake import FakeEngine
+from handlers import finalize, validate
+from tests.conftest import MODEL, chat_request, load_event
+
+CONTEXT = _LambdaContext(function_name="test", aws_request_id="req-1")
+DECODED_KEY = "inbox/team prompts(2).jsonl"  # the event file carries it URL-encoded
+
+
+def queued(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
+    sqs = stack.session.client("sqs")
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            return messages
+        messages.extend(batch)
+
+
+def put_input(stack: LocalStack, count: int) -> None:
+    body = "".join(json.dumps(chat_request(f"r{i}")) + "\n" for i in range(count))
+    stack.session.client("s3").put_object(Bucket=stack.bucket, Key=DECODED_KEY, Body=body.encode())
+    queued(stack, "IntakeQueue")  # drop moto's own notification: the test delivers the event file
+
+
+def test_test_event_is_ignored(bare_stack: LocalStack) -> None:
+    result = validate.handler(load_event("intake_s3_test_event.json"), CONTEXT)
+    assert result == {"batchItemFailures": []}
+    assert bare_stack.service.store.list_keys("batches/") == []
+
+
+def test_object_created_event_plans_shards_once_even_when_delivered_twice(bare_stack: LocalStack) -> None:
+    put_input(bare_stack, 10)
+    event = load_event("intake_s3_object_created.json")
+    assert validate.handler(event, CONTEXT) == {"batchItemFailures": []}
+    assert validate.handler(copy.deepcopy(event), CONTEXT) == {"batchItemFailures": []}
+
+    messages = queued(bare_stack, "ShardQueue")
+    tasks = sorted((ShardTask.model_validate_json(m["Body"]) for m in messages), key=lambda t: t.shard_index)
+    assert [t.shard_index for t in tasks] == [0, 1, 2]  # 10 requests, 4 per shard, queued once
+    batch = bare_stack.service.get_batch(tasks[0].batch_id)
+    assert batch is not None
+    assert batch.status == "in_progress"
+    assert batch.input_key == DECODED_KEY
+    assert batch.outbox_name == "team prompts(2)"
+    assert (batch.request_total, batch.shards_total, batch.shards_pending) == (10, 3, 3)
+    sfn = bare_stack.session.client("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))["executions"]
+    assert [e["name"] for e in executions] == [batch.id]
+
+
+def test_a_failing_record_is_reported_for_retry_not_raised(bare_stack: LocalStack) -> None:
+    event = load_event("intake_s3_object_created.json")  # the object was never uploaded
+    try:
+        validate.handler(event, CONTEXT)
+    except Exception as error:  # every record failed: Powertools raises so Lambda retries them all
+        assert "All records failed" in str(error)
+    else:
+        raise AssertionError("a missing object must fail the record")
+
+
+def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: LocalStack) -> None:
+    put_input(bare_stack, 6)
+    validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
+    engine = FakeEngine(MODEL)
+    for message in queued(bare_stack, "ShardQueue"):
+        outcome = bare_stack.service.process_shard(ShardTask.model_validate_json(message["Body"]), engine)
+        assert outcome == "done"
+
+    finalize_messages: list[dict[str, Any]] = []
+    for _ in range(100):  # the tracker polls every second, then sends the finalize request
+        finalize_messages = queued(bare_stack, "FinalizeQueue")
+        if finalize_messages:
+            break
+        time.sleep(0.1)
+    (message,) = finalize_messages
+    event = load_event("finalize_request.json")
+    event["Records"][0]["body"] = message["Body"]
+    assert finalize.handler(event, CONTEXT) == {"batchItemFailures": []}
+
+    request = json.loads(message["Body"])
+    batch = bare_stack.service.get_batch(request["batch_id"])
+    assert batch is not None and batch.status == "completed"
+    assert (batch.request_completed, batch.request_failed) == (6, 0)
+    sfn = bare_stack.session.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))["executions"]
+    for _ in range(100):
+        status = sfn.describe_execution(executionArn=execution["executionArn"])["status"]
+        if status != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert status == "SUCCEEDED"
