@@ -1,0 +1,158 @@
+"""A shard interrupted at any point is finished by a later attempt: every custom_id exactly once,
+counts exact. Runs the service directly on moto (no routing), so each crash point is chosen."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from batch_core import s3keys
+from batch_core.messaging import ShardTask
+from batch_core.protocol import EngineRequest, EngineResult
+from batch_core.repository import BatchRepository
+from batch_core.service import BatchService, DroppedObject
+from batchctl.local import LocalStack
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL, chat_request
+
+
+class Crash(Exception):
+    """Stands for the worker process dying."""
+
+
+class CrashingEngine:
+    """Answers `survive` requests, then dies."""
+
+    def __init__(self, survive: int) -> None:
+        self._inner = FakeEngine(MODEL)
+        self._survive = survive
+
+    @property
+    def served_model(self) -> str:
+        return MODEL
+
+    def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
+        for count, result in enumerate(self._inner.run(requests)):
+            if count == self._survive:
+                raise Crash
+            yield result
+
+
+def start_batch(stack: LocalStack, count: int) -> tuple[BatchService, str]:
+    service = stack.service
+    body = "".join(json.dumps(chat_request(f"r{i}")) + "\n" for i in range(count))
+    stack.session.client("s3").put_object(Bucket=stack.bucket, Key="inbox/crash.jsonl", Body=body.encode())
+    record = service.ingest_dropped_object(DroppedObject(key="inbox/crash.jsonl", etag="e1"))
+    assert record is not None and record.status == "in_progress"
+    return service, record.id
+
+
+def written_ids(service: BatchService, batch_id: str) -> list[str]:
+    ids = []
+    for prefix in (s3keys.results_prefix(batch_id), s3keys.errors_prefix(batch_id)):
+        for key in service.store.list_keys(prefix):
+            ids += [json.loads(line)["custom_id"] for line in service.store.read(key).splitlines() if line]
+    return ids
+
+
+@pytest.mark.parametrize("survive", [0, 1, 2, 3])
+def test_a_crash_mid_shard_loses_and_duplicates_nothing(bare_stack: LocalStack, survive: int) -> None:
+    # 4 requests per shard, parts of 3 results: crashes before, inside and after a part.
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    with pytest.raises(Crash):
+        service.process_shard(task, CrashingEngine(survive))
+    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+
+    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+    record = service.get_batch(batch_id)
+    assert record is not None
+    assert (record.request_completed, record.request_failed, record.shards_pending) == (4, 0, 0)
+
+
+def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    original = BatchRepository.commit_part
+
+    def die_before_commit(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
+        raise Crash
+
+    monkeypatch.setattr(BatchRepository, "commit_part", die_before_commit)
+    with pytest.raises(Crash):
+        service.process_shard(task, FakeEngine(MODEL))
+    assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
+    monkeypatch.setattr(BatchRepository, "commit_part", original)
+
+    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+    record = service.get_batch(batch_id)
+    assert record is not None
+    assert (record.request_completed, record.request_failed) == (4, 0)
+
+
+def test_a_crash_after_the_last_part_before_settling_settles_once(
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    original = BatchRepository.settle_shard
+
+    def die_before_settling(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
+        raise Crash
+
+    monkeypatch.setattr(BatchRepository, "settle_shard", die_before_settling)
+    with pytest.raises(Crash):
+        service.process_shard(task, FakeEngine(MODEL))
+    monkeypatch.setattr(BatchRepository, "settle_shard", original)
+    engine = FakeEngine(MODEL)
+    assert service.process_shard(task, engine) == "done"
+    assert engine.calls == 0  # everything was already written
+    record = service.get_batch(batch_id)
+    assert record is not None
+    assert (record.request_completed, record.shards_pending) == (4, 0)
+
+
+def test_a_duplicated_message_for_a_done_shard_changes_nothing(bare_stack: LocalStack) -> None:
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    engine = FakeEngine(MODEL)
+    assert service.process_shard(task, engine) == "done"
+    calls = engine.calls
+    assert service.process_shard(task, engine) == "skipped"
+    assert engine.calls == calls
+    record = service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
+
+
+def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(bare_stack: LocalStack) -> None:
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    assert service.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True) == "interrupted"
+    record = service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
+    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+
+
+def test_finalize_twice_gives_the_same_files_and_counts(bare_stack: LocalStack) -> None:
+    service, batch_id = start_batch(bare_stack, 6)
+    for index in range(2):
+        assert service.process_shard(ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)) == "done"
+    first = service.finalize(batch_id)
+    first_output = service.store.read(s3keys.file_key(first.output_file_id or ""))
+    # A second run (a redelivered finalize message) is harmless; so is re-running from finalizing.
+    second = service.finalize(batch_id)
+    assert (second.output_file_id, second.error_file_id, second.request_completed) == (
+        first.output_file_id,
+        first.error_file_id,
+        6,
+    )
+    assert service.store.read(s3keys.file_key(second.output_file_id or "")) == first_output
+    assert len(first_output.splitlines()) == 6
+    assert service.repository.get_file(first.output_file_id or "") is not None
