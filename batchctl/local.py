@@ -21,11 +21,11 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
-
 from batch_core import s3keys, wiring
 from batch_core.models import TERMINAL_STATUSES, Batch
 from batch_core.protocol import Engine
 from batch_core.settings import get_settings
+
 from batchctl.template import (
     Resolver,
     load_template,
@@ -74,8 +74,10 @@ class LocalStack:
         route_events: bool = True,
     ) -> None:
         self.engine = engine
-        self.served_models = served_models if served_models is not None else (
-            [engine.served_model] if engine else []
+        self.served_models = (
+            served_models
+            if served_models is not None
+            else ([engine.served_model] if engine else [])
         )
         self.poll_seconds = poll_seconds
         self.shard_size = shard_size
@@ -160,7 +162,9 @@ class LocalStack:
                 continue
             running = sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")
             for execution in running["executions"]:
-                sfn.stop_execution(executionArn=execution["executionArn"], cause=f"{name}: local stack stopped")
+                sfn.stop_execution(
+                    executionArn=execution["executionArn"], cause=f"{name}: local stack stopped"
+                )
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -195,7 +199,12 @@ class LocalStack:
             table_name = f"{STACK}-{name}"
             spec = {
                 key: props[key]
-                for key in ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes")
+                for key in (
+                    "AttributeDefinitions",
+                    "KeySchema",
+                    "BillingMode",
+                    "GlobalSecondaryIndexes",
+                )
                 if key in props
             }
             dynamodb.create_table(TableName=table_name, **spec)
@@ -216,7 +225,7 @@ class LocalStack:
             s3.create_bucket(Bucket=bucket)
             resolver.refs[name] = bucket
             notifications = resolver.resolve(props.get("NotificationConfiguration", {}))
-            configs = [
+            configs: list[Any] = [
                 {
                     "QueueArn": config["Queue"],
                     "Events": [config["Event"]],
@@ -238,15 +247,19 @@ class LocalStack:
         self._set_env({**{k: str(v) for k, v in environment.items()}, **overrides})
         self.bucket = resolver.refs["DataBucket"]
 
-    def _create_queue(self, sqs: SQSClient, name: str, props: dict[str, Any], resolver: Resolver) -> None:
-        attributes: dict[str, str] = {}
+    def _create_queue(
+        self, sqs: SQSClient, name: str, props: dict[str, Any], resolver: Resolver
+    ) -> None:
+        attributes: dict[Any, str] = {}
         for key in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds"):
             if key in props:
                 attributes[key] = str(props[key])
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(resolver.resolve(props["RedrivePolicy"]))
         url = sqs.create_queue(QueueName=f"{STACK}-{name}", Attributes=attributes)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         resolver.refs[name] = url
         resolver.attributes[(name, "Arn")] = arn
         resolver.attributes[(name, "QueueName")] = f"{STACK}-{name}"
@@ -262,7 +275,10 @@ class LocalStack:
 
         module = importlib.import_module(module_name)
         thread = threading.Thread(
-            target=self._route_loop, args=(queue_name, module), name=f"route-{queue_name}", daemon=True
+            target=self._route_loop,
+            args=(queue_name, module),
+            name=f"route-{queue_name}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -349,13 +365,17 @@ class LocalStack:
     def drop(self, path: Path, name: str | None = None) -> str:
         """Upload a file into inbox/ as `aws s3 cp` would; returns its outbox name."""
         name = name or path.stem
-        self.session.client("s3").upload_file(str(path), self.bucket, f"{s3keys.INBOX_PREFIX}{name}.jsonl")
+        self.session.client("s3").upload_file(
+            str(path), self.bucket, f"{s3keys.INBOX_PREFIX}{name}.jsonl"
+        )
         return name
 
     def outbox_batch(self, name: str) -> Batch | None:
         s3 = self.session.client("s3")
         try:
-            body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, "batch.json"))["Body"]
+            body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, "batch.json"))[
+                "Body"
+            ]
         except s3.exceptions.NoSuchKey:
             return None
         return Batch.model_validate_json(body.read())
@@ -385,14 +405,16 @@ class LocalStack:
         )
 
     def download_outbox(self, name: str, out_dir: Path) -> dict[str, Path]:
-        """Copy outbox/<name>/ into out_dir: batch.json, output.jsonl, errors.jsonl (empty if none)."""
+        """Copy outbox/<name>/ into out_dir: batch.json, output.jsonl, errors.jsonl."""
         out_dir.mkdir(parents=True, exist_ok=True)
         s3 = self.session.client("s3")
         paths: dict[str, Path] = {}
         for filename in ("batch.json", "output.jsonl", "errors.jsonl"):
             target = out_dir / filename
             try:
-                body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, filename))["Body"]
+                body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, filename))[
+                    "Body"
+                ]
                 target.write_bytes(body.read())
             except s3.exceptions.NoSuchKey:
                 target.write_bytes(b"")

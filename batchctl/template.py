@@ -38,7 +38,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with path.open() as handle:
-        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 (safe subclass)
+        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)
     return document
 
 
@@ -74,8 +74,8 @@ class Resolver:
     def _sub(self, expression: str) -> str:
         if "." in expression:
             logical, attribute = expression.split(".", 1)
-            return self.attributes[(logical, attribute)]
-        return self._ref(expression)
+            return str(self.attributes[(logical, attribute)])
+        return str(self._ref(expression))
 
 
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -88,7 +88,7 @@ def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str,
 
 def state_machine_definition(properties: dict[str, Any], resolver: Resolver) -> str:
     """The ASL file the template points at, with its DefinitionSubstitutions applied."""
-    definition = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
+    definition: str = (PROJECT_ROOT / str(properties["DefinitionUri"])).read_text()
     for name, value in properties.get("DefinitionSubstitutions", {}).items():
         definition = definition.replace("${" + name + "}", str(resolver.resolve(value)))
     json.loads(definition)  # fail early on a bad substitution

@@ -8,6 +8,7 @@ import sys
 from types import FrameType
 
 from batch_core.wiring import default_service
+
 from gpu_worker.engines import load_engine
 from gpu_worker.settings import EngineSettings, WorkerSettings
 from gpu_worker.worker import Worker
@@ -21,7 +22,9 @@ def main() -> int:
     worker = Worker(service, service.shard_queue, engine, wait_seconds=worker_settings.wait_seconds)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: finishing the current part, then exiting", signum)
+        logging.getLogger(__name__).info(
+            "signal %d: finishing the current part, then exiting", signum
+        )
         worker.stop.set()
 
     signal.signal(signal.SIGTERM, stop)

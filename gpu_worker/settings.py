@@ -13,9 +13,12 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", protected_namespaces=())
 
-    engine: Literal["vllm", "fake"] = Field(default="vllm", description="Which engine runs requests.")
+    engine: Literal["vllm", "fake"] = Field(
+        default="vllm", description="Which engine runs requests."
+    )
     model: str | None = Field(
-        default=None, description="A local directory or hub id; unset builds the tiny offline model."
+        default=None,
+        description="A local directory or hub id; unset builds the tiny offline model.",
     )
     served_model_name: str | None = Field(
         default=None, description="The name requests use; defaults to MODEL."

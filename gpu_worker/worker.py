@@ -36,7 +36,9 @@ class Worker:
         while not self.stop.is_set():
             if self.poll_once():
                 idle_since = time.monotonic()
-            elif idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds:
+            elif (
+                idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds
+            ):
                 logger.info("no shard for %.0f s: exiting", idle_exit_seconds)
                 return
 

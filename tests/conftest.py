@@ -30,17 +30,25 @@ def load_event(name: str) -> dict[str, Any]:
     return document
 
 
-def chat_request(custom_id: str, content: str = "Say hello.", *, model: str = MODEL, max_tokens: int = 8) -> dict[str, Any]:
+def chat_request(
+    custom_id: str, content: str = "Say hello.", *, model: str = MODEL, max_tokens: int = 8
+) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
         "method": "POST",
         "url": "/v1/chat/completions",
-        "body": {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+        "body": {
+            "model": model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+        },
     }
 
 
 def write_jsonl(path: Path, lines: list[Any]) -> Path:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    )
     return path
 
 
@@ -58,5 +66,7 @@ def fake_stack(fake_engine: FakeEngine) -> Iterator[LocalStack]:
 @pytest.fixture
 def bare_stack() -> Iterator[LocalStack]:
     """moto resources only: no routing, no worker (tests drive the handlers themselves)."""
-    with LocalStack(None, served_models=[MODEL], route_events=False, shard_size=4, part_size=3) as stack:
+    with LocalStack(
+        None, served_models=[MODEL], route_events=False, shard_size=4, part_size=3
+    ) as stack:
         yield stack

@@ -52,7 +52,9 @@ class ShardQueue:
             if response.get("Failed"):
                 raise RuntimeError(f"SQS refused shard messages: {response['Failed']}")
 
-    def receive(self, *, wait_seconds: int, visibility_seconds: int | None = None) -> list[QueueMessage]:
+    def receive(
+        self, *, wait_seconds: int, visibility_seconds: int | None = None
+    ) -> list[QueueMessage]:
         kwargs: dict[str, Any] = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": 1,

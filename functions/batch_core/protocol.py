@@ -104,13 +104,17 @@ class EngineResult(BaseModel):
     ) -> EngineResult:
         error_type = "invalid_request_error" if status_code < 500 else "server_error"
         detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
-        return cls(custom_id=custom_id, status_code=status_code, body={"error": detail.model_dump()})
+        return cls(
+            custom_id=custom_id, status_code=status_code, body={"error": detail.model_dump()}
+        )
 
     def to_output_line(self) -> BatchRequestOutput:
         response = BatchResponse(
             status_code=self.status_code, request_id=new_request_id(), body=self.body
         )
-        return BatchRequestOutput(id=new_request_line_id(), custom_id=self.custom_id, response=response)
+        return BatchRequestOutput(
+            id=new_request_line_id(), custom_id=self.custom_id, response=response
+        )
 
 
 class Engine(Protocol):

@@ -181,7 +181,9 @@ class BatchRepository:
                 UpdateExpression="SET #status = :running ADD attempts :one",
                 ConditionExpression="attribute_exists(pk) AND #status <> :done",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item({":running": "running", ":one": 1, ":done": "done"}),
+                ExpressionAttributeValues=_to_item(
+                    {":running": "running", ":one": 1, ":done": "done"}
+                ),
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:

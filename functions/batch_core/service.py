@@ -135,7 +135,9 @@ class BatchService:
 
     def _resume_intake(self, record: BatchRecord) -> BatchRecord:
         if record.status == "validating":
-            return self._validate_and_plan(record, endpoint=None, size=self.store.size(record.input_key))
+            return self._validate_and_plan(
+                record, endpoint=None, size=self.store.size(record.input_key)
+            )
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
@@ -148,7 +150,9 @@ class BatchService:
         self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
         self.repository.mark_shards_queued(batch_id)
 
-    def _validate_and_plan(self, record: BatchRecord, *, endpoint: str | None, size: int) -> BatchRecord:
+    def _validate_and_plan(
+        self, record: BatchRecord, *, endpoint: str | None, size: int
+    ) -> BatchRecord:
         settings = self.settings
         if size > settings.max_batch_bytes:
             error = BatchError(
@@ -161,7 +165,9 @@ class BatchService:
         def store_shard(shard: PlannedShard) -> None:
             self.store.put(s3keys.shard_key(record.id, shard.index), shard.body)
             shards.append(
-                ShardRecord(batch_id=record.id, index=shard.index, request_count=shard.request_count)
+                ShardRecord(
+                    batch_id=record.id, index=shard.index, request_count=shard.request_count
+                )
             )
 
         validator = BatchValidator(
@@ -216,7 +222,7 @@ class BatchService:
                 *errors,
                 BatchError(
                     code="too_many_errors",
-                    message=f"{total_errors} errors in all; only the first {len(errors)} are listed.",
+                    message=f"{total_errors} errors in all; the first {len(errors)} are listed.",
                 ),
             ]
         self.repository.transition(
@@ -380,7 +386,10 @@ class BatchService:
         )
         final = self._require(batch_id)
         if final.outbox_name:
-            for file_id, filename in ((output_file_id, "output.jsonl"), (error_file_id, "errors.jsonl")):
+            for file_id, filename in (
+                (output_file_id, "output.jsonl"),
+                (error_file_id, "errors.jsonl"),
+            ):
                 if file_id:
                     self.store.copy(
                         s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)

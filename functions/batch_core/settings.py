@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -51,4 +50,4 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cleared by tests that change the environment)."""
-    return Settings()  # type: ignore[call-arg]
+    return Settings()

@@ -74,6 +74,6 @@ class ObjectStore:
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(prefix)
         for start in range(0, len(keys), 1000):
-            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            batch: list[Any] = [{"Key": key} for key in keys[start : start + 1000]]
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)

@@ -120,7 +120,10 @@ class BatchValidator:
                     number,
                 )
             request_line = ShardRequest(
-                custom_id=request["custom_id"], url=request["url"], body=request["body"], line=number
+                custom_id=request["custom_id"],
+                url=request["url"],
+                body=request["body"],
+                line=number,
             )
             yield request_line
 
@@ -155,7 +158,9 @@ class BatchValidator:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise LineError("invalid_encoding", f"The line is not valid UTF-8 ({exc.reason}).") from exc
+            raise LineError(
+                "invalid_encoding", f"The line is not valid UTF-8 ({exc.reason})."
+            ) from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -176,7 +181,9 @@ class BatchValidator:
     def _check_custom_id(self, data: dict[str, Any]) -> str:
         custom_id = data.get("custom_id")
         if custom_id is None or custom_id == "":
-            raise LineError("missing_custom_id", "Each line needs a non-empty custom_id.", "custom_id")
+            raise LineError(
+                "missing_custom_id", "Each line needs a non-empty custom_id.", "custom_id"
+            )
         if not isinstance(custom_id, str):
             raise LineError("missing_custom_id", "custom_id must be a string.", "custom_id")
         if self._digest(custom_id) in self._seen_ids:
@@ -225,7 +232,9 @@ class BatchValidator:
             raise LineError("missing_body", "body must be a JSON object.", "body")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise LineError("invalid_request", "body.model must be a non-empty string.", "body.model")
+            raise LineError(
+                "invalid_request", "body.model must be a non-empty string.", "body.model"
+            )
         if self._served_models and model not in self._served_models:
             served = ", ".join(sorted(self._served_models))
             raise LineError(
@@ -243,7 +252,9 @@ class BatchValidator:
                 "body.model",
             )
         if body.get("stream"):
-            raise LineError("invalid_request", "Streaming is not supported in a batch.", "body.stream")
+            raise LineError(
+                "invalid_request", "Streaming is not supported in a batch.", "body.stream"
+            )
         _check_endpoint_body(body, url)
         return body
 
@@ -269,5 +280,9 @@ def _check_endpoint_body(body: dict[str, Any], url: str) -> None:
         raise LineError("invalid_request", "body.input is required.", "body.input")
     for name in ("max_tokens", "max_completion_tokens"):
         value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise LineError("invalid_request", f"body.{name} must be a positive integer.", f"body.{name}")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise LineError(
+                "invalid_request", f"body.{name} must be a positive integer.", f"body.{name}"
+            )

@@ -23,7 +23,9 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
     region = settings.aws_region
     return BatchService(
         settings=settings,
-        repository=BatchRepository(session.client("dynamodb", region_name=region), settings.table_name),
+        repository=BatchRepository(
+            session.client("dynamodb", region_name=region), settings.table_name
+        ),
         store=ObjectStore(session.client("s3", region_name=region), settings.bucket_name),
         shard_queue=ShardQueue(session.client("sqs", region_name=region), settings.shard_queue_url),
         tracker=Tracker(

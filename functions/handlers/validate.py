@@ -13,12 +13,12 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
-
 from batch_core.service import DroppedObject
 from batch_core.wiring import default_service
+from pydantic import BaseModel
 
 logger = Logger()
 tracer = Tracer()
@@ -49,7 +49,7 @@ class S3Notification(BaseModel):
     notifications leave out; this model reads what AWS and moto both send.
     """
 
-    Records: list[S3Record]  # noqa: N815
+    Records: list[S3Record]
 
 
 def dropped_objects(body: str) -> list[DroppedObject]:
@@ -77,7 +77,9 @@ def record_handler(record: SQSRecord) -> None:
         batch = default_service().ingest_dropped_object(dropped)
         if batch is None:
             continue
-        logger.info("intake", extra={"batch_id": batch.id, "status": batch.status, "key": dropped.key})
+        logger.info(
+            "intake", extra={"batch_id": batch.id, "status": batch.status, "key": dropped.key}
+        )
         metric = "BatchesRejected" if batch.status == "failed" else "BatchesAccepted"
         metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
 
@@ -85,7 +87,7 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
+from batch_core.protocol import EngineRequest, EngineResult
 from pydantic import TypeAdapter, ValidationError
 
-from batch_core.protocol import EngineRequest, EngineResult
 from gpu_worker.settings import EngineSettings
 
 TINY_MODEL_NAME = "tiny-llama"
@@ -44,7 +44,9 @@ def resolve_model(settings: EngineSettings) -> tuple[str, str, bool]:
     return path, settings.served_model_name or TINY_MODEL_NAME, True
 
 
-def engine_argv(settings: EngineSettings, model: str, served_name: str, *, on_cpu: bool) -> list[str]:
+def engine_argv(
+    settings: EngineSettings, model: str, served_name: str, *, on_cpu: bool
+) -> list[str]:
     """The vLLM command-line flags for these settings (the batch runner's own parser reads them)."""
     memory = settings.gpu_memory_utilization or (0.1 if on_cpu else 0.9)
     argv = [
@@ -98,7 +100,7 @@ class VllmEngine:
         return self._served_model
 
     def _call(self, coroutine: Awaitable[Any], timeout: float | None = None) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
         return future.result(timeout)
 
     async def _start(self) -> None:
@@ -181,21 +183,29 @@ class VllmEngine:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             return EngineResult.failure(
-                request.custom_id, 400, f"{where}: {first['msg']}", param=where, code="invalid_request"
+                request.custom_id,
+                400,
+                f"{where}: {first['msg']}",
+                param=where,
+                code="invalid_request",
             )
         try:
             response = await handler(parsed)
         except Exception as exc:
             response = create_error_response(exc)
         if isinstance(response, ErrorResponse):
-            return _failure(request.custom_id, response.error.code, response.error.message, response.error.param)
+            return _failure(
+                request.custom_id, response.error.code, response.error.message, response.error.param
+            )
         body = getattr(response, "body", None)
         if isinstance(body, bytes):  # pooling endpoints answer with a starlette Response
             status = int(getattr(response, "status_code", 200))
             document = json.loads(body)
             if status != 200:
                 error = document.get("error", document)
-                return _failure(request.custom_id, status, str(error.get("message")), error.get("param"))
+                return _failure(
+                    request.custom_id, status, str(error.get("message")), error.get("param")
+                )
             return EngineResult(custom_id=request.custom_id, status_code=200, body=document)
         if hasattr(response, "model_dump"):
             return EngineResult(

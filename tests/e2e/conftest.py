@@ -1,4 +1,4 @@
-"""One real vLLM engine (tiny offline Llama on CPU, or whatever MODEL names) for the whole session."""
+"""One real vLLM engine for the whole session (tiny offline Llama on CPU, or MODEL)."""
 
 from __future__ import annotations
 

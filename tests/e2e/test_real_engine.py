@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from batch_core.protocol import EngineRequest
 from openai.types import Batch as OpenAIBatch
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from batch_core.protocol import EngineRequest
 from batchctl.local import LocalStack
 from gpu_worker.engines.vllm_engine import VllmEngine
 from tests.conftest import EXAMPLES, MODEL, chat_request, write_jsonl
@@ -32,10 +32,17 @@ def test_example_batch_runs_on_the_real_engine(vllm_engine: VllmEngine, tmp_path
     batch = OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
     assert batch.status == "completed"
     assert batch.request_counts is not None
-    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (20, 20, 0)
+    assert (
+        batch.request_counts.total,
+        batch.request_counts.completed,
+        batch.request_counts.failed,
+    ) == (20, 20, 0)
     output = lines_of(paths["output.jsonl"])
     assert len(output) == 20
-    inputs = {json.loads(line)["custom_id"]: json.loads(line) for line in (EXAMPLES / "chat.jsonl").read_text().splitlines()}
+    inputs = {
+        json.loads(line)["custom_id"]: json.loads(line)
+        for line in (EXAMPLES / "chat.jsonl").read_text().splitlines()
+    }
     assert {line["custom_id"] for line in output} == set(inputs)
     for line in output:
         completion = ChatCompletion.model_validate(line["response"]["body"])  # type: ignore[index]
@@ -45,11 +52,14 @@ def test_example_batch_runs_on_the_real_engine(vllm_engine: VllmEngine, tmp_path
         assert 0 < completion.usage.completion_tokens <= max_tokens
     assert batch.usage is not None
     assert batch.usage.output_tokens == sum(
-        line["response"]["body"]["usage"]["completion_tokens"] for line in output  # type: ignore[index]
+        line["response"]["body"]["usage"]["completion_tokens"]
+        for line in output  # type: ignore[index]
     )
 
 
-def test_a_prompt_longer_than_the_context_fails_alone(vllm_engine: VllmEngine, tmp_path: Path) -> None:
+def test_a_prompt_longer_than_the_context_fails_alone(
+    vllm_engine: VllmEngine, tmp_path: Path
+) -> None:
     too_long = "hello world " * CONTEXT_TOKENS
     lines = [chat_request("short-1"), chat_request("too-long", too_long), chat_request("short-2")]
     with LocalStack(vllm_engine) as stack:
@@ -65,7 +75,10 @@ def test_a_prompt_longer_than_the_context_fails_alone(vllm_engine: VllmEngine, t
     assert response["status_code"] == 400
     assert response["body"]["error"]["code"] == "context_length_exceeded"
     assert "maximum context length" in response["body"]["error"]["message"]
-    assert sorted(str(line["custom_id"]) for line in lines_of(paths["output.jsonl"])) == ["short-1", "short-2"]
+    assert sorted(str(line["custom_id"]) for line in lines_of(paths["output.jsonl"])) == [
+        "short-1",
+        "short-2",
+    ]
 
 
 def test_completions_and_sampling_parameters_on_the_real_engine(vllm_engine: VllmEngine) -> None:
@@ -78,12 +91,24 @@ def test_completions_and_sampling_parameters_on_the_real_engine(vllm_engine: Vll
         EngineRequest(
             custom_id="two-choices",
             url="/v1/chat/completions",
-            body={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "n": 2, "seed": 7, "logprobs": True, "top_logprobs": 2},
+            body={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4,
+                "n": 2,
+                "seed": 7,
+                "logprobs": True,
+                "top_logprobs": 2,
+            },
         ),
         EngineRequest(
             custom_id="bad-param",
             url="/v1/chat/completions",
-            body={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"},
+            body={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "temperature": "hot",
+            },
         ),
     ]
     results = {r.custom_id: r for r in vllm_engine.run(requests)}

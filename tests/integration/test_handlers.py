@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 from batch_core.messaging import ShardTask
+from handlers import finalize, validate
+
 from batchctl.local import LocalStack, _LambdaContext
 from gpu_worker.engines.fake import FakeEngine
-from handlers import finalize, validate
 from tests.conftest import MODEL, chat_request, load_event
 
 CONTEXT = _LambdaContext(function_name="test", aws_request_id="req-1")
@@ -21,7 +22,9 @@ def queued(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
     sqs = stack.session.client("sqs")
     messages: list[dict[str, Any]] = []
     while True:
-        batch = sqs.receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", [])
         if not batch:
             return messages
         messages.extend(batch)
@@ -39,14 +42,18 @@ def test_test_event_is_ignored(bare_stack: LocalStack) -> None:
     assert bare_stack.service.store.list_keys("batches/") == []
 
 
-def test_object_created_event_plans_shards_once_even_when_delivered_twice(bare_stack: LocalStack) -> None:
+def test_object_created_event_plans_shards_once_even_when_delivered_twice(
+    bare_stack: LocalStack,
+) -> None:
     put_input(bare_stack, 10)
     event = load_event("intake_s3_object_created.json")
     assert validate.handler(event, CONTEXT) == {"batchItemFailures": []}
     assert validate.handler(copy.deepcopy(event), CONTEXT) == {"batchItemFailures": []}
 
     messages = queued(bare_stack, "ShardQueue")
-    tasks = sorted((ShardTask.model_validate_json(m["Body"]) for m in messages), key=lambda t: t.shard_index)
+    tasks = sorted(
+        (ShardTask.model_validate_json(m["Body"]) for m in messages), key=lambda t: t.shard_index
+    )
     assert [t.shard_index for t in tasks] == [0, 1, 2]  # 10 requests, 4 per shard, queued once
     batch = bare_stack.service.get_batch(tasks[0].batch_id)
     assert batch is not None
@@ -55,7 +62,9 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(bare_s
     assert batch.outbox_name == "team prompts(2)"
     assert (batch.request_total, batch.shards_total, batch.shards_pending) == (10, 3, 3)
     sfn = bare_stack.session.client("stepfunctions")
-    executions = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))["executions"]
+    executions = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))[
+        "executions"
+    ]
     assert [e["name"] for e in executions] == [batch.id]
 
 
@@ -74,7 +83,9 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
     validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
     engine = FakeEngine(MODEL)
     for message in queued(bare_stack, "ShardQueue"):
-        outcome = bare_stack.service.process_shard(ShardTask.model_validate_json(message["Body"]), engine)
+        outcome = bare_stack.service.process_shard(
+            ShardTask.model_validate_json(message["Body"]), engine
+        )
         assert outcome == "done"
 
     finalize_messages: list[dict[str, Any]] = []
@@ -93,7 +104,9 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
     assert batch is not None and batch.status == "completed"
     assert (batch.request_completed, batch.request_failed) == (6, 0)
     sfn = bare_stack.session.client("stepfunctions")
-    (execution,) = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))["executions"]
+    (execution,) = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))[
+        "executions"
+    ]
     for _ in range(100):
         status = sfn.describe_execution(executionArn=execution["executionArn"])["status"]
         if status != "RUNNING":

@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from batch_core import s3keys
 from openai.types import Batch as OpenAIBatch
 from openai.types.chat import ChatCompletion
 
-from batch_core import s3keys
 from batchctl.local import LocalStack
 from tests.conftest import EXAMPLES, chat_request, write_jsonl
 
@@ -18,7 +18,9 @@ def lines_of(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def test_dropped_file_completes_through_the_real_state_machine(fake_stack: LocalStack, tmp_path: Path) -> None:
+def test_dropped_file_completes_through_the_real_state_machine(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
     name = fake_stack.drop(EXAMPLES / "chat.jsonl")
     batch = fake_stack.wait_for_outbox(name, timeout=120)
     paths = fake_stack.download_outbox(name, tmp_path)
@@ -26,13 +28,19 @@ def test_dropped_file_completes_through_the_real_state_machine(fake_stack: Local
     parsed = OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
     assert parsed.status == "completed"
     assert parsed.request_counts is not None
-    assert (parsed.request_counts.total, parsed.request_counts.completed, parsed.request_counts.failed) == (20, 20, 0)
+    assert (
+        parsed.request_counts.total,
+        parsed.request_counts.completed,
+        parsed.request_counts.failed,
+    ) == (20, 20, 0)
     assert parsed.output_file_id and parsed.error_file_id is None
     assert parsed.completed_at and parsed.finalizing_at and parsed.in_progress_at
     assert parsed.usage is not None and parsed.usage.output_tokens > 0
 
     output = lines_of(paths["output.jsonl"])
-    assert sorted(line["custom_id"] for line in output) == sorted(f"request-{i}" for i in range(1, 21))  # type: ignore[type-var]
+    assert sorted(line["custom_id"] for line in output) == sorted(
+        f"request-{i}" for i in range(1, 21)
+    )  # type: ignore[type-var]
     for line in output:
         assert str(line["id"]).startswith("batch_req_")
         assert line["error"] is None
@@ -50,7 +58,9 @@ def test_dropped_file_completes_through_the_real_state_machine(fake_stack: Local
     assert record is not None and (record.shards_total, record.shards_pending) == (5, 0)
 
 
-def test_a_bad_line_fails_the_batch_with_its_line_number(fake_stack: LocalStack, tmp_path: Path) -> None:
+def test_a_bad_line_fails_the_batch_with_its_line_number(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
     path = write_jsonl(
         tmp_path / "bad.jsonl",
         [chat_request("a"), chat_request("b"), '{"custom_id": "c", "body": ', chat_request("d")],
@@ -65,17 +75,25 @@ def test_a_bad_line_fails_the_batch_with_its_line_number(fake_stack: LocalStack,
     assert store.list_keys(s3keys.shard_prefix(batch.id)) == []
     sqs = fake_stack.session.client("sqs")
     attributes = sqs.get_queue_attributes(
-        QueueUrl=fake_stack.queue_url("ShardQueue"), AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        QueueUrl=fake_stack.queue_url("ShardQueue"),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    assert attributes == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
 
 
-def test_a_model_no_worker_serves_is_model_not_found(fake_stack: LocalStack, tmp_path: Path) -> None:
+def test_a_model_no_worker_serves_is_model_not_found(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
     path = write_jsonl(tmp_path / "other.jsonl", [chat_request("a", model="gpt-4o")])
     batch = fake_stack.wait_for_outbox(fake_stack.drop(path), timeout=60)
     assert batch.status == "failed"
     assert batch.errors is not None
-    assert [(e.code, e.line, e.param) for e in batch.errors.data] == [("model_not_found", 1, "body.model")]
+    assert [(e.code, e.line, e.param) for e in batch.errors.data] == [
+        ("model_not_found", 1, "body.model")
+    ]
 
 
 def test_a_request_the_engine_rejects_fails_alone(fake_stack: LocalStack, tmp_path: Path) -> None:
@@ -94,9 +112,15 @@ def test_a_request_the_engine_rejects_fails_alone(fake_stack: LocalStack, tmp_pa
     assert len(lines_of(paths["output.jsonl"])) == 5
 
 
-def test_when_nothing_succeeds_output_file_id_is_null(fake_stack: LocalStack, tmp_path: Path) -> None:
+def test_when_nothing_succeeds_output_file_id_is_null(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
     too_long = " ".join(["word"] * 100)
-    name = fake_stack.drop(write_jsonl(tmp_path / "all-bad.jsonl", [chat_request("x", too_long), chat_request("y", too_long)]))
+    name = fake_stack.drop(
+        write_jsonl(
+            tmp_path / "all-bad.jsonl", [chat_request("x", too_long), chat_request("y", too_long)]
+        )
+    )
     batch = fake_stack.wait_for_outbox(name, timeout=60)
     assert batch.status == "completed"
     assert batch.output_file_id is None
@@ -104,7 +128,9 @@ def test_when_nothing_succeeds_output_file_id_is_null(fake_stack: LocalStack, tm
     assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
 
 
-def test_two_uploads_of_the_same_key_are_two_batches(fake_stack: LocalStack, tmp_path: Path) -> None:
+def test_two_uploads_of_the_same_key_are_two_batches(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
     path = write_jsonl(tmp_path / "again.jsonl", [chat_request("a")])
     first = fake_stack.wait_for_outbox(fake_stack.drop(path), timeout=60)
     path.write_text(json.dumps(chat_request("b")) + "\n" + json.dumps(chat_request("c")) + "\n")

@@ -8,18 +8,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
-
 from batch_core import s3keys
 from batch_core.messaging import ShardTask
 from batch_core.protocol import EngineRequest, EngineResult
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService, DroppedObject
+
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request
 
 
-class Crash(Exception):
+class CrashError(Exception):
     """Stands for the worker process dying."""
 
 
@@ -37,14 +37,16 @@ class CrashingEngine:
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for count, result in enumerate(self._inner.run(requests)):
             if count == self._survive:
-                raise Crash
+                raise CrashError
             yield result
 
 
 def start_batch(stack: LocalStack, count: int) -> tuple[BatchService, str]:
     service = stack.service
     body = "".join(json.dumps(chat_request(f"r{i}")) + "\n" for i in range(count))
-    stack.session.client("s3").put_object(Bucket=stack.bucket, Key="inbox/crash.jsonl", Body=body.encode())
+    stack.session.client("s3").put_object(
+        Bucket=stack.bucket, Key="inbox/crash.jsonl", Body=body.encode()
+    )
     record = service.ingest_dropped_object(DroppedObject(key="inbox/crash.jsonl", etag="e1"))
     assert record is not None and record.status == "in_progress"
     return service, record.id
@@ -54,16 +56,22 @@ def written_ids(service: BatchService, batch_id: str) -> list[str]:
     ids = []
     for prefix in (s3keys.results_prefix(batch_id), s3keys.errors_prefix(batch_id)):
         for key in service.store.list_keys(prefix):
-            ids += [json.loads(line)["custom_id"] for line in service.store.read(key).splitlines() if line]
+            ids += [
+                json.loads(line)["custom_id"]
+                for line in service.store.read(key).splitlines()
+                if line
+            ]
     return ids
 
 
 @pytest.mark.parametrize("survive", [0, 1, 2, 3])
-def test_a_crash_mid_shard_loses_and_duplicates_nothing(bare_stack: LocalStack, survive: int) -> None:
+def test_a_crash_mid_shard_loses_and_duplicates_nothing(
+    bare_stack: LocalStack, survive: int
+) -> None:
     # 4 requests per shard, parts of 3 results: crashes before, inside and after a part.
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         service.process_shard(task, CrashingEngine(survive))
     assert service.process_shard(task, FakeEngine(MODEL)) == "done"
 
@@ -81,10 +89,10 @@ def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
     original = BatchRepository.commit_part
 
     def die_before_commit(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
-        raise Crash
+        raise CrashError
 
     monkeypatch.setattr(BatchRepository, "commit_part", die_before_commit)
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         service.process_shard(task, FakeEngine(MODEL))
     assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
     monkeypatch.setattr(BatchRepository, "commit_part", original)
@@ -104,10 +112,10 @@ def test_a_crash_after_the_last_part_before_settling_settles_once(
     original = BatchRepository.settle_shard
 
     def die_before_settling(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
-        raise Crash
+        raise CrashError
 
     monkeypatch.setattr(BatchRepository, "settle_shard", die_before_settling)
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         service.process_shard(task, FakeEngine(MODEL))
     monkeypatch.setattr(BatchRepository, "settle_shard", original)
     engine = FakeEngine(MODEL)
@@ -130,7 +138,9 @@ def test_a_duplicated_message_for_a_done_shard_changes_nothing(bare_stack: Local
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
 
 
-def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(bare_stack: LocalStack) -> None:
+def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(
+    bare_stack: LocalStack,
+) -> None:
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     assert service.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True) == "interrupted"
@@ -143,7 +153,12 @@ def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(bare_st
 def test_finalize_twice_gives_the_same_files_and_counts(bare_stack: LocalStack) -> None:
     service, batch_id = start_batch(bare_stack, 6)
     for index in range(2):
-        assert service.process_shard(ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)) == "done"
+        assert (
+            service.process_shard(
+                ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)
+            )
+            == "done"
+        )
     first = service.finalize(batch_id)
     first_output = service.store.read(s3keys.file_key(first.output_file_id or ""))
     # A second run (a redelivered finalize message) is harmless; so is re-running from finalizing.

@@ -8,7 +8,9 @@ from batch_core.sharding import PlannedShard, ShardPlanner
 
 
 def request(i: int, size: int = 10) -> ShardRequest:
-    return ShardRequest(custom_id=f"r{i}", url="/v1/chat/completions", body={"x": "y" * size}, line=i + 1)
+    return ShardRequest(
+        custom_id=f"r{i}", url="/v1/chat/completions", body={"x": "y" * size}, line=i + 1
+    )
 
 
 def plan(requests: list[ShardRequest], **bounds: int) -> list[PlannedShard]:

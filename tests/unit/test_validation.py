@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
-
 from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
 
 
-def chat_line(custom_id: str, *, model: str = "m", url: str | None = "/v1/chat/completions", **body: Any) -> bytes:
+def chat_line(
+    custom_id: str, *, model: str = "m", url: str | None = "/v1/chat/completions", **body: Any
+) -> bytes:
     line: dict[str, Any] = {
         "custom_id": custom_id,
         "method": "POST",
@@ -48,25 +49,67 @@ def test_valid_file_yields_every_request_with_its_line() -> None:
     [
         (b"{not json", "invalid_json_line", None),
         (b"[1, 2]", "invalid_json_line", None),
-        (json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {}}).encode(), "missing_custom_id", "custom_id"),
+        (
+            json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {}}).encode(),
+            "missing_custom_id",
+            "custom_id",
+        ),
         (json.dumps({"custom_id": 7, "body": {}}).encode(), "missing_custom_id", "custom_id"),
         (chat_line("a"), "duplicate_custom_id", "custom_id"),
         (chat_line("x", url="/v1/embeddings"), "url_mismatch", "url"),
         (chat_line("x", url="/v1/images"), "unsupported_endpoint", "url"),
-        (json.dumps({"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {}}).encode(), "invalid_method", "method"),
-        (json.dumps({"custom_id": "x", "url": "/v1/chat/completions"}).encode(), "missing_body", "body"),
+        (
+            json.dumps(
+                {"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {}}
+            ).encode(),
+            "invalid_method",
+            "method",
+        ),
+        (
+            json.dumps({"custom_id": "x", "url": "/v1/chat/completions"}).encode(),
+            "missing_body",
+            "body",
+        ),
         (json.dumps({"custom_id": "x", "body": "text"}).encode(), "missing_body", "body"),
         (chat_line("x", model="other"), "model_mismatch", "body.model"),
         (chat_line("x", stream=True), "invalid_request", "body.stream"),
         (chat_line("x", max_tokens=0), "invalid_request", "body.max_tokens"),
-        (json.dumps({"custom_id": "x", "body": {"model": "m", "messages": []}}).encode(), "invalid_request", "body.messages"),
-        (json.dumps({"custom_id": "x", "body": {"model": "m", "messages": [{"role": "robot"}]}}).encode(), "invalid_request", "body.messages[0].role"),
-        (json.dumps({"custom_id": "x", "body": {"messages": [{"role": "user", "content": "hi"}]}}).encode(), "invalid_request", "body.model"),
-        (json.dumps({"custom_id": "x", "extra": 1, "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]}}).encode(), "invalid_request", "extra"),
+        (
+            json.dumps({"custom_id": "x", "body": {"model": "m", "messages": []}}).encode(),
+            "invalid_request",
+            "body.messages",
+        ),
+        (
+            json.dumps(
+                {"custom_id": "x", "body": {"model": "m", "messages": [{"role": "robot"}]}}
+            ).encode(),
+            "invalid_request",
+            "body.messages[0].role",
+        ),
+        (
+            json.dumps(
+                {"custom_id": "x", "body": {"messages": [{"role": "user", "content": "hi"}]}}
+            ).encode(),
+            "invalid_request",
+            "body.model",
+        ),
+        (
+            json.dumps(
+                {
+                    "custom_id": "x",
+                    "extra": 1,
+                    "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                }
+            ).encode(),
+            "invalid_request",
+            "extra",
+        ),
         (b"\xff\xfe{}", "invalid_encoding", None),
     ],
 )
-def test_bad_line_is_reported_with_its_number(bad_line: bytes, code: str, param: str | None) -> None:
+def test_bad_line_is_reported_with_its_number(
+    bad_line: bytes, code: str, param: str | None
+) -> None:
     valid, report = run([chat_line("a"), chat_line("b"), bad_line, chat_line("c")])
     assert only_error(report) == (code, 3, param)
     assert [r.custom_id for r in valid] == ["a", "b", "c"]
@@ -136,11 +179,19 @@ def test_reported_errors_are_capped_but_all_counted() -> None:
 
 
 def test_completions_and_embeddings_bodies() -> None:
-    completion = json.dumps({"custom_id": "a", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}}).encode()
-    missing_prompt = json.dumps({"custom_id": "b", "url": "/v1/completions", "body": {"model": "m"}}).encode()
+    completion = json.dumps(
+        {"custom_id": "a", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}}
+    ).encode()
+    missing_prompt = json.dumps(
+        {"custom_id": "b", "url": "/v1/completions", "body": {"model": "m"}}
+    ).encode()
     _, report = run([completion, missing_prompt])
     assert only_error(report) == ("invalid_request", 2, "body.prompt")
-    embedding = json.dumps({"custom_id": "a", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}).encode()
-    missing_input = json.dumps({"custom_id": "b", "url": "/v1/embeddings", "body": {"model": "m"}}).encode()
+    embedding = json.dumps(
+        {"custom_id": "a", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}
+    ).encode()
+    missing_input = json.dumps(
+        {"custom_id": "b", "url": "/v1/embeddings", "body": {"model": "m"}}
+    ).encode()
     _, report = run([embedding, missing_input])
     assert only_error(report) == ("invalid_request", 2, "body.input")
