@@ -73,7 +73,21 @@ class BatchUsage(BaseModel):
     total_tokens: int = 0
 
 
-class Batch(BaseModel):
+class BatchTimestamps(BaseModel):
+    """When the batch reached each status (unix seconds), as OpenAI names them."""
+
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+
+
+class Batch(BatchTimestamps):
     """The Batch object, as OpenAI returns it."""
 
     id: str
@@ -90,15 +104,6 @@ class Batch(BaseModel):
     """The successful lines; null when nothing succeeded."""
     error_file_id: str | None = None
     """The failed lines; null when nothing failed."""
-    created_at: int
-    in_progress_at: int | None = None
-    expires_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
     request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
     errors: BatchErrors | None = None
     """Validation errors (status `failed`)."""

@@ -12,6 +12,7 @@ from batch_core.models import (
     BatchErrors,
     BatchRequestCounts,
     BatchStatus,
+    BatchTimestamps,
     BatchUsage,
     FileObject,
     InputTokensDetails,
@@ -19,7 +20,7 @@ from batch_core.models import (
 )
 
 
-class BatchRecord(BaseModel):
+class BatchRecord(BatchTimestamps):
     """The `BATCH#<id>/META` item."""
 
     id: str
@@ -28,15 +29,6 @@ class BatchRecord(BaseModel):
     input_file_id: str
     completion_window: str
     status: BatchStatus
-    created_at: int
-    expires_at: int | None = None
-    in_progress_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     metadata: dict[str, str] | None = None
@@ -76,15 +68,7 @@ class BatchRecord(BaseModel):
             status=self.status,
             output_file_id=self.output_file_id,
             error_file_id=self.error_file_id,
-            created_at=self.created_at,
-            in_progress_at=self.in_progress_at,
-            expires_at=self.expires_at,
-            finalizing_at=self.finalizing_at,
-            completed_at=self.completed_at,
-            failed_at=self.failed_at,
-            expired_at=self.expired_at,
-            cancelling_at=self.cancelling_at,
-            cancelled_at=self.cancelled_at,
+            **self.model_dump(include=set(BatchTimestamps.model_fields)),
             request_counts=BatchRequestCounts(
                 total=self.request_total,
                 completed=self.request_completed,

@@ -4,7 +4,7 @@ counts exact. Runs the service directly on moto (no routing), so each crash poin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -52,6 +52,20 @@ def start_batch(stack: LocalStack, count: int) -> tuple[BatchService, str]:
     return service, record.id
 
 
+def crash_once_in(
+    monkeypatch: pytest.MonkeyPatch, method: str, action: Callable[[], object]
+) -> None:
+    """Run `action` with the repository dying at `method`, then restore the method."""
+
+    def die(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
+        raise CrashError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BatchRepository, method, die)
+        with pytest.raises(CrashError):
+            action()
+
+
 def written_ids(service: BatchService, batch_id: str) -> list[str]:
     ids = []
     for prefix in (s3keys.results_prefix(batch_id), s3keys.errors_prefix(batch_id)):
@@ -86,16 +100,10 @@ def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
 ) -> None:
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
-    original = BatchRepository.commit_part
-
-    def die_before_commit(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
-        raise CrashError
-
-    monkeypatch.setattr(BatchRepository, "commit_part", die_before_commit)
-    with pytest.raises(CrashError):
-        service.process_shard(task, FakeEngine(MODEL))
+    crash_once_in(
+        monkeypatch, "commit_part", lambda: service.process_shard(task, FakeEngine(MODEL))
+    )
     assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
-    monkeypatch.setattr(BatchRepository, "commit_part", original)
 
     assert service.process_shard(task, FakeEngine(MODEL)) == "done"
     assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
@@ -109,15 +117,9 @@ def test_a_crash_after_the_last_part_before_settling_settles_once(
 ) -> None:
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
-    original = BatchRepository.settle_shard
-
-    def die_before_settling(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
-        raise CrashError
-
-    monkeypatch.setattr(BatchRepository, "settle_shard", die_before_settling)
-    with pytest.raises(CrashError):
-        service.process_shard(task, FakeEngine(MODEL))
-    monkeypatch.setattr(BatchRepository, "settle_shard", original)
+    crash_once_in(
+        monkeypatch, "settle_shard", lambda: service.process_shard(task, FakeEngine(MODEL))
+    )
     engine = FakeEngine(MODEL)
     assert service.process_shard(task, engine) == "done"
     assert engine.calls == 0  # everything was already written
