@@ -73,6 +73,7 @@ def dropped_objects(body: str) -> list[DroppedObject]:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
+    metrics.add_metric(name="IntakeMessages", unit=MetricUnit.Count, value=1)
     for dropped in dropped_objects(record.body):
         batch = default_service().ingest_dropped_object(dropped)
         if batch is None:
