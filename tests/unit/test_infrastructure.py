@@ -47,6 +47,14 @@ def test_every_queue_with_a_consumer_has_a_dead_letter_queue() -> None:
         assert queues[name]["RedrivePolicy"]["maxReceiveCount"] >= 2
 
 
+def test_template_passes_cfn_lint() -> None:
+    """What `sam validate --lint` checks, without installing the SAM CLI."""
+    from cfnlint.api import lint_file
+
+    problems = [str(match) for match in lint_file(PROJECT_ROOT / "template.yaml")]
+    assert problems == []
+
+
 def test_event_files_are_valid_json() -> None:
     files = list((Path(__file__).parent.parent / "events").glob("*.json"))
     assert files
