@@ -185,7 +185,7 @@ class BatchService:
             max_requests=settings.max_requests_per_shard,
             max_bytes=settings.max_shard_bytes,
         )
-        lines = iter_lines(self.store.stream(record.input_key))
+        lines = iter_lines(self.store.stream(record.input_key), settings.max_line_bytes)
         for request in validator.validate(lines):
             if not validator.has_errors:
                 planner.add(request)  # once a line is bad the batch fails: stop writing shards

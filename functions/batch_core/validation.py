@@ -19,21 +19,38 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def iter_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Split a byte stream into (1-based line number, line) pairs, CRLF or LF, BOM dropped."""
+def iter_lines(
+    chunks: Iterable[bytes], max_line_bytes: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Split a byte stream into (1-based line number, line) pairs, CRLF or LF, BOM dropped.
+
+    With `max_line_bytes`, a longer line is cut to `max_line_bytes + 1` bytes (enough for the
+    validator to call it too large) and the rest of it is dropped as it streams by, so a
+    file with no newline cannot fill memory.
+    """
     pending = b""
+    overflowing = False
     number = 0
     for chunk in chunks:
         if not chunk:
             continue
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
+        *complete, tail = chunk.split(b"\n")
+        for piece in complete:
             number += 1
-            yield number, _clean(line, number)
+            line = pending if overflowing else pending + piece
+            pending, overflowing = b"", False
+            yield number, _clean(_cap(line, max_line_bytes), number)
+        if not overflowing:
+            pending += tail
+            if max_line_bytes is not None and len(pending) > max_line_bytes:
+                pending, overflowing = _cap(pending, max_line_bytes), True
     if pending:
         number += 1
         yield number, _clean(pending, number)
+
+
+def _cap(line: bytes, max_line_bytes: int | None) -> bytes:
+    return line if max_line_bytes is None else line[: max_line_bytes + 1]
 
 
 def _clean(line: bytes, number: int) -> bytes:

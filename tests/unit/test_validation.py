@@ -195,3 +195,22 @@ def test_completions_and_embeddings_bodies() -> None:
     ).encode()
     _, report = run([embedding, missing_input])
     assert only_error(report) == ("invalid_request", 2, "body.input")
+
+
+def test_an_endless_line_is_cut_while_streaming_and_reported_too_large() -> None:
+    limit = 300
+    chunks = [chat_line("a") + b"\n", *([b"x" * 64] * 1000), b"\n", chat_line("b") + b"\n"]
+    lines = list(iter_lines(chunks, max_line_bytes=limit))
+    assert [n for n, _ in lines] == [1, 2, 3]
+    assert len(lines[1][1]) == limit + 1  # the 64 kB line was never held whole
+    validator = BatchValidator(endpoint=None, limits=ValidationLimits(max_line_bytes=limit))
+    assert [r.custom_id for r in validator.validate(lines)] == ["a", "b"]
+    assert only_error(validator.report()) == ("line_too_large", 2, None)
+
+
+def test_cut_lines_keep_every_other_line_intact_across_chunk_boundaries() -> None:
+    data = chat_line("a") + b"\n" + b"y" * 500 + b"\n" + chat_line("b")
+    for size in (1, 7, 64, 1000):
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        lines = list(iter_lines(chunks, max_line_bytes=300))
+        assert [line for _, line in lines] == [chat_line("a"), b"y" * 301, chat_line("b")]
