@@ -52,6 +52,11 @@ def write_jsonl(path: Path, lines: list[Any]) -> Path:
     return path
 
 
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a results file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 @pytest.fixture
 def fake_engine() -> FakeEngine:
     return FakeEngine(MODEL, max_model_len=64)

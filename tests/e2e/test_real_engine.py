@@ -13,14 +13,10 @@ from openai.types.chat import ChatCompletion
 
 from batchctl.local import LocalStack
 from gpu_worker.engines.vllm_engine import VllmEngine
-from tests.conftest import EXAMPLES, MODEL, chat_request, write_jsonl
+from tests.conftest import EXAMPLES, MODEL, chat_request, lines_of, write_jsonl
 from tests.e2e.conftest import CONTEXT_TOKENS
 
 pytestmark = pytest.mark.e2e
-
-
-def lines_of(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def test_example_batch_runs_on_the_real_engine(vllm_engine: VllmEngine, tmp_path: Path) -> None:
@@ -45,15 +41,14 @@ def test_example_batch_runs_on_the_real_engine(vllm_engine: VllmEngine, tmp_path
     }
     assert {line["custom_id"] for line in output} == set(inputs)
     for line in output:
-        completion = ChatCompletion.model_validate(line["response"]["body"])  # type: ignore[index]
+        completion = ChatCompletion.model_validate(line["response"]["body"])
         assert completion.model == MODEL
         assert completion.usage is not None
         max_tokens = inputs[str(line["custom_id"])]["body"]["max_tokens"]
         assert 0 < completion.usage.completion_tokens <= max_tokens
     assert batch.usage is not None
     assert batch.usage.output_tokens == sum(
-        line["response"]["body"]["usage"]["completion_tokens"]
-        for line in output  # type: ignore[index]
+        line["response"]["body"]["usage"]["completion_tokens"] for line in output
     )
 
 

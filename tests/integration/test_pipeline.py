@@ -11,11 +11,7 @@ from openai.types import Batch as OpenAIBatch
 from openai.types.chat import ChatCompletion
 
 from batchctl.local import LocalStack
-from tests.conftest import EXAMPLES, chat_request, write_jsonl
-
-
-def lines_of(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+from tests.conftest import EXAMPLES, chat_request, lines_of, write_jsonl
 
 
 def test_dropped_file_completes_through_the_real_state_machine(
@@ -40,11 +36,11 @@ def test_dropped_file_completes_through_the_real_state_machine(
     output = lines_of(paths["output.jsonl"])
     assert sorted(line["custom_id"] for line in output) == sorted(
         f"request-{i}" for i in range(1, 21)
-    )  # type: ignore[type-var]
+    )
     for line in output:
         assert str(line["id"]).startswith("batch_req_")
         assert line["error"] is None
-        ChatCompletion.model_validate(line["response"]["body"])  # type: ignore[index]
+        ChatCompletion.model_validate(line["response"]["body"])
     assert paths["errors.jsonl"].read_text() == ""
 
     # The tracker's execution is the real ASL, run by moto to its end.
@@ -107,8 +103,8 @@ def test_a_request_the_engine_rejects_fails_alone(fake_stack: LocalStack, tmp_pa
     assert batch.output_file_id and batch.error_file_id
     (error_line,) = lines_of(paths["errors.jsonl"])
     assert error_line["custom_id"] == "too-long"
-    assert error_line["response"]["status_code"] == 400  # type: ignore[index]
-    assert error_line["response"]["body"]["error"]["code"] == "context_length_exceeded"  # type: ignore[index]
+    assert error_line["response"]["status_code"] == 400
+    assert error_line["response"]["body"]["error"]["code"] == "context_length_exceeded"
     assert len(lines_of(paths["output.jsonl"])) == 5
 
 
