@@ -21,11 +21,10 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
+
 from batch_core import s3keys, wiring
 from batch_core.models import TERMINAL_STATUSES, Batch
 from batch_core.protocol import Engine
-from batch_core.settings import get_settings
-
 from batchctl.template import (
     Resolver,
     load_template,
@@ -264,7 +263,8 @@ class LocalStack:
         resolver.attributes[(name, "Arn")] = arn
         resolver.attributes[(name, "QueueName")] = f"{STACK}-{name}"
 
-    def queue_url(self, logical_name: str) -> str:
+    def physical_id(self, logical_name: str) -> str:
+        """A template resource's local id: a queue's URL, a table's name, a state machine's ARN."""
         assert self.resolver is not None
         return self.resolver.refs[logical_name]
 
@@ -285,7 +285,7 @@ class LocalStack:
 
     def _route_loop(self, queue_name: str, module: ModuleType) -> None:
         sqs = self.session.client("sqs")
-        url = self.queue_url(queue_name)
+        url = self.physical_id(queue_name)
         assert self.resolver is not None
         arn = self.resolver.attributes[(queue_name, "Arn")]
         while not self._stop.is_set():
@@ -420,6 +420,3 @@ class LocalStack:
                 target.write_bytes(b"")
             paths[filename] = target
         return paths
-
-    def settings_snapshot(self) -> dict[str, Any]:
-        return get_settings().model_dump()

@@ -8,7 +8,6 @@ import sys
 from types import FrameType
 
 from batch_core.wiring import default_service
-
 from gpu_worker.engines import load_engine
 from gpu_worker.settings import EngineSettings, WorkerSettings
 from gpu_worker.worker import Worker

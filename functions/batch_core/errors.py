@@ -21,7 +21,3 @@ class InvalidRequestError(BatchCoreError):
         self.param = param
         if code:
             self.code = code
-
-
-class ConflictError(BatchCoreError):
-    code = "conflict"

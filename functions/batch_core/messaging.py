@@ -52,17 +52,13 @@ class ShardQueue:
             if response.get("Failed"):
                 raise RuntimeError(f"SQS refused shard messages: {response['Failed']}")
 
-    def receive(
-        self, *, wait_seconds: int, visibility_seconds: int | None = None
-    ) -> list[QueueMessage]:
+    def receive(self, *, wait_seconds: int) -> list[QueueMessage]:
         kwargs: dict[str, Any] = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": 1,
             "WaitTimeSeconds": wait_seconds,
             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
         }
-        if visibility_seconds is not None:
-            kwargs["VisibilityTimeout"] = visibility_seconds
         response = self._sqs.receive_message(**kwargs)
         return [
             QueueMessage(
@@ -125,6 +121,3 @@ class Tracker:
                 if attempt + 1 < _TOKEN_ATTEMPTS:
                     time.sleep(_TOKEN_RETRY_SECONDS)
         return False
-
-    def report_failure(self, task_token: str, error: str, cause: str) -> None:
-        self._sfn.send_task_failure(taskToken=task_token, error=error, cause=cause[:32000])

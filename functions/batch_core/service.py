@@ -263,6 +263,8 @@ class BatchService:
             for r in self._read_shard(task)
             if r.custom_id not in finished_ids
         ]
+        # Only dropped files have a batch.json to keep current after each part.
+        publish = batch.outbox_name is not None
         part = _Part()
         remaining = len(pending)
         results = engine.run(pending)
@@ -272,7 +274,7 @@ class BatchService:
                 (part.succeeded if line.succeeded else part.failed).append(line)
                 remaining -= 1
                 if len(part) >= self.settings.results_part_size:
-                    self._write_part(shard, next_part, part)
+                    self._write_part(shard, next_part, part, publish=publish)
                     next_part, part = next_part + 1, _Part()
                     if remaining and should_stop():
                         break
@@ -281,7 +283,7 @@ class BatchService:
             if close is not None:
                 close()  # abort what the engine still runs for us
         if len(part):
-            self._write_part(shard, next_part, part)
+            self._write_part(shard, next_part, part, publish=publish)
         if remaining:
             return "interrupted"
         self.repository.settle_shard(task.batch_id, task.shard_index)
@@ -322,15 +324,16 @@ class BatchService:
                 self._commit(shard, part_index, _Part(succeeded, failed))
         return finished, (max(by_part) + 1 if by_part else 0)
 
-    def _write_part(self, shard: ShardRecord, part_index: int, part: _Part) -> None:
+    def _write_part(
+        self, shard: ShardRecord, part_index: int, part: _Part, *, publish: bool
+    ) -> None:
         results_key, errors_key = self._part_keys(shard, part_index)
         if part.succeeded:
             self.store.put(results_key, _jsonl(part.succeeded))
         if part.failed:
             self.store.put(errors_key, _jsonl(part.failed))
         self._commit(shard, part_index, part)
-        batch = self.repository.get_batch(shard.batch_id)
-        if batch is not None:
+        if publish and (batch := self.repository.get_batch(shard.batch_id)) is not None:
             self._publish(batch)  # live request_counts for people watching batch.json
 
     def _commit(self, shard: ShardRecord, part_index: int, part: _Part) -> None:

@@ -184,7 +184,7 @@ class BatchValidator:
             raise LineError("invalid_json_line", f"The line is not valid JSON: {exc.msg}.") from exc
         if not isinstance(data, dict):
             raise LineError("invalid_json_line", "The line must be a JSON object.")
-        custom_id = self._check_custom_id(data)
+        custom_id, digest = self._check_custom_id(data)
         url = self._check_url(data)
         body = self._check_body(data, url)
         unknown = sorted(set(data) - {"custom_id", "method", "url", "body"})
@@ -192,10 +192,11 @@ class BatchValidator:
             raise LineError(
                 "invalid_request", f"Unknown field {unknown[0]!r} on the line.", unknown[0]
             )
-        self._remember(custom_id)
+        self._seen_ids.add(digest)
         return {"custom_id": custom_id, "url": url, "body": body}
 
-    def _check_custom_id(self, data: dict[str, Any]) -> str:
+    def _check_custom_id(self, data: dict[str, Any]) -> tuple[str, bytes]:
+        """The custom_id and its digest (remembered once the whole line is valid)."""
         custom_id = data.get("custom_id")
         if custom_id is None or custom_id == "":
             raise LineError(
@@ -203,20 +204,14 @@ class BatchValidator:
             )
         if not isinstance(custom_id, str):
             raise LineError("missing_custom_id", "custom_id must be a string.", "custom_id")
-        if self._digest(custom_id) in self._seen_ids:
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
+        if digest in self._seen_ids:
             raise LineError(
                 "duplicate_custom_id",
                 f"The custom_id {custom_id!r} appears more than once in the file.",
                 "custom_id",
             )
-        return custom_id
-
-    def _remember(self, custom_id: str) -> None:
-        self._seen_ids.add(self._digest(custom_id))
-
-    @staticmethod
-    def _digest(custom_id: str) -> bytes:
-        return hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
+        return custom_id, digest
 
     def _check_url(self, data: dict[str, Any]) -> str:
         method = data.get("method", "POST")

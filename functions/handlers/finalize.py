@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from batch_core.wiring import default_service
 from pydantic import BaseModel
+
+from batch_core.wiring import default_service
 
 logger = Logger()
 tracer = Tracer()

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from batch_core.protocol import Engine
-
     from gpu_worker.settings import EngineSettings
 
 

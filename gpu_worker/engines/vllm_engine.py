@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from batch_core.protocol import EngineRequest, EngineResult
 from pydantic import TypeAdapter, ValidationError
 
+from batch_core.protocol import EngineRequest, EngineResult
 from gpu_worker.settings import EngineSettings
 
 TINY_MODEL_NAME = "tiny-llama"

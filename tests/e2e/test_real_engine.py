@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_core.protocol import EngineRequest
 from openai.types import Batch as OpenAIBatch
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
+from batch_core.protocol import EngineRequest
 from batchctl.local import LocalStack
 from gpu_worker.engines.vllm_engine import VllmEngine
 from tests.conftest import EXAMPLES, MODEL, chat_request, lines_of, write_jsonl

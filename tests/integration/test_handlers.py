@@ -8,10 +8,9 @@ import time
 from typing import Any
 
 from batch_core.messaging import ShardTask
-from handlers import finalize, validate
-
 from batchctl.local import LocalStack, _LambdaContext
 from gpu_worker.engines.fake import FakeEngine
+from handlers import finalize, validate
 from tests.conftest import MODEL, chat_request, load_event
 
 CONTEXT = _LambdaContext(function_name="test", aws_request_id="req-1")
@@ -23,7 +22,7 @@ def queued(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while True:
         batch = sqs.receive_message(
-            QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0
+            QueueUrl=stack.physical_id(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0
         ).get("Messages", [])
         if not batch:
             return messages
@@ -62,7 +61,7 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(
     assert batch.outbox_name == "team prompts(2)"
     assert (batch.request_total, batch.shards_total, batch.shards_pending) == (10, 3, 3)
     sfn = bare_stack.session.client("stepfunctions")
-    executions = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))[
+    executions = sfn.list_executions(stateMachineArn=bare_stack.physical_id("BatchTracker"))[
         "executions"
     ]
     assert [e["name"] for e in executions] == [batch.id]
@@ -104,7 +103,7 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
     assert batch is not None and batch.status == "completed"
     assert (batch.request_completed, batch.request_failed) == (6, 0)
     sfn = bare_stack.session.client("stepfunctions")
-    (execution,) = sfn.list_executions(stateMachineArn=bare_stack.queue_url("BatchTracker"))[
+    (execution,) = sfn.list_executions(stateMachineArn=bare_stack.physical_id("BatchTracker"))[
         "executions"
     ]
     for _ in range(100):

@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
-from batch_core import s3keys
 from openai.types import Batch as OpenAIBatch
 from openai.types.chat import ChatCompletion
 
+from batch_core import s3keys
 from batchctl.local import LocalStack
 from tests.conftest import EXAMPLES, chat_request, lines_of, write_jsonl
 
@@ -45,7 +45,7 @@ def test_dropped_file_completes_through_the_real_state_machine(
 
     # The tracker's execution is the real ASL, run by moto to its end.
     sfn = fake_stack.session.client("stepfunctions")
-    arn = fake_stack.queue_url("BatchTracker")
+    arn = fake_stack.physical_id("BatchTracker")
     (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
     assert execution["name"] == batch.id
     assert execution["status"] == "SUCCEEDED"
@@ -71,7 +71,7 @@ def test_a_bad_line_fails_the_batch_with_its_line_number(
     assert store.list_keys(s3keys.shard_prefix(batch.id)) == []
     sqs = fake_stack.session.client("sqs")
     attributes = sqs.get_queue_attributes(
-        QueueUrl=fake_stack.queue_url("ShardQueue"),
+        QueueUrl=fake_stack.physical_id("ShardQueue"),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     assert attributes == {

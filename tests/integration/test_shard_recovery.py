@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+
 from batch_core import s3keys
 from batch_core.messaging import ShardTask
 from batch_core.protocol import EngineRequest, EngineResult
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService, DroppedObject
-
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request

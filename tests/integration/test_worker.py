@@ -6,7 +6,6 @@ import json
 
 from batch_core.messaging import ShardTask
 from batch_core.service import DroppedObject
-
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from batch_core.models import BatchError, FileObject
-from batch_core.protocol import EngineRequest, EngineResult, usage_of
-from batch_core.records import BatchRecord
 from openai.types import Batch as OpenAIBatch
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types import FileObject as OpenAIFileObject
 from openai.types.chat import ChatCompletion
 
+from batch_core.models import BatchError, FileObject
+from batch_core.protocol import EngineRequest, EngineResult, usage_of
+from batch_core.records import BatchRecord
 from gpu_worker.engines.fake import FakeEngine
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
 
 
