@@ -21,3 +21,13 @@ class InvalidRequestError(BatchCoreError):
         self.param = param
         if code:
             self.code = code
+
+
+class LineError(BatchCoreError):
+    """One problem with one line of a batch input file."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param

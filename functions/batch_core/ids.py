@@ -22,11 +22,11 @@ def new_file_id(seed: str | None = None) -> str:
     return f"file-{_hex(seed, 24)}"
 
 
-def new_request_line_id() -> str:
+def new_request_line_id(seed: str | None = None) -> str:
     """The `id` of one output line."""
-    return f"batch_req_{uuid.uuid4().hex}"
+    return f"batch_req_{_hex(seed, 32)}"
 
 
-def new_request_id() -> str:
+def new_request_id(seed: str | None = None) -> str:
     """The `response.request_id` of one output line."""
-    return uuid.uuid4().hex
+    return _hex(None if seed is None else f"request/{seed}", 32)

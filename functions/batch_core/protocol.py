@@ -68,7 +68,8 @@ class BatchRequestOutput(BaseModel):
 
     id: str
     """`batch_req_...`"""
-    custom_id: str
+    custom_id: str | None
+    """None only for an input line too broken to have a readable custom_id."""
     response: BatchResponse | None
     error: BatchLineError | None = None
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from batch_core.drop_options import InvalidLines
 from batch_core.models import (
     Batch,
     BatchError,
@@ -48,6 +49,8 @@ class BatchRecord(BatchTimestamps):
     """Where the input lines are in the bucket."""
     outbox_name: str | None = None
     """Set for dropped files: results are mirrored under outbox/<name>/."""
+    invalid_lines: InvalidLines = "fail"
+    """What validation does with a bad line: fail the batch, or skip it to the error file."""
 
     def to_batch(self) -> Batch:
         usage = None
@@ -89,6 +92,10 @@ class ShardRecord(BaseModel):
     batch_id: str
     index: int
     request_count: int
+    slot: int = 0
+    """The planner's prefix slot: requests sharing leading messages share a slot (0: none)."""
+    estimated_tokens: int = 0
+    """Estimated prompt plus output tokens: the work the planner sized the shard by."""
     status: ShardStatus = "queued"
     attempts: int = 0
     parts_committed: int = 0

@@ -30,6 +30,11 @@ def errors_prefix(batch_id: str, shard_index: int | None = None) -> str:
     return base if shard_index is None else f"{base}{shard_index:05d}/"
 
 
+def rejected_lines_key(batch_id: str) -> str:
+    """Error lines for the input lines that failed validation (invalid_lines=skip)."""
+    return f"{errors_prefix(batch_id)}rejected/{part_name(0)}"
+
+
 def part_name(part_index: int) -> str:
     return f"part-{part_index:05d}.jsonl"
 

@@ -7,29 +7,33 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from batch_core import s3keys
-from batch_core.errors import NotFoundError
-from batch_core.ids import new_batch_id, new_file_id
+from batch_core.drop_options import DropOptions, drop_options
+from batch_core.errors import InvalidRequestError, NotFoundError
+from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
 from batch_core.messaging import ShardQueue, ShardTask, Tracker
 from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
     BatchRequestOutput,
+    BatchResponse,
     Engine,
     EngineRequest,
+    ErrorDetail,
     ShardRequest,
     usage_of,
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.repository import BatchRepository
 from batch_core.settings import Settings
-from batch_core.sharding import PlannedShard, ShardPlanner
+from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
 from batch_core.storage import ObjectStore
-from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
+from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
 from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
@@ -96,7 +100,8 @@ class BatchService:
         """Create and validate a batch for a file dropped under inbox/.
 
         A duplicated event (same identity) maps to the same batch id and does nothing new;
-        an intake interrupted halfway is resumed.
+        an intake interrupted halfway is resumed. The file's options (endpoint, window,
+        metadata, invalid_lines) come from its S3 metadata or key (see `drop_options`).
         """
         name = s3keys.outbox_name(dropped.key)
         if name is None:
@@ -104,23 +109,30 @@ class BatchService:
             return None
         seed = f"{self.store.bucket}/{dropped.identity}"
         batch_id, input_file_id = new_batch_id(seed), new_file_id(seed)
+        info = self.store.head(dropped.key)
+        option_error: InvalidRequestError | None = None
+        try:
+            options = drop_options(dropped.key, info.metadata)
+        except InvalidRequestError as error:
+            options, option_error = DropOptions(), error
         now = self._now()
-        window = self.settings.default_completion_window
+        window = options.completion_window or self.settings.default_completion_window
         record = BatchRecord(
             id=batch_id,
-            endpoint=self.settings.default_endpoint,
+            endpoint=options.endpoint or self.settings.default_endpoint,
             input_file_id=input_file_id,
             completion_window=window,
             status="validating",
             created_at=now,
             expires_at=now + window_seconds(window),
+            metadata=options.metadata,
             input_key=dropped.key,
             outbox_name=name,
+            invalid_lines=options.invalid_lines,
         )
-        size = self.store.size(dropped.key)
         input_file = FileObject(
             id=input_file_id,
-            bytes=size,
+            bytes=info.size,
             created_at=now,
             filename=posixpath.basename(dropped.key),
             purpose="batch",
@@ -129,14 +141,20 @@ class BatchService:
         if not self.repository.create_batch(record):
             existing = self.repository.get_batch(batch_id)
             logger.info("duplicate event for %s (batch %s)", dropped.key, batch_id)
-            return self._resume_intake(existing) if existing else None
+            if existing is None:
+                return None
+            if option_error is not None and existing.status == "validating":
+                return self._fail_validation(existing, [_option_error(option_error)])
+            return self._resume_intake(existing, options.endpoint)
         self.repository.put_file(FileRecord(file=input_file, s3_key=dropped.key))
-        return self._validate_and_plan(record, endpoint=None, size=size)
+        if option_error is not None:
+            return self._fail_validation(record, [_option_error(option_error)])
+        return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
 
-    def _resume_intake(self, record: BatchRecord) -> BatchRecord:
+    def _resume_intake(self, record: BatchRecord, endpoint: str | None) -> BatchRecord:
         if record.status == "validating":
             return self._validate_and_plan(
-                record, endpoint=None, size=self.store.size(record.input_key)
+                record, endpoint=endpoint, size=self.store.size(record.input_key)
             )
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
@@ -150,6 +168,25 @@ class BatchService:
         self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
         self.repository.mark_shards_queued(batch_id)
 
+    def new_validator(
+        self,
+        endpoint: str | None,
+        on_rejected: Callable[[RejectedLine], None] | None = None,
+    ) -> BatchValidator:
+        """A validator with this deployment's limits and served models."""
+        settings = self.settings
+        return BatchValidator(
+            endpoint=endpoint,
+            default_endpoint=settings.default_endpoint,
+            served_models=settings.served_models,
+            limits=ValidationLimits(
+                max_requests=settings.max_requests_per_batch,
+                max_line_bytes=settings.max_line_bytes,
+                max_reported_errors=settings.max_reported_errors,
+            ),
+            on_rejected=on_rejected,
+        )
+
     def _validate_and_plan(
         self, record: BatchRecord, *, endpoint: str | None, size: int
     ) -> BatchRecord:
@@ -160,40 +197,36 @@ class BatchService:
                 message=f"The input file is {size} bytes; the limit is {settings.max_batch_bytes}.",
             )
             return self._fail_validation(record, [error])
+        skip = record.invalid_lines == "skip"
         shards: list[ShardRecord] = []
 
         def store_shard(shard: PlannedShard) -> None:
-            self.store.put(s3keys.shard_key(record.id, shard.index), shard.body)
+            self.store.upload(s3keys.shard_key(record.id, shard.index), shard.data)
             shards.append(
                 ShardRecord(
-                    batch_id=record.id, index=shard.index, request_count=shard.request_count
+                    batch_id=record.id,
+                    index=shard.index,
+                    request_count=shard.request_count,
+                    slot=shard.slot,
+                    estimated_tokens=shard.work_tokens,
                 )
             )
 
-        validator = BatchValidator(
-            endpoint=endpoint,
-            default_endpoint=settings.default_endpoint,
-            served_models=settings.served_models,
-            limits=ValidationLimits(
-                max_requests=settings.max_requests_per_batch,
-                max_line_bytes=settings.max_line_bytes,
-                max_reported_errors=settings.max_reported_errors,
-            ),
-        )
-        planner = ShardPlanner(
-            store_shard,
-            max_requests=settings.max_requests_per_shard,
-            max_bytes=settings.max_shard_bytes,
-        )
-        lines = iter_lines(self.store.stream(record.input_key), settings.max_line_bytes)
-        for request in validator.validate(lines):
-            if not validator.has_errors:
-                planner.add(request)  # once a line is bad the batch fails: stop writing shards
-        report = validator.report()
-        if not report.ok:
-            self.store.delete_prefix(s3keys.shard_prefix(record.id))
-            return self._fail_validation(record, report.errors, total_errors=report.error_count)
-        planner.close()
+        with _RejectedLines(record.id) as rejected:
+            validator = self.new_validator(endpoint, rejected.add if skip else None)
+            planner = ShardPlanner(store_shard, shard_bounds(settings))
+            lines = iter_lines(self.store.stream(record.input_key), settings.max_line_bytes)
+            for line in validator.validate(lines):
+                if skip or not validator.has_errors:
+                    planner.add(line)  # in fail mode, stop writing shards at the first bad line
+            report = validator.report()
+            if report.file_error or report.valid_requests == 0 or not (skip or report.ok):
+                planner.discard()
+                self.store.delete_prefix(s3keys.shard_prefix(record.id))
+                return self._fail_validation(record, report.errors, total_errors=report.error_count)
+            planner.close()
+            if report.rejected_lines:
+                rejected.store(self.store)
         self.repository.put_shards(record.id, shards)
         moved = self.repository.transition(
             record.id,
@@ -202,7 +235,8 @@ class BatchService:
             fields={
                 "endpoint": report.endpoint,
                 "model": report.model,
-                "request_total": report.valid_requests,
+                "request_total": report.valid_requests + report.rejected_lines,
+                "request_failed": report.rejected_lines,
                 "shards_total": len(shards),
                 "shards_pending": len(shards),
                 "in_progress_at": self._now(),
@@ -319,7 +353,7 @@ class BatchService:
                     if raw:
                         line = BatchRequestOutput.model_validate_json(raw)
                         (succeeded if line.succeeded else failed).append(line)
-            finished.update(line.custom_id for line in succeeded + failed)
+            finished.update(line.custom_id for line in succeeded + failed if line.custom_id)
             if part_index >= shard.parts_committed:
                 self._commit(shard, part_index, _Part(succeeded, failed))
         return finished, (max(by_part) + 1 if by_part else 0)
@@ -446,3 +480,56 @@ def _jsonl(lines: Iterable[BatchRequestOutput]) -> bytes:
 def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
     for key in keys:
         yield from store.stream(key)
+
+
+def shard_bounds(settings: Settings) -> ShardBounds:
+    return ShardBounds(
+        max_requests=settings.max_requests_per_shard,
+        max_bytes=settings.max_shard_bytes,
+        max_work_tokens=settings.max_shard_tokens,
+        default_output_tokens=settings.default_output_tokens,
+        prefix_slots=settings.prefix_slots,
+    )
+
+
+def _option_error(error: InvalidRequestError) -> BatchError:
+    return BatchError(code=error.code, message=str(error), param=error.param)
+
+
+class _RejectedLines:
+    """Error lines for input lines skipped by validation (invalid_lines=skip), spooled."""
+
+    def __init__(self, batch_id: str) -> None:
+        self._batch_id = batch_id
+        # Closed by __exit__; spooled so that a file of bad lines cannot fill memory.
+        self._data = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+
+    def __enter__(self) -> _RejectedLines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._data.close()
+
+    def add(self, rejected: RejectedLine) -> None:
+        seed = f"{self._batch_id}/line/{rejected.line}"
+        error = rejected.error
+        line = BatchRequestOutput(
+            id=new_request_line_id(seed),
+            custom_id=rejected.custom_id,
+            response=BatchResponse(
+                status_code=400,
+                request_id=new_request_id(seed),
+                body={
+                    "error": ErrorDetail(
+                        message=f"Line {rejected.line}: {error.message}",
+                        param=error.param,
+                        code=error.code,
+                    ).model_dump()
+                },
+            ),
+        )
+        self._data.write(line.model_dump_json().encode() + b"\n")
+
+    def store(self, store: ObjectStore) -> None:
+        self._data.seek(0)
+        store.upload(s3keys.rejected_lines_key(self._batch_id), self._data)

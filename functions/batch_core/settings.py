@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(default=8 * 1024**2, ge=1)
     max_requests_per_shard: int = Field(default=1000, ge=1)
     max_shard_bytes: int = Field(default=64 * 1024**2, ge=1)
+    max_shard_tokens: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Estimated prompt + output tokens per shard (a few GPU minutes).",
+    )
+    default_output_tokens: int = Field(
+        default=256, ge=1, description="Output budget assumed for requests without max_tokens."
+    )
+    prefix_slots: int = Field(
+        default=4,
+        ge=0,
+        description="Open shards for requests with shared leading messages (0: no grouping).",
+    )
     max_reported_errors: int = Field(default=1000, ge=1)
     results_part_size: int = Field(
         default=256, ge=1, description="Results per part file: the unit of crash-safe progress."

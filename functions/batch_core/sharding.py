@@ -1,63 +1,145 @@
 """Shard planning: cut the stream of valid requests into shards as it flows by.
 
-Shards are the unit of retry, progress and parallelism. A shard closes when it reaches the
-request bound or the byte bound, whichever comes first, so memory stays bounded by one shard.
+Shards are the unit of retry, progress and parallelism: big enough to keep a GPU busy for a
+few minutes, small enough that a lost worker costs little. A shard closes when it reaches its
+estimated work (prompt tokens plus the output budget), its request count or its byte size,
+whichever comes first.
+
+Requests that share their leading chat messages (a system prompt, a few-shot preamble) go to
+the same open shard, in file order, so vLLM's prefix cache serves the shared part once: the
+planner keeps one open shard per *slot*, and a request's slot is chosen by the digest of its
+leading messages (slot 0 holds requests with no shared part). Open shards spool to temporary
+files, so memory stays bounded by a few small buffers whatever the shard size.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import IO
 
-from batch_core.protocol import ShardRequest
+from batch_core.validation import ValidLine
+
+# Bytes of each open shard kept in memory before it spills to a temporary file.
+_SPOOL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class ShardBounds:
+    """When a shard is full, and how requests are grouped."""
+
+    max_requests: int = 1000
+    max_bytes: int = 64 * 1024**2
+    max_work_tokens: int = 1_000_000
+    """Estimated prompt plus output tokens in one shard."""
+    default_output_tokens: int = 256
+    """Output budget assumed for a request that sets no max_tokens."""
+    prefix_slots: int = 4
+    """Open shards for requests with leading messages (0 puts every request in one stream)."""
+
+
+def estimate_work(line: ValidLine, default_output_tokens: int) -> int:
+    """Estimated tokens a request costs the engine: its prompt plus what it may generate."""
+    prompt_tokens = (line.prompt_chars + 3) // 4
+    if line.url == "/v1/embeddings":
+        return prompt_tokens
+    budget = line.output_budget
+    if budget is None:
+        budget = default_output_tokens * (line.body.get("n") or 1)
+    return prompt_tokens + budget
+
+
+@dataclass
 class PlannedShard:
-    """A shard ready to be stored."""
+    """A full shard: its lines are in `data`, positioned at the start."""
 
     index: int
-    body: bytes
+    slot: int
     request_count: int
+    byte_count: int
+    work_tokens: int
+    data: IO[bytes]
+
+
+@dataclass
+class _OpenShard:
+    slot: int
+    # Closed when the shard is flushed or discarded.
+    data: IO[bytes] = field(
+        default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+    )
+    request_count: int = 0
+    byte_count: int = 0
+    work_tokens: int = 0
 
 
 class ShardPlanner:
-    """Packs requests into shards and hands each finished shard to `emit`."""
+    """Packs requests into shards and hands each full shard to `emit` (then closes its data)."""
 
-    def __init__(
-        self, emit: Callable[[PlannedShard], None], *, max_requests: int, max_bytes: int
-    ) -> None:
+    def __init__(self, emit: Callable[[PlannedShard], None], bounds: ShardBounds) -> None:
         self._emit = emit
-        self._max_requests = max_requests
-        self._max_bytes = max_bytes
-        self._lines: list[bytes] = []
-        self._bytes = 0
+        self._bounds = bounds
+        self._open: dict[int, _OpenShard] = {}
         self.shard_count = 0
 
-    def add(self, request: ShardRequest) -> None:
-        line = request.model_dump_json().encode() + b"\n"
-        if self._lines and self._bytes + len(line) > self._max_bytes:
-            self._flush()
-        self._lines.append(line)
-        self._bytes += len(line)
-        if len(self._lines) >= self._max_requests:
-            self._flush()
+    def slot_of(self, line: ValidLine) -> int:
+        slots = self._bounds.prefix_slots
+        return 0 if not line.prefix or slots <= 0 else 1 + line.prefix % slots
 
-    def add_all(self, requests: Iterable[ShardRequest]) -> None:
-        for request in requests:
-            self.add(request)
+    def add(self, line: ValidLine) -> None:
+        data = line.to_shard_line()
+        work = estimate_work(line, self._bounds.default_output_tokens)
+        slot = self.slot_of(line)
+        shard = self._open.get(slot)
+        if shard is not None and (
+            shard.byte_count + len(data) > self._bounds.max_bytes
+            or shard.work_tokens + work > self._bounds.max_work_tokens
+        ):
+            self._flush(slot)  # a shard never goes past its bounds unless one request does
+            shard = None
+        if shard is None:
+            shard = self._open[slot] = _OpenShard(slot)
+        shard.data.write(data)
+        shard.request_count += 1
+        shard.byte_count += len(data)
+        shard.work_tokens += work
+        if (
+            shard.request_count >= self._bounds.max_requests
+            or shard.work_tokens >= self._bounds.max_work_tokens
+        ):
+            self._flush(slot)
+
+    def add_all(self, lines: Iterable[ValidLine]) -> None:
+        for line in lines:
+            self.add(line)
 
     def close(self) -> int:
-        """Emit the last partial shard; returns how many shards were planned."""
-        self._flush()
+        """Emit the open shards; returns how many shards were planned."""
+        for slot in sorted(self._open):
+            self._flush(slot)
         return self.shard_count
 
-    def _flush(self) -> None:
-        if not self._lines:
-            return
-        shard = PlannedShard(
-            index=self.shard_count, body=b"".join(self._lines), request_count=len(self._lines)
-        )
-        self._lines, self._bytes = [], 0
+    def discard(self) -> None:
+        """Drop the open shards without emitting them (the batch failed validation)."""
+        for shard in self._open.values():
+            shard.data.close()
+        self._open.clear()
+
+    def _flush(self, slot: int) -> None:
+        shard = self._open.pop(slot)
+        try:
+            shard.data.seek(0)
+            self._emit(
+                PlannedShard(
+                    index=self.shard_count,
+                    slot=shard.slot,
+                    request_count=shard.request_count,
+                    byte_count=shard.byte_count,
+                    work_tokens=shard.work_tokens,
+                    data=shard.data,
+                )
+            )
+        finally:
+            shard.data.close()
         self.shard_count += 1
-        self._emit(shard)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -13,6 +14,14 @@ if TYPE_CHECKING:
 _CHUNK = 1024 * 1024
 # Writes up to this size stay in memory; larger outputs spill to a temporary file.
 _SPOOL_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's size and its S3 user metadata (`x-amz-meta-*`, keys lowercased)."""
+
+    size: int
+    metadata: dict[str, str]
 
 
 class ObjectStore:
@@ -34,7 +43,19 @@ class ObjectStore:
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def size(self, key: str) -> int:
-        return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        return self.head(key).size
+
+    def head(self, key: str) -> ObjectInfo:
+        response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        return ObjectInfo(
+            size=int(response["ContentLength"]), metadata=response.get("Metadata", {})
+        )
+
+    def upload(self, key: str, data: IO[bytes]) -> None:
+        """Upload a file object from its current position (multipart when it is large)."""
+        self._s3.upload_fileobj(
+            data, self.bucket, key, ExtraArgs={"ContentType": "application/jsonl"}
+        )
 
     def put(self, key: str, data: bytes, content_type: str = "application/jsonl") -> None:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
@@ -51,9 +72,7 @@ class ObjectStore:
                 spool.write(chunk)
                 size += len(chunk)
             spool.seek(0)
-            self._s3.upload_fileobj(
-                spool, self.bucket, key, ExtraArgs={"ContentType": "application/jsonl"}
-            )
+            self.upload(key, spool)
         return size
 
     def copy(self, source_key: str, target_key: str) -> None:
