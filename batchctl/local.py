@@ -362,11 +362,17 @@ class LocalStack:
 
     # -- what a user does -----------------------------------------------------------------
 
-    def drop(self, path: Path, name: str | None = None) -> str:
-        """Upload a file into inbox/ as `aws s3 cp` would; returns its outbox name."""
+    def drop(
+        self, path: Path, name: str | None = None, *, metadata: dict[str, str] | None = None
+    ) -> str:
+        """Upload a file into inbox/ as `aws s3 cp [--metadata ...]` would; returns its outbox
+        name (`name` may hold folders, e.g. `endpoint=embeddings/run1`)."""
         name = name or path.stem
         self.session.client("s3").upload_file(
-            str(path), self.bucket, f"{s3keys.INBOX_PREFIX}{name}.jsonl"
+            str(path),
+            self.bucket,
+            f"{s3keys.INBOX_PREFIX}{name}.jsonl",
+            ExtraArgs={"Metadata": metadata} if metadata else None,
         )
         return name
 

@@ -136,7 +136,12 @@ def drop_options(key: str, object_metadata: Mapping[str, str]) -> DropOptions:
             raw[_OPTION_NAMES[name]] = value
     window = raw.get("completion_window")
     if window is not None:
-        window_seconds(window)  # raises with param completion_window
+        try:
+            window_seconds(window)
+        except InvalidRequestError as error:
+            raise InvalidRequestError(
+                str(error), param="completion_window", code="invalid_option"
+            ) from error
     return DropOptions(
         endpoint=parse_endpoint(raw["endpoint"]) if "endpoint" in raw else None,
         completion_window=window,

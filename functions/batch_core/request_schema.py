@@ -90,7 +90,9 @@ _VLLM_EMBEDDING_FIELDS = frozenset(
 
 ACCEPTED_FIELDS: dict[str, frozenset[str]] = {
     "/v1/chat/completions": _OPENAI_CHAT_FIELDS | _VLLM_SAMPLING_FIELDS | _VLLM_CHAT_FIELDS,
-    "/v1/completions": _OPENAI_COMPLETION_FIELDS | _VLLM_SAMPLING_FIELDS | {"prompt_embeds"},
+    "/v1/completions": _OPENAI_COMPLETION_FIELDS
+    | _VLLM_SAMPLING_FIELDS
+    | {"prompt_embeds", "response_format"},
     "/v1/embeddings": _OPENAI_EMBEDDING_FIELDS | _VLLM_EMBEDDING_FIELDS,
 }
 

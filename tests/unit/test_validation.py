@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
+from batch_core.validation import (
+    BatchValidator,
+    DigestSet,
+    ValidationLimits,
+    custom_id_digest,
+    iter_lines,
+)
 
 
 def chat_line(
@@ -106,6 +112,64 @@ def test_valid_file_yields_every_request_with_its_line() -> None:
             "extra",
         ),
         (b"\xff\xfe{}", "invalid_encoding", None),
+        (chat_line("x", max_completion_tokens=-5), "invalid_request", "body.max_completion_tokens"),
+        (chat_line("x", max_tokens=2.5), "invalid_request", "body.max_tokens"),
+        (chat_line("x", n=0), "invalid_request", "body.n"),
+        (chat_line("x", n=129), "invalid_request", "body.n"),
+        (chat_line("x", temperature=2.5), "invalid_request", "body.temperature"),
+        (chat_line("x", temperature="hot"), "invalid_request", "body.temperature"),
+        (chat_line("x", top_p=1.5), "invalid_request", "body.top_p"),
+        (chat_line("x", presence_penalty=-3), "invalid_request", "body.presence_penalty"),
+        (chat_line("x", seed="1"), "invalid_request", "body.seed"),
+        (chat_line("x", stop=[1, 2]), "invalid_request", "body.stop"),
+        (chat_line("x", max_token=10), "invalid_request", "body.max_token"),
+        (
+            chat_line("x", response_format={"type": "yaml"}),
+            "invalid_request",
+            "body.response_format.type",
+        ),
+        (
+            chat_line("x", response_format={"type": "json_schema"}),
+            "invalid_request",
+            "body.response_format.json_schema",
+        ),
+        (
+            chat_line("x", messages=[{"role": "user", "content": 42}]),
+            "invalid_request",
+            "body.messages[0].content",
+        ),
+        (
+            chat_line("x", messages=[{"role": "user"}]),
+            "invalid_request",
+            "body.messages[0].content",
+        ),
+        (
+            chat_line("x", messages=[{"role": "user", "content": [{"type": "sound"}]}]),
+            "invalid_request",
+            "body.messages[0].content[0].type",
+        ),
+        (
+            chat_line("x", messages=[{"role": "user", "content": [{"type": "text"}]}]),
+            "invalid_request",
+            "body.messages[0].content[0].text",
+        ),
+        (
+            chat_line(
+                "x",
+                messages=[
+                    {"role": "user", "content": "hi"},
+                    {"role": "user", "content": [{"type": "image_url", "image_url": "u"}]},
+                ],
+            ),
+            "invalid_request",
+            "body.messages[1].content[0].image_url",
+        ),
+        (
+            chat_line("x", messages=[{"role": "tool", "content": "42"}]),
+            "invalid_request",
+            "body.messages[0].tool_call_id",
+        ),
+        (b'{"custom_id": "x", "body": {"model": "m", "v": NaN}}', "invalid_json_line", None),
     ],
 )
 def test_bad_line_is_reported_with_its_number(
@@ -215,3 +279,81 @@ def test_cut_lines_keep_every_other_line_intact_across_chunk_boundaries() -> Non
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
         lines = list(iter_lines(chunks, max_line_bytes=300))
         assert [line for _, line in lines] == [chat_line("a"), b"y" * 301, chat_line("b")]
+
+
+def test_accepted_bodies_pass_untouched() -> None:
+    lines = [
+        chat_line(
+            "a",
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "t"}]},
+                {"role": "tool", "tool_call_id": "t", "content": "42"},
+            ],
+            temperature=0,
+            top_p=1,
+            n=2,
+            stop=["\n"],
+            seed=7,
+            top_k=20,  # a vLLM extension
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+            max_completion_tokens=16,
+        ),
+    ]
+    valid, report = run(lines)
+    assert report.ok, report.errors
+    assert valid[0].body == json.loads(lines[0])["body"]
+    assert valid[0].prompt_chars == len("be brief") + len("hi") + len("42")
+    assert valid[0].prefix != 0  # it has leading messages before the last one
+    assert valid[0].output_budget == 32
+
+
+def test_requests_with_the_same_preamble_share_a_prefix_digest() -> None:
+    system = {"role": "system", "content": "You are a translator."}
+    lines = [
+        chat_line("a", messages=[system, {"role": "user", "content": "one"}]),
+        chat_line("b", messages=[system, {"role": "user", "content": "two"}]),
+        chat_line("c", messages=[{"role": "system", "content": "other"}, system]),
+        chat_line("d"),
+    ]
+    valid, report = run(lines)
+    assert report.ok
+    prefixes = [v.prefix for v in valid]
+    assert prefixes[0] == prefixes[1] != prefixes[2]
+    assert prefixes[3] == 0
+
+
+def test_rejected_lines_reach_the_callback_with_their_custom_id() -> None:
+    seen: list[Any] = []
+    validator = BatchValidator(
+        endpoint=None, limits=ValidationLimits(max_reported_errors=1), on_rejected=seen.append
+    )
+    data = b"\n".join([chat_line("a"), b"{broken", chat_line("a"), chat_line("b", n=0)])
+    valid = list(validator.validate(iter_lines([data])))
+    assert [v.custom_id for v in valid] == ["a"]
+    assert [(r.line, r.custom_id, r.error.code) for r in seen] == [
+        (2, None, "invalid_json_line"),
+        (3, "a", "duplicate_custom_id"),
+        (4, "b", "invalid_request"),
+    ]
+    report = validator.report()
+    assert (report.error_count, len(report.errors), report.rejected_lines) == (3, 1, 3)
+    assert not report.file_error
+
+
+def test_too_many_requests_is_an_error_about_the_whole_file() -> None:
+    _, report = run([chat_line(str(i)) for i in range(4)], limits=ValidationLimits(max_requests=3))
+    assert report.file_error
+    assert report.valid_requests == 3
+
+
+def test_digest_set_grows_and_remembers_every_digest() -> None:
+    digests = DigestSet(capacity=2)
+    values = [custom_id_digest(f"request-{i}") for i in range(5000)]
+    for value in values:
+        digests.add(value)
+    digests.add(values[0])
+    assert len(digests) == 5000
+    assert all(value in digests for value in values)
+    assert custom_id_digest("not-added") not in digests

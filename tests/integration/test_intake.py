@@ -1,0 +1,146 @@
+"""Intake on moto: drop options, the skip mode, shard planning, and nothing left on failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from openai.types import Batch as OpenAIBatch
+
+from batch_core import s3keys
+from batch_core.protocol import ShardRequest
+from batch_core.service import DroppedObject
+from batchctl.local import LocalStack
+from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
+
+
+def shard_messages(stack: LocalStack) -> int:
+    attributes = stack.session.client("sqs").get_queue_attributes(
+        QueueUrl=stack.physical_id("ShardQueue"),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def test_skip_mode_runs_the_valid_lines_and_reports_the_bad_ones(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
+    bad_model = chat_request("c", model="other-model")  # no worker serves it
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [chat_request("a"), "{oops", chat_request("b"), bad_model, chat_request("a"), ""],
+    )
+    name = fake_stack.drop(path, metadata={"invalid-lines": "skip", "metadata-run": "7"})
+    batch = fake_stack.wait_for_outbox(name, timeout=120)
+    paths = fake_stack.download_outbox(name, tmp_path / "out")
+
+    OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
+    assert batch.status == "completed"
+    assert batch.metadata == {"run": "7"}
+    assert batch.request_counts is not None
+    counts = batch.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (5, 2, 3)
+    assert sorted(line["custom_id"] for line in lines_of(paths["output.jsonl"])) == ["a", "b"]
+    errors = {
+        line["response"]["body"]["error"]["code"]: line for line in lines_of(paths["errors.jsonl"])
+    }
+    assert sorted(errors) == ["duplicate_custom_id", "invalid_json_line", "model_not_found"]
+    mismatch = errors["model_not_found"]
+    assert mismatch["custom_id"] == "c"
+    assert mismatch["response"]["status_code"] == 400
+    assert mismatch["error"] is None
+    assert mismatch["response"]["body"]["error"]["param"] == "body.model"
+    assert mismatch["response"]["body"]["error"]["message"].startswith("Line 4: ")
+    assert errors["invalid_json_line"]["custom_id"] is None
+    assert errors["duplicate_custom_id"]["custom_id"] == "a"
+
+
+def test_skip_mode_still_fails_a_file_with_no_valid_line(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "junk.jsonl", ["{", "[]"])
+    batch = fake_stack.wait_for_outbox(
+        fake_stack.drop(path, metadata={"invalid-lines": "skip"}), timeout=60
+    )
+    assert batch.status == "failed"
+    assert batch.errors is not None
+    assert [(e.code, e.line) for e in batch.errors.data] == [
+        ("invalid_json_line", 1),
+        ("invalid_json_line", 2),
+    ]
+    assert fake_stack.service.store.list_keys(s3keys.errors_prefix(batch.id)) == []
+
+
+def test_options_from_key_folders_choose_endpoint_window_and_metadata(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
+    embedding = {"custom_id": "e1", "body": {"model": MODEL, "input": "hello"}}  # no url
+    path = write_jsonl(tmp_path / "emb.jsonl", [embedding])
+    name = fake_stack.drop(path, "endpoint=embeddings/window=72h/team=search/emb")
+    batch = fake_stack.wait_for_outbox(name, timeout=120)
+    assert batch.status == "completed", batch.errors
+    assert batch.endpoint == "/v1/embeddings"
+    assert batch.completion_window == "72h"
+    assert batch.expires_at == batch.created_at + 72 * 3600
+    assert batch.metadata == {"team": "search"}
+    (line,) = lines_of(fake_stack.download_outbox(name, tmp_path / "out")["output.jsonl"])
+    assert line["response"]["body"]["object"] == "list"
+
+
+def test_an_unusable_option_fails_the_batch_naming_it(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "w.jsonl", [chat_request("a")])
+    batch = fake_stack.wait_for_outbox(
+        fake_stack.drop(path, metadata={"completion-window": "30d"}), timeout=60
+    )
+    assert batch.status == "failed"
+    assert batch.errors is not None
+    ((error),) = batch.errors.data
+    assert (error.code, error.param) == ("invalid_option", "completion_window")
+    assert "between 1h and 7d" in (error.message or "")
+
+
+def test_shards_keep_shared_preambles_together_and_record_the_plan(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    preambles = ["You translate to French.", "You translate to German."]
+    lines = []
+    for i in range(12):
+        request = chat_request(f"r{i}", f"sentence {i}")
+        if i % 3:
+            system = {"role": "system", "content": preambles[i % 3 - 1]}
+            request["body"]["messages"].insert(0, system)
+        lines.append(request)
+    path = write_jsonl(tmp_path / "p.jsonl", lines)
+    key = s3keys.INBOX_PREFIX + "p.jsonl"
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
+    record = bare_stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None and record.status == "in_progress"
+    store = bare_stack.service.store
+    groups: list[list[str]] = []
+    for index in range(record.shards_total):
+        shard = bare_stack.service.repository.get_shard(record.id, index)
+        assert shard is not None and shard.estimated_tokens > 0
+        data = store.read(s3keys.shard_key(record.id, index))
+        groups.append([ShardRequest.model_validate_json(x).custom_id for x in data.splitlines()])
+    # shard_size is 4: each preamble's four requests fill one shard, in file order.
+    assert sorted(groups) == sorted([[f"r{i}" for i in range(12) if i % 3 == k] for k in range(3)])
+    assert shard_messages(bare_stack) == record.shards_total
+
+
+def test_a_failed_batch_leaves_no_shards_messages_or_items(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    # Enough valid lines to write shards before the bad last line is seen.
+    lines = [chat_request(f"r{i}") for i in range(10)] + [json.dumps({"custom_id": "x"})]
+    path = write_jsonl(tmp_path / "late.jsonl", lines)
+    key = s3keys.INBOX_PREFIX + "late.jsonl"
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
+    record = bare_stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None and record.status == "failed"
+    assert record.errors is not None
+    assert [(e.code, e.line, e.param) for e in record.errors] == [("missing_body", 11, "body")]
+    assert bare_stack.service.store.list_keys(s3keys.shard_prefix(record.id)) == []
+    assert bare_stack.service.repository.get_shard(record.id, 0) is None
+    assert shard_messages(bare_stack) == 0
