@@ -1,5 +1,9 @@
 """batchctl: the command line.
 
+`batchctl validate FILE` checks a JSONL file offline exactly as intake would, prints every
+bad line (number, code, param, message) and an estimate of requests, tokens and shards, and
+creates nothing. Exit 0 when the batch would run, 1 when it would fail validation.
+
 `batchctl local run FILE --out DIR [--engine vllm|fake] [--model M]` runs one batch through the
 whole pipeline locally and writes DIR/batch.json, DIR/output.jsonl and DIR/errors.jsonl.
 It exits 0 whenever the batch reached a terminal status (`failed` included: that is the
@@ -14,9 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+from batch_core.drop_options import parse_endpoint
+from batch_core.errors import InvalidRequestError
 from batch_core.models import Batch
+from batch_core.sharding import ShardBounds, dry_run
+from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
 
 EXIT_OK = 0
+EXIT_INVALID = 1
 EXIT_TOOL_ERROR = 2
 
 
@@ -41,6 +50,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the batch")
+
+    validate = commands.add_parser("validate", help="validate a JSONL file offline")
+    validate.add_argument("file", type=Path, help="the JSONL input file")
+    validate.add_argument(
+        "--endpoint", help="the batch's endpoint (default: the lines' url; short names work)"
+    )
+    validate.add_argument(
+        "--served-model",
+        action="append",
+        default=[],
+        help="a model the workers serve (repeatable; default: accept any model)",
+    )
+    validate.add_argument(
+        "--invalid-lines",
+        choices=["fail", "skip"],
+        default="fail",
+        help="fail: any bad line fails the batch (OpenAI); skip: bad lines go to the error file",
+    )
+    defaults = ShardBounds()
+    validate.add_argument("--shard-size", type=int, default=defaults.max_requests)
+    validate.add_argument("--shard-tokens", type=int, default=defaults.max_work_tokens)
+    validate.add_argument(
+        "--max-requests", type=int, default=ValidationLimits().max_requests, help="batch limit"
+    )
     return parser
 
 
@@ -48,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "local" and args.local_command == "run":
         return _local_run(args)
+    if args.command == "validate":
+        return _validate(args)
     return EXIT_TOOL_ERROR  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -95,6 +130,50 @@ def _local_run(args: argparse.Namespace) -> int:
             close()
     _print_summary(batch, time.monotonic() - run_started, paths)
     return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"batchctl: no such file: {args.file}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    try:
+        endpoint = parse_endpoint(args.endpoint) if args.endpoint else None
+    except InvalidRequestError as bad_endpoint:
+        print(f"batchctl: {bad_endpoint}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+
+    def show(rejected: RejectedLine) -> None:
+        error = rejected.error
+        param = f" (param: {error.param})" if error.param else ""
+        print(f"line {rejected.line}: [{error.code}] {error.message}{param}")
+
+    validator = BatchValidator(
+        endpoint=endpoint,
+        served_models=args.served_model,
+        limits=ValidationLimits(max_requests=args.max_requests),
+        on_rejected=show,
+    )
+    bounds = ShardBounds(max_requests=args.shard_size, max_work_tokens=args.shard_tokens)
+    with args.file.open("rb") as stream:
+        chunks = iter(lambda: stream.read(1024 * 1024), b"")
+        result = dry_run(iter_lines(chunks, validator.max_line_bytes), validator, bounds)
+    report = result.report
+    for problem in report.errors:
+        if problem.line is None or problem.code == "too_many_requests":
+            print(f"file: [{problem.code}] {problem.message}")
+    skip = args.invalid_lines == "skip"
+    runnable = result.runnable(skip_invalid_lines=skip)
+    print()
+    print(f"{args.file}: {'would run' if runnable else 'would FAIL validation'}")
+    print(f"  lines            {report.lines}")
+    print(f"  valid requests   {report.valid_requests}")
+    print(f"  bad lines        {report.rejected_lines}" + (" (skipped)" if skip else ""))
+    print(f"  endpoint         {report.endpoint}")
+    print(f"  model            {report.model}")
+    print(f"  prompt tokens    ~{report.estimated_prompt_tokens} (estimated: 4 characters each)")
+    print(f"  work tokens      ~{result.work_tokens} (prompt + output budget)")
+    print(f"  shards           {result.shards}")
+    return EXIT_OK if runnable else EXIT_INVALID
 
 
 def _show_progress(batch: Batch) -> None:

@@ -220,7 +220,7 @@ class BatchService:
                 if skip or not validator.has_errors:
                     planner.add(line)  # in fail mode, stop writing shards at the first bad line
             report = validator.report()
-            if report.file_error or report.valid_requests == 0 or not (skip or report.ok):
+            if not report.runnable(skip_invalid_lines=skip):
                 planner.discard()
                 self.store.delete_prefix(s3keys.shard_prefix(record.id))
                 return self._fail_validation(record, report.errors, total_errors=report.error_count)

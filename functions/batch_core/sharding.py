@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
-from batch_core.validation import ValidLine
+from batch_core.validation import BatchValidator, ValidationReport, ValidLine
 
 # Bytes of each open shard kept in memory before it spills to a temporary file.
 _SPOOL_BYTES = 1024 * 1024
@@ -77,9 +77,17 @@ class _OpenShard:
 class ShardPlanner:
     """Packs requests into shards and hands each full shard to `emit` (then closes its data)."""
 
-    def __init__(self, emit: Callable[[PlannedShard], None], bounds: ShardBounds) -> None:
+    def __init__(
+        self,
+        emit: Callable[[PlannedShard], None],
+        bounds: ShardBounds,
+        *,
+        keep_lines: bool = True,
+    ) -> None:
+        """With `keep_lines=False` only the counts are kept (a dry run): `data` stays empty."""
         self._emit = emit
         self._bounds = bounds
+        self._keep_lines = keep_lines
         self._open: dict[int, _OpenShard] = {}
         self.shard_count = 0
 
@@ -100,7 +108,8 @@ class ShardPlanner:
             shard = None
         if shard is None:
             shard = self._open[slot] = _OpenShard(slot)
-        shard.data.write(data)
+        if self._keep_lines:
+            shard.data.write(data)
         shard.request_count += 1
         shard.byte_count += len(data)
         shard.work_tokens += work
@@ -143,3 +152,32 @@ class ShardPlanner:
         finally:
             shard.data.close()
         self.shard_count += 1
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What intake would do with a file, computed without storing anything."""
+
+    report: ValidationReport
+    shards: int
+    work_tokens: int
+    """Estimated prompt plus output tokens over all valid requests."""
+
+    def runnable(self, *, skip_invalid_lines: bool) -> bool:
+        return self.report.runnable(skip_invalid_lines=skip_invalid_lines)
+
+
+def dry_run(
+    lines: Iterable[tuple[int, bytes]], validator: BatchValidator, bounds: ShardBounds
+) -> DryRun:
+    """Validate and plan shards as intake does, counting instead of writing."""
+    work = 0
+
+    def count(shard: PlannedShard) -> None:
+        nonlocal work
+        work += shard.work_tokens
+
+    planner = ShardPlanner(count, bounds, keep_lines=False)
+    planner.add_all(validator.validate(lines))
+    shards = planner.close()
+    return DryRun(report=validator.report(), shards=shards, work_tokens=work)

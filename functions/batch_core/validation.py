@@ -184,6 +184,12 @@ class ValidationReport:
     def estimated_prompt_tokens(self) -> int:
         return (self.prompt_chars + 3) // 4
 
+    def runnable(self, *, skip_invalid_lines: bool) -> bool:
+        """Whether the batch can run: in skip mode bad lines are dropped, not fatal."""
+        if self.file_error or self.valid_requests == 0:
+            return False
+        return skip_invalid_lines or self.ok
+
 
 class BatchValidator:
     """Checks lines one by one and keeps the batch-wide state (endpoint, model, custom_ids)."""
@@ -239,6 +245,10 @@ class BatchValidator:
                 continue
             self._prompt_chars += request.prompt_chars
             yield request
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self._limits.max_line_bytes
 
     @property
     def has_errors(self) -> bool:

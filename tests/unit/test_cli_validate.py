@@ -1,0 +1,72 @@
+"""`batchctl validate FILE`: intake's validation offline, every error printed, nothing created."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchctl.cli import main
+from tests.conftest import EXAMPLES, chat_request, write_jsonl
+
+
+def test_a_valid_file_exits_0_with_an_estimate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["validate", str(EXAMPLES / "chat.jsonl"), "--shard-size", "8"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "would run" in out
+    assert "valid requests   20" in out
+    assert "shards           3" in out  # 20 requests at 8 per shard
+    assert "model            demo-model" in out
+    chars = sum(
+        len(message["content"])
+        for line in (EXAMPLES / "chat.jsonl").read_text().splitlines()
+        for message in json.loads(line)["body"]["messages"]
+    )
+    assert f"prompt tokens    ~{(chars + 3) // 4} " in out
+
+
+def test_every_bad_line_is_printed_and_the_exit_code_is_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [chat_request("a"), "{", chat_request("a"), *["[]"] * 1500, chat_request("b")]
+    path = write_jsonl(tmp_path / "bad.jsonl", lines)
+    code = main(["validate", str(path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "line 2: [invalid_json_line]" in out
+    assert "line 3: [duplicate_custom_id] The custom_id 'a' appears more than once" in out
+    assert "(param: custom_id)" in out
+    # All of them, beyond the 1,000 a Batch object carries.
+    assert out.count("[invalid_json_line]") == 1501
+    assert "line 1503: [invalid_json_line]" in out
+    assert "would FAIL validation" in out
+
+
+def test_skip_mode_and_served_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "m.jsonl", [chat_request("a"), chat_request("b", model="x")])
+    assert main(["validate", str(path), "--served-model", "demo-model"]) == 1
+    assert "[model_not_found]" in capsys.readouterr().out
+    assert (
+        main(["validate", str(path), "--served-model", "demo-model", "--invalid-lines", "skip"])
+        == 0
+    )
+    assert "bad lines        1 (skipped)" in capsys.readouterr().out
+
+
+def test_an_endpoint_option_applies_to_lines_without_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(
+        tmp_path / "e.jsonl", [{"custom_id": "a", "body": {"model": "m", "input": "x"}}]
+    )
+    assert main(["validate", str(path), "--endpoint", "embeddings"]) == 0
+    assert "endpoint         /v1/embeddings" in capsys.readouterr().out
+    assert main(["validate", str(path), "--endpoint", "images"]) == 2
+
+
+def test_a_missing_file_is_a_tool_error(tmp_path: Path) -> None:
+    assert main(["validate", str(tmp_path / "nope.jsonl")]) == 2
