@@ -71,8 +71,12 @@ class LocalStack:
         part_size: int | None = None,
         worker_count: int = 1,
         route_events: bool = True,
+        endpoint_url: str | None = None,
     ) -> None:
+        """`endpoint_url` points every AWS client at a running moto server instead of moto's
+        in-process mock (so other processes can share the stack)."""
         self.engine = engine
+        self.endpoint_url = endpoint_url
         self.served_models = (
             served_models
             if served_models is not None
@@ -122,8 +126,11 @@ class LocalStack:
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             }
         )
-        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        self._mock.start()
+        if self.endpoint_url:
+            self._set_env({"AWS_ENDPOINT_URL": self.endpoint_url})
+        else:
+            self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+            self._mock.start()
         self.session = boto3.session.Session(region_name=REGION)
         self._create_resources()
         wiring.reset()
@@ -140,8 +147,9 @@ class LocalStack:
             worker.stop.set()
         for thread in self._threads:
             thread.join(timeout=60)
-        if self._mock is not None:
+        if self._mock is not None or self.endpoint_url:
             self._stop_executions()
+        if self._mock is not None:
             self._mock.stop()
             self._mock = None
         for name, value in self._saved_env.items():

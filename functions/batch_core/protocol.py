@@ -30,13 +30,21 @@ class BatchRequestInput(BaseModel):
 
 
 class ShardRequest(BaseModel):
-    """One validated request as stored in a shard file."""
+    """One validated request as stored in a shard file: the input line, untouched."""
 
-    custom_id: str
-    url: str
-    body: dict[str, Any]
     line: int
     """1-based line of the input file it came from."""
+    url: str
+    """The endpoint it runs on (the line may omit its url)."""
+    request: BatchRequestInput
+
+    @property
+    def custom_id(self) -> str:
+        return self.request.custom_id
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.request.body
 
 
 class ErrorDetail(BaseModel):

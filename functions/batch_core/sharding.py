@@ -42,11 +42,9 @@ class ShardBounds:
 def estimate_work(line: ValidLine, default_output_tokens: int) -> int:
     """Estimated tokens a request costs the engine: its prompt plus what it may generate."""
     prompt_tokens = (line.prompt_chars + 3) // 4
-    if line.url == "/v1/embeddings":
-        return prompt_tokens
-    budget = line.output_budget
+    budget = line.output_tokens
     if budget is None:
-        budget = default_output_tokens * (line.body.get("n") or 1)
+        budget = default_output_tokens * line.choices
     return prompt_tokens + budget
 
 
@@ -96,7 +94,7 @@ class ShardPlanner:
         return 0 if not line.prefix or slots <= 0 else 1 + line.prefix % slots
 
     def add(self, line: ValidLine) -> None:
-        data = line.to_shard_line()
+        data = line.shard_line()
         work = estimate_work(line, self._bounds.default_output_tokens)
         slot = self.slot_of(line)
         shard = self._open.get(slot)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import queue
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -38,6 +40,38 @@ class ObjectStore:
             yield from body.iter_chunks(chunk_size)
         finally:
             body.close()
+
+    def stream_ahead(self, key: str, chunk_size: int = _CHUNK, depth: int = 4) -> Iterator[bytes]:
+        """`stream`, with a thread reading up to `depth` chunks ahead: the download (which
+        releases the GIL while it waits on the socket) overlaps with the caller's work."""
+        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+
+        def download() -> None:
+            try:
+                for chunk in self.stream(key, chunk_size):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(chunk, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                chunks.put(None)
+            except BaseException as error:  # handed to the reader, which raises it
+                chunks.put(error)
+
+        reader = threading.Thread(target=download, name=f"read-ahead {key}", daemon=True)
+        reader.start()
+        try:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            reader.join(timeout=5)
 
     def read(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -10,12 +10,14 @@ from batch_core.validation import ValidLine
 
 
 def request(
-    i: int, size: int = 10, *, prefix: int = 0, max_tokens: int | None = None, **body: Any
+    i: int, size: int = 10, *, prefix: int = 0, max_tokens: int | None = None, n: int = 1
 ) -> ValidLine:
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "y" * size}]}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
-    body = {"model": "m", "messages": [{"role": "user", "content": "y" * size}], **body}
-    return ValidLine(f"r{i}", "/v1/chat/completions", body, i + 1, size, prefix)
+    line = json.dumps({"custom_id": f"r{i}", "body": body}).encode()
+    output = None if max_tokens is None else max_tokens * n
+    return ValidLine(f"r{i}", "/v1/chat/completions", i + 1, size, prefix, output, n, line)
 
 
 def plan(requests: list[ValidLine], **bounds: int) -> list[tuple[PlannedShard, list[str]]]:
@@ -67,7 +69,7 @@ def test_work_estimate_uses_the_default_budget_and_n() -> None:
     assert estimate_work(request(0, size=8), 256) == 2 + 256
     assert estimate_work(request(0, size=8, n=3), 256) == 2 + 3 * 256
     assert estimate_work(request(0, size=8, max_tokens=5, n=2), 256) == 2 + 10
-    embedding = ValidLine("e", "/v1/embeddings", {"model": "m", "input": "x" * 40}, 1, 40, 0)
+    embedding = ValidLine("e", "/v1/embeddings", 1, 40, 0, 0, 1, b"{}")
     assert estimate_work(embedding, 256) == 10
 
 
@@ -92,14 +94,9 @@ def test_without_prefix_slots_every_request_shares_one_stream() -> None:
 
 
 def test_shard_lines_are_shard_requests_with_their_input_line() -> None:
-    ((_, _),) = plan([request(4)])
-    line = request(4).to_shard_line()
-    assert json.loads(line) == {
-        "custom_id": "r4",
-        "url": "/v1/chat/completions",
-        "body": request(4).body,
-        "line": 5,
-    }
+    line = ShardRequest.model_validate_json(request(4).shard_line())
+    assert (line.line, line.url, line.custom_id) == (5, "/v1/chat/completions", "r4")
+    assert line.body == json.loads(request(4).request_json)["body"]
 
 
 def test_outbox_name_of_inbox_keys() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batch_core.fast_lines import decode_fast
 from batch_core.validation import BatchValidator, ValidationLimits, iter_lines
 
 MODEL = "m"
@@ -143,3 +144,44 @@ def test_every_line_is_a_request_or_exactly_one_error(
             assert number in valid, (number, errors.get(number))
         else:
             assert errors.get(number) == code, (number, lines[number - 1])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    spec=st.one_of(
+        st.tuples(st.just("random"), no_newline), st.tuples(st.just("mutated"), mutation)
+    )
+)
+def test_the_fast_path_accepts_nothing_the_full_checks_refuse(spec: tuple[str, Any]) -> None:
+    kind, payload = spec
+    source = chat("src", temperature=0.5, max_tokens=9, stop=["x"])
+    raw = payload if kind == "random" else mutate(source, payload)
+    fast = decode_fast(raw, "/v1/chat/completions")
+    if fast is None:
+        return
+    validator = BatchValidator(endpoint="/v1/chat/completions")
+    slow = validator._check_slow(raw, 1)  # raises LineError if the full checks refuse it
+    assert (slow.custom_id, slow.prompt_chars, slow.prefix) == fast[:1] + fast[2:4]
+    assert (slow.output_tokens, slow.choices) == fast[4:]
+
+
+def test_fast_and_full_paths_agree_on_valid_lines() -> None:
+    system = {"role": "system", "content": "shared preamble"}
+    bodies: list[dict[str, Any]] = [
+        {"messages": [system, {"role": "user", "content": "hi"}], "n": 2, "max_tokens": 5},
+        {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 7},
+        {
+            "messages": [
+                system,
+                {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "b"},
+            ]
+        },
+    ]
+    for index, extra in enumerate(bodies):
+        raw = chat(f"c{index}", **extra)
+        fast = decode_fast(raw, "/v1/chat/completions")
+        assert fast is not None
+        slow = BatchValidator(endpoint=None)._check_slow(raw, 1)
+        assert (slow.custom_id, slow.prompt_chars, slow.prefix) == fast[:1] + fast[2:4]
+        assert (slow.output_tokens, slow.choices) == fast[4:]

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each prints its figures beside a reference from the same run."""
