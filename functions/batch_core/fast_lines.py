@@ -89,54 +89,25 @@ _DECODERS = {
 FastLine = tuple[str, str, int, int, int | None, int]
 
 
-def decode_fast(raw: bytes, endpoint: str) -> FastLine | None:
-    """The line's facts if it is plainly valid for `endpoint`; None means "ask the slow path".
+def decoder_for(endpoint: str) -> msgspec.json.Decoder[Any]:
+    """The typed decoder of lines for `endpoint` (raises msgspec errors or ValueError)."""
+    return _DECODERS[endpoint]
 
-    A plain tuple, not a NamedTuple: this runs once per line.
+
+def chat_facts(body: Any) -> tuple[int, int] | None:
+    """Prompt characters and preamble digest of a decoded chat body, or None for the slow path.
+
+    The digest matches `request_schema.check_messages` for string contents.
     """
     try:
-        line = _DECODERS[endpoint].decode(raw)
-    except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8 in a string
-        return None
-    if not raw.isascii():
-        try:
-            raw.decode("utf-8")  # msgspec does not check the UTF-8 of strings it never builds
-        except UnicodeDecodeError:
-            return None
-    body = line.body
-    try:
-        if endpoint == "/v1/embeddings":
-            if body.messages is not None:
-                return None  # vLLM's chat-style embeddings: the slow path checks those
-            return line.custom_id, body.model, prompt_chars(body.input, "input"), 0, 0, 1
         if body.stop is not None:
             check_stop(body.stop)
         if body.response_format is not None:
             check_response_format(body.response_format)
-        if endpoint == "/v1/completions":
-            chars, prefix = prompt_chars(body.prompt, "prompt"), 0
-        else:
-            messages = _messages(body.messages)
-            if messages is None:
-                return None
-            chars, prefix = messages
     except LineError:
         return None
-    limit = body.max_completion_tokens or body.max_tokens
-    choices = body.n or 1
-    return (
-        line.custom_id,
-        body.model,
-        chars,
-        prefix,
-        None if limit is None else limit * choices,
-        choices,
-    )
-
-
-def _messages(messages: list[_Message]) -> tuple[int, int] | None:
-    """Prompt characters and the preamble digest (as `request_schema.check_messages`)."""
     chars = prefix = 0
+    messages = body.messages
     last = len(messages) - 1
     for index, message in enumerate(messages):
         content = message.content
@@ -148,3 +119,47 @@ def _messages(messages: list[_Message]) -> tuple[int, int] | None:
         if message.role == "tool" and type(message.tool_call_id) is not str:
             return None
     return chars, (prefix or 1) if last else 0
+
+
+def decode_fast(raw: bytes, endpoint: str) -> FastLine | None:
+    """The line's facts if it is plainly valid for `endpoint`; None means "ask the slow path".
+
+    (The validator inlines this for chat lines; this is the general form.)
+    """
+    try:
+        line = _DECODERS[endpoint].decode(raw)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8 in a string
+        return None
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # msgspec does not check the UTF-8 of strings it never builds
+        except UnicodeDecodeError:
+            return None
+    body = line.body
+    if endpoint == "/v1/chat/completions":
+        facts = chat_facts(body)
+    else:
+        facts = _prompt_facts(body, endpoint)
+    if facts is None:
+        return None
+    if endpoint == "/v1/embeddings":
+        return line.custom_id, body.model, facts[0], 0, 0, 1
+    limit = body.max_completion_tokens or body.max_tokens
+    choices = body.n or 1
+    output_tokens = None if limit is None else limit * choices
+    return line.custom_id, body.model, facts[0], facts[1], output_tokens, choices
+
+
+def _prompt_facts(body: Any, endpoint: str) -> tuple[int, int] | None:
+    try:
+        if endpoint == "/v1/embeddings":
+            if body.messages is not None:
+                return None  # vLLM's chat-style embeddings: the slow path checks those
+            return prompt_chars(body.input, "input"), 0
+        if body.stop is not None:
+            check_stop(body.stop)
+        if body.response_format is not None:
+            check_response_format(body.response_format)
+        return prompt_chars(body.prompt, "prompt"), 0
+    except LineError:
+        return None

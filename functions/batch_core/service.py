@@ -199,32 +199,36 @@ class BatchService:
             return self._fail_validation(record, [error])
         skip = record.invalid_lines == "skip"
         shards: list[ShardRecord] = []
-
-        def store_shard(shard: PlannedShard) -> None:
-            self.store.upload(s3keys.shard_key(record.id, shard.index), shard.data)
-            shards.append(
-                ShardRecord(
-                    batch_id=record.id,
-                    index=shard.index,
-                    request_count=shard.request_count,
-                    slot=shard.slot,
-                    estimated_tokens=shard.work_tokens,
-                )
-            )
-
         with _RejectedLines(record.id) as rejected:
-            validator = self.new_validator(endpoint, rejected.add if skip else None)
-            planner = ShardPlanner(store_shard, shard_bounds(settings))
-            lines = iter_lines(self.store.stream(record.input_key), settings.max_line_bytes)
-            for line in validator.validate(lines):
-                if skip or not validator.has_errors:
-                    planner.add(line)  # in fail mode, stop writing shards at the first bad line
-            report = validator.report()
-            if not report.runnable(skip_invalid_lines=skip):
-                planner.discard()
+            with self.store.parallel_uploads() as uploads:
+
+                def store_shard(shard: PlannedShard) -> None:
+                    uploads.submit(s3keys.shard_key(record.id, shard.index), shard.data)
+                    shards.append(
+                        ShardRecord(
+                            batch_id=record.id,
+                            index=shard.index,
+                            request_count=shard.request_count,
+                            slot=shard.slot,
+                            estimated_tokens=shard.work_tokens,
+                        )
+                    )
+
+                validator = self.new_validator(endpoint, rejected.add if skip else None)
+                planner = ShardPlanner(store_shard, shard_bounds(settings))
+                chunks = self.store.stream_ahead(record.input_key)
+                for line in validator.validate(iter_lines(chunks, settings.max_line_bytes)):
+                    if skip or not validator.has_errors:
+                        planner.add(line)  # fail mode: no more shards after the first bad line
+                report = validator.report()
+                runnable = report.runnable(skip_invalid_lines=skip)
+                if runnable:
+                    planner.close()
+                else:
+                    planner.discard()
+            if not runnable:
                 self.store.delete_prefix(s3keys.shard_prefix(record.id))
                 return self._fail_validation(record, report.errors, total_errors=report.error_count)
-            planner.close()
             if report.rejected_lines:
                 rejected.store(self.store)
         self.repository.put_shards(record.id, shards)

@@ -63,7 +63,7 @@ class PlannedShard:
 @dataclass
 class _OpenShard:
     slot: int
-    # Closed when the shard is flushed or discarded.
+    # Closed by whoever `emit` hands it to, or by `discard`.
     data: IO[bytes] = field(
         default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     )
@@ -73,7 +73,8 @@ class _OpenShard:
 
 
 class ShardPlanner:
-    """Packs requests into shards and hands each full shard to `emit` (then closes its data)."""
+    """Packs requests into shards and hands each full shard to `emit`, which owns (and must
+    close) the shard's `data`."""
 
     def __init__(
         self,
@@ -135,20 +136,17 @@ class ShardPlanner:
 
     def _flush(self, slot: int) -> None:
         shard = self._open.pop(slot)
-        try:
-            shard.data.seek(0)
-            self._emit(
-                PlannedShard(
-                    index=self.shard_count,
-                    slot=shard.slot,
-                    request_count=shard.request_count,
-                    byte_count=shard.byte_count,
-                    work_tokens=shard.work_tokens,
-                    data=shard.data,
-                )
+        shard.data.seek(0)
+        self._emit(
+            PlannedShard(
+                index=self.shard_count,
+                slot=shard.slot,
+                request_count=shard.request_count,
+                byte_count=shard.byte_count,
+                work_tokens=shard.work_tokens,
+                data=shard.data,
             )
-        finally:
-            shard.data.close()
+        )
         self.shard_count += 1
 
 
@@ -174,6 +172,7 @@ def dry_run(
     def count(shard: PlannedShard) -> None:
         nonlocal work
         work += shard.work_tokens
+        shard.data.close()
 
     planner = ShardPlanner(count, bounds, keep_lines=False)
     planner.add_all(validator.validate(lines))

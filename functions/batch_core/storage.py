@@ -7,6 +7,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -73,6 +74,10 @@ class ObjectStore:
             stop.set()
             reader.join(timeout=5)
 
+    def parallel_uploads(self, max_in_flight: int = 8) -> ParallelUploads:
+        """Upload many objects at once (S3 serves one PUT in tens of milliseconds)."""
+        return ParallelUploads(self, max_in_flight)
+
     def read(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
@@ -130,3 +135,40 @@ class ObjectStore:
             batch: list[Any] = [{"Key": key} for key in keys[start : start + 1000]]
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+
+class ParallelUploads:
+    """Uploads running in a few threads; leaving the `with` block waits for all of them.
+
+    `submit` blocks while `max_in_flight` uploads are pending, so memory stays bounded, and
+    the first failed upload is raised on exit.
+    """
+
+    def __init__(self, store: ObjectStore, max_in_flight: int) -> None:
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="upload")
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._futures: list[Future[None]] = []
+
+    def __enter__(self) -> ParallelUploads:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def submit(self, key: str, data: IO[bytes]) -> None:
+        """Upload `data` from its current position, then close it (the upload owns it)."""
+        self._slots.acquire()
+
+        def upload() -> None:
+            try:
+                self._store.upload(key, data)
+            finally:
+                data.close()
+                self._slots.release()
+
+        self._futures.append(self._pool.submit(upload))
