@@ -9,7 +9,10 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test test-fast lint clean
+# `make bench BENCH_REQUESTS=100000` for a quick run; the default is the issue's 1M / ~2 GB.
+BENCH_REQUESTS ?= 1000000
+
+.PHONY: venv demo test test-fast lint bench clean
 
 venv: $(STAMP)
 
@@ -37,10 +40,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e"
 
+# Benchmarks print their figures next to a reference measured in the same run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.validate --requests $(BENCH_REQUESTS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out bench/.data .pytest_cache .mypy_cache .ruff_cache

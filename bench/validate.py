@@ -47,7 +47,8 @@ def _words(rng: random.Random) -> list[str]:
 
 
 def generate(path: Path, requests: int, seed: int = 7) -> None:
-    """Chat requests averaging about 2 kB a line: half share one system prompt."""
+    """Chat requests averaging about 2 kB a line (1M: just under 2 GiB); half share one
+    system prompt."""
     rng = random.Random(seed)
     words = _words(rng)
     tmp = path.with_suffix(".partial")
@@ -59,7 +60,7 @@ def generate(path: Path, requests: int, seed: int = 7) -> None:
                 messages.append({"role": "system", "content": SHARED_SYSTEM})
             elif kind == 2:
                 messages.append({"role": "system", "content": " ".join(rng.choices(words, k=20))})
-            text = " ".join(rng.choices(words, k=rng.randint(60, 420)))
+            text = " ".join(rng.choices(words, k=rng.randint(55, 370)))
             messages.append({"role": "user", "content": text})
             body: dict[str, Any] = {
                 "model": MODEL,

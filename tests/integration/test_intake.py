@@ -144,3 +144,20 @@ def test_a_failed_batch_leaves_no_shards_messages_or_items(
     assert bare_stack.service.store.list_keys(s3keys.shard_prefix(record.id)) == []
     assert bare_stack.service.repository.get_shard(record.id, 0) is None
     assert shard_messages(bare_stack) == 0
+
+
+def test_a_file_over_the_size_limit_fails_without_being_read(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    service = bare_stack.service
+    service.settings = service.settings.model_copy(update={"max_batch_bytes": 100})
+    path = write_jsonl(tmp_path / "big.jsonl", [chat_request(f"r{i}") for i in range(3)])
+    key = s3keys.INBOX_PREFIX + "big.jsonl"
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
+    record = service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None and record.status == "failed"
+    assert record.errors is not None
+    ((error),) = record.errors
+    assert (error.code, error.line) == ("file_too_large", None)
+    assert str(path.stat().st_size) in (error.message or "")
+    assert shard_messages(bare_stack) == 0
