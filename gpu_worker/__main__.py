@@ -1,4 +1,9 @@
-"""`python -m gpu_worker`: the container's entry point on a GPU host."""
+"""`python -m gpu_worker`: the container's entry point on a GPU host.
+
+Exit codes: 0 after a stop signal (SIGTERM: spot interruption, scale-in) or an idle exit;
+1 when the engine died or AWS failed the worker, so the orchestrator starts a fresh one (the
+shard in hand was released for another worker first).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,47 @@ from types import FrameType
 
 from batch_core.wiring import default_service
 from gpu_worker.engines import load_engine
+from gpu_worker.observability import ShardMetrics, configure_logging
 from gpu_worker.settings import EngineSettings, WorkerSettings
 from gpu_worker.worker import Worker
 
+logger = logging.getLogger("gpu_worker")
+
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     worker_settings = WorkerSettings()
+    configure_logging(worker_settings.log_level)
     service = default_service()
     engine = load_engine(EngineSettings())
-    worker = Worker(service, service.shard_queue, engine, wait_seconds=worker_settings.wait_seconds)
+    metrics = ShardMetrics()
+    worker = Worker(
+        service,
+        service.shard_queue,
+        engine,
+        wait_seconds=worker_settings.wait_seconds,
+        visibility_seconds=worker_settings.visibility_seconds,
+        concurrency=worker_settings.concurrency,
+        metrics=metrics,
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info(
-            "signal %d: finishing the current part, then exiting", signum
-        )
+        logger.info("signal %d: finishing the current part, then exiting", signum)
         worker.stop.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker.run(idle_exit_seconds=worker_settings.idle_exit_seconds)
+    logger.info("worker ready", extra={"served_model": engine.served_model})
+    try:
+        worker.run(idle_exit_seconds=worker_settings.idle_exit_seconds)
+    except Exception:
+        logger.exception("worker failed; exiting for a restart")
+        metrics.record_error()
+        return 1
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    logger.info("worker stopped")
     return 0
 
 

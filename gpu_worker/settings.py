@@ -42,6 +42,20 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
     wait_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll time.")
+    visibility_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=43200,
+        description="How long a shard stays hidden from other workers without a heartbeat "
+        "(the heartbeat extends it every third of this while the shard runs).",
+    )
+    concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Shards run at once on the one engine: the next one starts before the "
+        "current one drains, so there is no idle tail between shards.",
+    )
+    log_level: str = "INFO"
     idle_exit_seconds: float | None = Field(
         default=None, description="Exit after this long with no message (None: never)."
     )

@@ -1,16 +1,57 @@
-"""The worker loop: long-poll the shard queue, run each shard, settle the message."""
+"""The worker loop: long-poll the shard queue, run each shard, settle the message.
+
+A few loops share one engine (`concurrency`, 2 by default), so the next shard is already
+feeding the engine while the current one drains its last requests: no idle tail at shard
+boundaries. While a shard runs, a heartbeat keeps its message invisible to other workers; if
+the worker dies the heartbeat stops and SQS hands the shard to another worker, which skips
+the results already written.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from types import TracebackType
 
-from batch_core.messaging import ShardQueue, ShardTask
+from batch_core.messaging import QueueMessage, ShardQueue, ShardTask
 from batch_core.protocol import Engine
-from batch_core.service import BatchService
+from batch_core.service import BatchService, ShardRun
+from gpu_worker.observability import ShardMetrics
 
 logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Extends a message's visibility every third of the timeout until the `with` block ends."""
+
+    def __init__(self, queue: ShardQueue, message: QueueMessage, visibility_seconds: int) -> None:
+        self._queue = queue
+        self._message = message
+        self._visibility = visibility_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        interval = max(self._visibility / 3, 0.5)
+        while not self._done.wait(interval):
+            try:
+                self._queue.extend(self._message, self._visibility)
+            except Exception:  # a missed beat is not fatal; the next one tries again
+                logger.warning("could not extend the shard message's visibility", exc_info=True)
 
 
 class Worker:
@@ -23,34 +64,92 @@ class Worker:
         engine: Engine,
         *,
         wait_seconds: int = 20,
+        visibility_seconds: int = 300,
+        concurrency: int = 1,
         stop: threading.Event | None = None,
+        metrics: ShardMetrics | None = None,
     ) -> None:
         self._service = service
         self._queue = queue
         self._engine = engine
         self._wait_seconds = wait_seconds
+        self._visibility_seconds = visibility_seconds
+        self._concurrency = concurrency
+        self._metrics = metrics
         self.stop = stop or threading.Event()
+        self._failure: BaseException | None = None
+        self._last_work = time.monotonic()
 
     def run(self, idle_exit_seconds: float | None = None) -> None:
-        idle_since = time.monotonic()
-        while not self.stop.is_set():
-            if self.poll_once():
-                idle_since = time.monotonic()
-            elif (
-                idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds
-            ):
-                logger.info("no shard for %.0f s: exiting", idle_exit_seconds)
-                return
+        """Run `concurrency` loops until stopped (or idle); re-raises a loop's failure."""
+        self._last_work = time.monotonic()
+        loops = [
+            threading.Thread(target=self._loop, args=(idle_exit_seconds,), name=f"shards-{i}")
+            for i in range(self._concurrency)
+        ]
+        for loop in loops:
+            loop.start()
+        for loop in loops:
+            loop.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _loop(self, idle_exit_seconds: float | None) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.poll_once():
+                    self._last_work = time.monotonic()
+                elif (
+                    idle_exit_seconds is not None
+                    and time.monotonic() - self._last_work > idle_exit_seconds
+                ):
+                    logger.info("no shard for %.0f s: exiting", idle_exit_seconds)
+                    return
+        except BaseException as error:
+            # The engine died or AWS failed us: stop the other loops (they release their
+            # shards) and let the process exit non-zero so the orchestrator restarts it.
+            self._failure = self._failure or error
+            self.stop.set()
 
     def poll_once(self) -> bool:
         """Take at most one shard; True if one was handled."""
-        messages = self._queue.receive(wait_seconds=self._wait_seconds)
+        if self.stop.is_set():
+            return False
+        messages = self._queue.receive(
+            wait_seconds=self._wait_seconds, visibility_seconds=self._visibility_seconds
+        )
         for message in messages:
             task = ShardTask.model_validate_json(message.body)
-            outcome = self._service.process_shard(task, self._engine, should_stop=self.stop.is_set)
-            if outcome == "interrupted":
-                self._queue.release(message)  # another worker takes the rest
-            else:
-                self._queue.delete(message)
-            logger.info("shard %s:%d %s", task.batch_id, task.shard_index, outcome)
+            try:
+                with Heartbeat(self._queue, message, self._visibility_seconds):
+                    run = self._service.process_shard(
+                        task, self._engine, should_stop=self.stop.is_set
+                    )
+            except BaseException:
+                logger.exception("shard %s:%d failed", task.batch_id, task.shard_index)
+                self._queue.release(message)  # another worker (or this one, restarted) retries
+                raise
+            self._settle(message, task, run)
         return bool(messages)
+
+    def _settle(self, message: QueueMessage, task: ShardTask, run: ShardRun) -> None:
+        if run.outcome == "interrupted":
+            self._queue.release(message)  # another worker takes the rest at once
+        else:
+            self._queue.delete(message)
+        logger.info(
+            "shard %s:%d %s",
+            task.batch_id,
+            task.shard_index,
+            run.outcome,
+            extra={
+                "batch_id": task.batch_id,
+                "shard_index": task.shard_index,
+                "outcome": run.outcome,
+                "succeeded": run.succeeded,
+                "failed": run.failed,
+                "seconds": round(run.seconds, 3),
+            },
+        )
+        if self._metrics is not None:
+            self._metrics.record(run)

@@ -52,13 +52,19 @@ class ShardQueue:
             if response.get("Failed"):
                 raise RuntimeError(f"SQS refused shard messages: {response['Failed']}")
 
-    def receive(self, *, wait_seconds: int) -> list[QueueMessage]:
+    def receive(
+        self, *, wait_seconds: int, visibility_seconds: int | None = None
+    ) -> list[QueueMessage]:
+        """At most one message; `visibility_seconds` overrides the queue's timeout (the
+        worker's heartbeat then extends it while the shard runs)."""
         kwargs: dict[str, Any] = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": 1,
             "WaitTimeSeconds": wait_seconds,
             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
         }
+        if visibility_seconds is not None:
+            kwargs["VisibilityTimeout"] = visibility_seconds
         response = self._sqs.receive_message(**kwargs)
         return [
             QueueMessage(

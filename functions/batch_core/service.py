@@ -38,7 +38,21 @@ from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
 
-ShardOutcome = Literal["done", "interrupted", "skipped"]
+ShardOutcome = Literal["done", "interrupted", "stopped", "skipped"]
+"""done: settled; interrupted: the worker is stopping, another finishes it; stopped: the batch
+is no longer running; skipped: nothing to do (already done, or the batch is not running)."""
+
+
+@dataclass
+class ShardRun:
+    """What one attempt at a shard did (for the worker's logs and metrics)."""
+
+    outcome: ShardOutcome
+    succeeded: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -282,28 +296,33 @@ class BatchService:
         engine: Engine,
         *,
         should_stop: Callable[[], bool] = lambda: False,
-    ) -> ShardOutcome:
+    ) -> ShardRun:
         """Run one shard through the engine, writing results in crash-safe parts.
 
         Parts already written by an earlier attempt are counted (once) and their requests
-        skipped, so a redelivered message never produces a result twice.
+        skipped, so a redelivered message never produces a result twice. A part is written
+        every `results_part_size` results or `results_part_seconds`, whichever comes first;
+        after each part the batch's status is read again, so a batch that is no longer
+        running (cancelling, expired) stops its shards, and `should_stop` (the worker is
+        shutting down) interrupts the shard for another worker to finish.
         """
+        started = time.monotonic()
         batch = self.repository.get_batch(task.batch_id)
         if batch is None or batch.status != "in_progress":
             logger.info("skipping shard %s of batch in status %s", task, batch and batch.status)
-            return "skipped"
+            return ShardRun("skipped")
         shard = self.repository.begin_shard_attempt(task.batch_id, task.shard_index)
         if shard is None:
-            return "skipped"  # already done: a duplicated message
+            return ShardRun("skipped")  # already done: a duplicated message
         finished_ids, next_part = self._recover_parts(shard)
         pending = [
             EngineRequest(custom_id=r.custom_id, url=r.url, body=r.body)
             for r in self._read_shard(task)
             if r.custom_id not in finished_ids
         ]
-        # Only dropped files have a batch.json to keep current after each part.
-        publish = batch.outbox_name is not None
+        run = ShardRun("done")
         part = _Part()
+        part_started = time.monotonic()
         remaining = len(pending)
         results = engine.run(pending)
         try:
@@ -311,9 +330,14 @@ class BatchService:
                 line = result.to_output_line()
                 (part.succeeded if line.succeeded else part.failed).append(line)
                 remaining -= 1
-                if len(part) >= self.settings.results_part_size:
-                    self._write_part(shard, next_part, part, publish=publish)
-                    next_part, part = next_part + 1, _Part()
+                if len(part) >= self.settings.results_part_size or (
+                    time.monotonic() - part_started >= self.settings.results_part_seconds
+                ):
+                    status = self._write_part(shard, next_part, part, run)
+                    next_part, part, part_started = next_part + 1, _Part(), time.monotonic()
+                    if remaining and status != "in_progress":
+                        run.outcome = "stopped"
+                        break
                     if remaining and should_stop():
                         break
         finally:
@@ -321,11 +345,16 @@ class BatchService:
             if close is not None:
                 close()  # abort what the engine still runs for us
         if len(part):
-            self._write_part(shard, next_part, part, publish=publish)
+            self._write_part(shard, next_part, part, run)
+        run.seconds = time.monotonic() - started
+        if run.outcome == "stopped":
+            logger.info("batch %s is no longer running: shard %d stops", task.batch_id, shard.index)
+            return run
         if remaining:
-            return "interrupted"
+            run.outcome = "interrupted"
+            return run
         self.repository.settle_shard(task.batch_id, task.shard_index)
-        return "done"
+        return run
 
     def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest]:
         key = s3keys.shard_key(task.batch_id, task.shard_index)
@@ -362,19 +391,26 @@ class BatchService:
                 self._commit(shard, part_index, _Part(succeeded, failed))
         return finished, (max(by_part) + 1 if by_part else 0)
 
-    def _write_part(
-        self, shard: ShardRecord, part_index: int, part: _Part, *, publish: bool
-    ) -> None:
+    def _write_part(self, shard: ShardRecord, part_index: int, part: _Part, run: ShardRun) -> str:
+        """Store and commit one part; returns the batch's status as it is now."""
         results_key, errors_key = self._part_keys(shard, part_index)
         if part.succeeded:
             self.store.put(results_key, _jsonl(part.succeeded))
         if part.failed:
             self.store.put(errors_key, _jsonl(part.failed))
-        self._commit(shard, part_index, part)
-        if publish and (batch := self.repository.get_batch(shard.batch_id)) is not None:
-            self._publish(batch)  # live request_counts for people watching batch.json
+        input_tokens, output_tokens = self._commit(shard, part_index, part)
+        run.succeeded += len(part.succeeded)
+        run.failed += len(part.failed)
+        run.input_tokens += input_tokens
+        run.output_tokens += output_tokens
+        batch = self.repository.get_batch(shard.batch_id)
+        if batch is None:
+            return "deleted"
+        self._publish(batch)  # live request_counts for people watching outbox batch.json
+        return batch.status
 
-    def _commit(self, shard: ShardRecord, part_index: int, part: _Part) -> None:
+    def _commit(self, shard: ShardRecord, part_index: int, part: _Part) -> tuple[int, int]:
+        """Add a part's counts to the batch (once); returns its input and output tokens."""
         input_tokens = cached_tokens = output_tokens = 0
         for line in part.succeeded:
             assert line.response is not None
@@ -392,6 +428,7 @@ class BatchService:
             cached_tokens=cached_tokens,
             output_tokens=output_tokens,
         )
+        return input_tokens, output_tokens
 
     # -- finalize ---------------------------------------------------------------------
 

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     )
     max_reported_errors: int = Field(default=1000, ge=1)
     results_part_size: int = Field(
-        default=256, ge=1, description="Results per part file: the unit of crash-safe progress."
+        default=1000, ge=1, description="Results per part file: the unit of crash-safe progress."
+    )
+    results_part_seconds: float = Field(
+        default=30.0, gt=0, description="A part is also written this long after the previous one."
     )
 
     @field_validator("served_models", mode="before")

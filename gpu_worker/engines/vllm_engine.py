@@ -166,6 +166,7 @@ class VllmEngine:
     async def _one(self, request: EngineRequest) -> EngineResult:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         entry = self._endpoints.get(request.url)
         if entry is None:
@@ -191,6 +192,8 @@ class VllmEngine:
             )
         try:
             response = await handler(parsed)
+        except EngineDeadError:
+            raise  # not this request's fault: the shard stops and the worker restarts
         except Exception as exc:
             response = create_error_response(exc)
         if isinstance(response, ErrorResponse):

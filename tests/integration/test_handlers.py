@@ -85,7 +85,7 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
         outcome = bare_stack.service.process_shard(
             ShardTask.model_validate_json(message["Body"]), engine
         )
-        assert outcome == "done"
+        assert outcome.outcome == "done"
 
     finalize_messages: list[dict[str, Any]] = []
     for _ in range(100):  # the tracker polls every second, then sends the finalize request

@@ -87,7 +87,7 @@ def test_a_crash_mid_shard_loses_and_duplicates_nothing(
     task = ShardTask(batch_id=batch_id, shard_index=0)
     with pytest.raises(CrashError):
         service.process_shard(task, CrashingEngine(survive))
-    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
 
     assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
     record = service.get_batch(batch_id)
@@ -105,7 +105,7 @@ def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
     )
     assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
 
-    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
     assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
     record = service.get_batch(batch_id)
     assert record is not None
@@ -121,7 +121,7 @@ def test_a_crash_after_the_last_part_before_settling_settles_once(
         monkeypatch, "settle_shard", lambda: service.process_shard(task, FakeEngine(MODEL))
     )
     engine = FakeEngine(MODEL)
-    assert service.process_shard(task, engine) == "done"
+    assert service.process_shard(task, engine).outcome == "done"
     assert engine.calls == 0  # everything was already written
     record = service.get_batch(batch_id)
     assert record is not None
@@ -132,9 +132,9 @@ def test_a_duplicated_message_for_a_done_shard_changes_nothing(bare_stack: Local
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     engine = FakeEngine(MODEL)
-    assert service.process_shard(task, engine) == "done"
+    assert service.process_shard(task, engine).outcome == "done"
     calls = engine.calls
-    assert service.process_shard(task, engine) == "skipped"
+    assert service.process_shard(task, engine).outcome == "skipped"
     assert engine.calls == calls
     record = service.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
@@ -145,10 +145,11 @@ def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(
 ) -> None:
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
-    assert service.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True) == "interrupted"
+    run = service.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True)
+    assert run.outcome == "interrupted"
     record = service.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
-    assert service.process_shard(task, FakeEngine(MODEL)) == "done"
+    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
     assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
 
 
@@ -158,7 +159,7 @@ def test_finalize_twice_gives_the_same_files_and_counts(bare_stack: LocalStack) 
         assert (
             service.process_shard(
                 ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)
-            )
+            ).outcome
             == "done"
         )
     first = service.finalize(batch_id)
@@ -173,3 +174,28 @@ def test_finalize_twice_gives_the_same_files_and_counts(bare_stack: LocalStack) 
     assert service.store.read(s3keys.file_key(second.output_file_id or "")) == first_output
     assert len(first_output.splitlines()) == 6
     assert service.repository.get_file(first.output_file_id or "") is not None
+
+
+def test_a_batch_that_stops_running_stops_its_shards_after_the_current_part(
+    bare_stack: LocalStack,
+) -> None:
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+
+    class CancellingEngine(FakeEngine):
+        """Marks the batch cancelling while its first results come back (as a cancel would)."""
+
+        def run(self, requests: Any) -> Any:
+            for index, result in enumerate(super().run(requests)):
+                if index == 1:
+                    service.repository.transition(
+                        batch_id, to_status="cancelling", from_statuses=["in_progress"]
+                    )
+                yield result
+
+    run = service.process_shard(task, CancellingEngine(MODEL))
+    assert run.outcome == "stopped"
+    assert (run.succeeded, run.failed) == (3, 0)  # the part in hand was still written
+    record = service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
+    assert sorted(written_ids(service, batch_id)) == ["r0", "r1", "r2"]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from typing import Any
+
+import pytest
 
 from batch_core.messaging import ShardTask
 from batch_core.service import DroppedObject
@@ -35,10 +40,23 @@ def test_a_finished_shard_deletes_its_message(bare_stack: LocalStack) -> None:
 
 def test_a_stopping_worker_releases_the_rest_of_its_shard_at_once(bare_stack: LocalStack) -> None:
     batch_id = queue_one_shard(bare_stack)
+    stop = threading.Event()
+
+    class SignalledEngine(FakeEngine):
+        """SIGTERM arrives while the shard runs: finish the current part, then let go."""
+
+        def run(self, requests: Any) -> Any:
+            for result in super().run(requests):
+                stop.set()
+                yield result
+
     worker = Worker(
-        bare_stack.service, bare_stack.service.shard_queue, FakeEngine(MODEL), wait_seconds=0
+        bare_stack.service,
+        bare_stack.service.shard_queue,
+        SignalledEngine(MODEL),
+        wait_seconds=0,
+        stop=stop,
     )
-    worker.stop.set()  # e.g. SIGTERM: finish the current part, then let another worker go on
     assert worker.poll_once()
     (message,) = bare_stack.service.shard_queue.receive(wait_seconds=0)
     assert ShardTask.model_validate_json(message.body) == ShardTask(
@@ -54,3 +72,47 @@ def test_a_stopping_worker_releases_the_rest_of_its_shard_at_once(bare_stack: Lo
     assert other.poll_once()
     record = bare_stack.service.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
+
+
+def test_the_heartbeat_keeps_a_running_shard_hidden_from_other_workers(
+    bare_stack: LocalStack,
+) -> None:
+    batch_id = queue_one_shard(bare_stack)
+    queue = bare_stack.service.shard_queue
+    seen_by_others: list[int] = []
+
+    class SlowEngine(FakeEngine):
+        """Takes three visibility timeouts; meanwhile another worker looks at the queue."""
+
+        def run(self, requests: Any) -> Any:
+            for result in super().run(requests):
+                time.sleep(0.8)
+                seen_by_others.append(len(queue.receive(wait_seconds=0)))
+                yield result
+
+    worker = Worker(
+        bare_stack.service, queue, SlowEngine(MODEL), wait_seconds=0, visibility_seconds=1
+    )
+    assert worker.poll_once()
+    assert seen_by_others == [0, 0, 0, 0]  # 3.2 s of work on a 1 s visibility timeout
+    record = bare_stack.service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
+    assert queue.receive(wait_seconds=0) == []  # settled: the message is gone
+
+
+def test_a_failing_engine_releases_the_shard_and_stops_the_worker(bare_stack: LocalStack) -> None:
+    batch_id = queue_one_shard(bare_stack)
+    queue = bare_stack.service.shard_queue
+
+    class DeadEngine(FakeEngine):
+        def run(self, requests: Any) -> Any:
+            raise RuntimeError("engine core died")
+            yield  # pragma: no cover - makes this a generator
+
+    worker = Worker(
+        bare_stack.service, queue, DeadEngine(MODEL), wait_seconds=0, visibility_seconds=60
+    )
+    with pytest.raises(RuntimeError, match="engine core died"):
+        worker.run()
+    (message,) = queue.receive(wait_seconds=0)  # released at once, not after 60 s
+    assert ShardTask.model_validate_json(message.body).batch_id == batch_id

@@ -1,0 +1,54 @@
+"""The worker's logs (JSON, Powertools) and metrics (CloudWatch EMF, Powertools).
+
+The worker is a long-running container, not a Lambda function, so the Lambda decorators do
+not apply: the root logger gets Powertools' JSON formatter, and metrics are flushed as one EMF
+document per shard (CloudWatch Logs turns them into metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit
+
+from batch_core.service import ShardRun
+
+SERVICE = "openbatch-worker"
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON log lines on stdout for every logger in the process."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(LambdaPowertoolsFormatter(service=SERVICE))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class ShardMetrics:
+    """Per-shard metrics: requests, tokens in and out, tokens/s, shard latency, errors."""
+
+    def __init__(self, namespace: str | None = None) -> None:
+        self._metrics = Metrics(namespace=namespace, service=SERVICE)
+        self._lock = threading.Lock()  # several shard loops share one worker
+
+    def record(self, run: ShardRun) -> None:
+        with self._lock:
+            add = self._metrics.add_metric
+            add(name="RequestsSucceeded", unit=MetricUnit.Count, value=run.succeeded)
+            add(name="RequestsFailed", unit=MetricUnit.Count, value=run.failed)
+            add(name="InputTokens", unit=MetricUnit.Count, value=run.input_tokens)
+            add(name="OutputTokens", unit=MetricUnit.Count, value=run.output_tokens)
+            add(name="ShardSeconds", unit=MetricUnit.Seconds, value=run.seconds)
+            if run.seconds > 0:
+                rate = run.output_tokens / run.seconds
+                add(name="OutputTokensPerSecond", unit=MetricUnit.CountPerSecond, value=rate)
+            add(name=f"Shards_{run.outcome}", unit=MetricUnit.Count, value=1)
+            self._metrics.flush_metrics()
+
+    def record_error(self) -> None:
+        with self._lock:
+            self._metrics.add_metric(name="WorkerErrors", unit=MetricUnit.Count, value=1)
+            self._metrics.flush_metrics()
