@@ -24,7 +24,6 @@ import json
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -192,32 +191,6 @@ def _best_of(repeat: int, mode: str, path: Path) -> dict[str, Any]:
     return {**best, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the moto server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
@@ -250,8 +223,9 @@ def main() -> None:
     print(f"input: {args.requests} requests, {size / 1e6:.0f} MB ({per_line:.0f} B a line)")
 
     from batchctl.local import LocalStack
+    from batchctl.moto_server import start_moto_server, stop_moto_server
 
-    server, url = _start_moto_server()
+    server, url = start_moto_server(execute_state_machines=False)
     try:
         with LocalStack(None, served_models=[MODEL], route_events=False, endpoint_url=url) as stack:
             started = time.perf_counter()
@@ -260,8 +234,7 @@ def main() -> None:
             modes = ("reference", "reference_moto", "validate_file", "validate", "intake")
             rows = {mode: _best_of(args.repeat, mode, path) for mode in modes}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_moto_server(server)
 
     reference = rows["reference"]["seconds"]
     reference_moto = rows["reference_moto"]["seconds"]

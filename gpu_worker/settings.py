@@ -34,6 +34,9 @@ class EngineSettings(BaseSettings):
     extra_engine_args: str = Field(
         default="", description="More vLLM engine flags, e.g. '--enforce-eager'."
     )
+    fake_seconds_per_request: float = Field(
+        default=0.0, ge=0, description="ENGINE=fake only: time each request takes (tests)."
+    )
 
 
 class WorkerSettings(BaseSettings):

@@ -14,7 +14,10 @@ def load_engine(settings: EngineSettings) -> Engine:
     if settings.engine == "fake":
         from gpu_worker.engines.fake import FakeEngine
 
-        return FakeEngine(served_model=settings.served_model_name or settings.model or "fake-model")
+        return FakeEngine(
+            served_model=settings.served_model_name or settings.model or "fake-model",
+            seconds_per_request=settings.fake_seconds_per_request,
+        )
     from gpu_worker.engines.vllm_engine import VllmEngine
 
     return VllmEngine(settings)

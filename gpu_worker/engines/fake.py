@@ -29,9 +29,16 @@ def _words(value: Any) -> list[str]:
 class FakeEngine:
     """Echoes prompts back; a token is a whitespace-separated word."""
 
-    def __init__(self, served_model: str = "fake-model", max_model_len: int = 2048) -> None:
+    def __init__(
+        self,
+        served_model: str = "fake-model",
+        max_model_len: int = 2048,
+        seconds_per_request: float = 0.0,
+    ) -> None:
+        """`seconds_per_request` makes it slow enough for crash tests to catch it mid-shard."""
         self._served_model = served_model
         self.max_model_len = max_model_len
+        self.seconds_per_request = seconds_per_request
         self.calls = 0
 
     @property
@@ -41,6 +48,8 @@ class FakeEngine:
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for request in requests:
             self.calls += 1
+            if self.seconds_per_request:
+                time.sleep(self.seconds_per_request)
             yield self.answer(request)
 
     def answer(self, request: EngineRequest) -> EngineResult:
