@@ -89,6 +89,7 @@ class VllmEngine:
         self._stack = contextlib.AsyncExitStack()
         self._endpoints: dict[str, tuple[TypeAdapter[Any], Handler]] = {}
         self.max_in_flight = 256
+        self.engine_client: Any = None
         try:
             self._call(self._start(), _STARTUP_TIMEOUT_SECONDS)
         except BaseException:
@@ -118,6 +119,7 @@ class VllmEngine:
         client = await self._stack.enter_async_context(
             build_async_engine_client(args, usage_context=UsageContext.OPENAI_BATCH_RUNNER)
         )
+        self.engine_client = client  # vLLM's AsyncLLM (tests look at what reaches it)
         state = State()
         await init_app_state(client, state, args, await client.get_supported_tasks())
         chat = getattr(state, "openai_serving_chat", None)

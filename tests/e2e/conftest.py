@@ -20,3 +20,21 @@ def vllm_engine() -> Iterator[VllmEngine]:
     )
     yield engine
     engine.close()
+
+
+EMBEDDING_MODEL = "demo-embedder"
+
+
+@pytest.fixture(scope="session")
+def embedding_engine() -> Iterator[VllmEngine]:
+    """The same tiny Llama, run by vLLM as a pooling (embedding) model."""
+    engine = VllmEngine(
+        EngineSettings(
+            served_model_name=EMBEDDING_MODEL,
+            max_model_len=128,
+            max_num_seqs=8,
+            extra_engine_args="--runner pooling --convert embed",
+        )
+    )
+    yield engine
+    engine.close()
