@@ -354,7 +354,13 @@ class LocalStack:
     def start_worker(self, name: str = "worker") -> Worker:
         """Start one more worker thread on the stack's engine."""
         assert self.engine is not None, "the stack has no engine"
-        worker = Worker(self.service, self.service.shard_queue, self.engine, wait_seconds=1)
+        worker = Worker(
+            self.service,
+            self.service.shard_queue,
+            self.engine,
+            wait_seconds=1,
+            concurrency=2,  # as deployed: the next shard starts before the current one drains
+        )
         thread = threading.Thread(target=self._run_worker, args=(worker,), name=name, daemon=True)
         thread.start()
         self.workers.append(worker)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from types import TracebackType
 
 from batch_core.messaging import QueueMessage, ShardQueue, ShardTask
@@ -23,12 +25,22 @@ logger = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Extends a message's visibility every third of the timeout until the `with` block ends."""
+    """Every third of the visibility timeout, until the `with` block ends: extends the message's
+    visibility and renews the shard's lease. A lost lease (another worker took the shard over
+    while this one stalled) sets `lost`, and the shard stops at its next part."""
 
-    def __init__(self, queue: ShardQueue, message: QueueMessage, visibility_seconds: int) -> None:
+    def __init__(
+        self,
+        queue: ShardQueue,
+        message: QueueMessage,
+        visibility_seconds: int,
+        renew_lease: Callable[[], bool],
+    ) -> None:
         self._queue = queue
         self._message = message
         self._visibility = visibility_seconds
+        self._renew_lease = renew_lease
+        self.lost = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -50,8 +62,12 @@ class Heartbeat:
         while not self._done.wait(interval):
             try:
                 self._queue.extend(self._message, self._visibility)
+                if not self._renew_lease():
+                    logger.warning("lost the shard's lease to another worker: stopping it")
+                    self.lost.set()
+                    return
             except Exception:  # a missed beat is not fatal; the next one tries again
-                logger.warning("could not extend the shard message's visibility", exc_info=True)
+                logger.warning("could not extend the shard's lease", exc_info=True)
 
 
 class Worker:
@@ -119,22 +135,41 @@ class Worker:
             wait_seconds=self._wait_seconds, visibility_seconds=self._visibility_seconds
         )
         for message in messages:
-            task = ShardTask.model_validate_json(message.body)
-            try:
-                with Heartbeat(self._queue, message, self._visibility_seconds):
-                    run = self._service.process_shard(
-                        task, self._engine, should_stop=self.stop.is_set
-                    )
-            except BaseException:
-                logger.exception("shard %s:%d failed", task.batch_id, task.shard_index)
-                self._queue.release(message)  # another worker (or this one, restarted) retries
-                raise
-            self._settle(message, task, run)
+            self._handle(message)
         return bool(messages)
+
+    def _handle(self, message: QueueMessage) -> None:
+        task = ShardTask.model_validate_json(message.body)
+        owner = uuid.uuid4().hex
+        # The lease lapses a little before the message reappears, so the worker that gets the
+        # message after a crash finds the shard free.
+        lease_seconds = 0.9 * self._visibility_seconds
+        heartbeat = Heartbeat(
+            self._queue,
+            message,
+            self._visibility_seconds,
+            lambda: self._service.renew_shard_lease(task, owner, lease_seconds),
+        )
+        try:
+            with heartbeat:
+                run = self._service.process_shard(
+                    task,
+                    self._engine,
+                    should_stop=lambda: self.stop.is_set() or heartbeat.lost.is_set(),
+                    owner=owner,
+                    lease_seconds=lease_seconds,
+                )
+        except BaseException:
+            logger.exception("shard %s:%d failed", task.batch_id, task.shard_index)
+            self._queue.release(message)  # another worker (or this one, restarted) retries
+            raise
+        self._settle(message, task, run)
 
     def _settle(self, message: QueueMessage, task: ShardTask, run: ShardRun) -> None:
         if run.outcome == "interrupted":
             self._queue.release(message)  # another worker takes the rest at once
+        elif run.outcome == "busy":
+            pass  # another worker runs it; if that one dies, this message comes back
         else:
             self._queue.delete(message)
         logger.info(

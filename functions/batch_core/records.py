@@ -100,6 +100,9 @@ class ShardRecord(BaseModel):
     attempts: int = 0
     parts_committed: int = 0
     """Result parts whose counts are already in the batch counters."""
+    lease_owner: str | None = None
+    """The attempt running it; others leave it alone until `lease_until` (epoch seconds)."""
+    lease_until: float = 0
     completed: int = 0
     failed: int = 0
 

@@ -172,17 +172,40 @@ class BatchRepository:
         values = _from_item(item)
         return ShardRecord.model_validate(values)
 
-    def begin_shard_attempt(self, batch_id: str, index: int) -> ShardRecord | None:
-        """Count one more attempt at a shard that is not done; None if it is done already."""
+    def begin_shard_attempt(
+        self,
+        batch_id: str,
+        index: int,
+        *,
+        owner: str = "",
+        lease_until: float = 0,
+        now: float = 0,
+    ) -> ShardRecord | None:
+        """Take a shard that is not done and not leased by someone else (its lease expired, or
+        there is none), counting one more attempt. None if it is done or held elsewhere; the
+        caller tells which from `get_shard`."""
         try:
             response = self._db.update_item(
                 TableName=self._table,
                 Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-                UpdateExpression="SET #status = :running ADD attempts :one",
-                ConditionExpression="attribute_exists(pk) AND #status <> :done",
+                UpdateExpression=(
+                    "SET #status = :running, lease_owner = :owner, lease_until = :until "
+                    "ADD attempts :one"
+                ),
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #status <> :done AND (attribute_not_exists("
+                    "lease_until) OR lease_until < :now OR lease_owner = :owner)"
+                ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=_to_item(
-                    {":running": "running", ":one": 1, ":done": "done"}
+                    {
+                        ":running": "running",
+                        ":one": 1,
+                        ":done": "done",
+                        ":owner": owner,
+                        ":until": Decimal(str(lease_until)),
+                        ":now": Decimal(str(now)),
+                    }
                 ),
                 ReturnValues="ALL_NEW",
             )
@@ -191,6 +214,24 @@ class BatchRepository:
                 return None
             raise
         return ShardRecord.model_validate(_from_item(response["Attributes"]))
+
+    def renew_lease(self, batch_id: str, index: int, *, owner: str, lease_until: float) -> bool:
+        """Extend (or with `lease_until=0`, give up) our lease; False if it is not ours now."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+                UpdateExpression="SET lease_until = :until",
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues=_to_item(
+                    {":owner": owner, ":until": Decimal(str(lease_until))}
+                ),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     def commit_part(
         self,

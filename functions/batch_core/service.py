@@ -9,6 +9,7 @@ import logging
 import posixpath
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,9 +39,10 @@ from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
 
-ShardOutcome = Literal["done", "interrupted", "stopped", "skipped"]
+ShardOutcome = Literal["done", "interrupted", "stopped", "busy", "skipped"]
 """done: settled; interrupted: the worker is stopping, another finishes it; stopped: the batch
-is no longer running; skipped: nothing to do (already done, or the batch is not running)."""
+is no longer running; busy: another worker holds the shard's lease; skipped: nothing to do
+(already done, or the batch is not running)."""
 
 
 @dataclass
@@ -296,6 +298,8 @@ class BatchService:
         engine: Engine,
         *,
         should_stop: Callable[[], bool] = lambda: False,
+        owner: str | None = None,
+        lease_seconds: float = 300,
     ) -> ShardRun:
         """Run one shard through the engine, writing results in crash-safe parts.
 
@@ -311,9 +315,16 @@ class BatchService:
         if batch is None or batch.status != "in_progress":
             logger.info("skipping shard %s of batch in status %s", task, batch and batch.status)
             return ShardRun("skipped")
-        shard = self.repository.begin_shard_attempt(task.batch_id, task.shard_index)
+        owner = owner or uuid.uuid4().hex
+        now = self._clock()
+        shard = self.repository.begin_shard_attempt(
+            task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
+        )
         if shard is None:
-            return ShardRun("skipped")  # already done: a duplicated message
+            current = self.repository.get_shard(task.batch_id, task.shard_index)
+            if current is not None and current.status != "done":
+                return ShardRun("busy")  # another worker holds its lease: a duplicated message
+            return ShardRun("skipped")  # already done
         finished_ids, next_part = self._recover_parts(shard)
         pending = [
             EngineRequest(custom_id=r.custom_id, url=r.url, body=r.body)
@@ -347,6 +358,9 @@ class BatchService:
         if len(part):
             self._write_part(shard, next_part, part, run)
         run.seconds = time.monotonic() - started
+        if run.outcome == "stopped" or remaining:
+            # Give the lease up so whoever takes the shard next need not wait for it to lapse.
+            self.repository.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
         if run.outcome == "stopped":
             logger.info("batch %s is no longer running: shard %d stops", task.batch_id, shard.index)
             return run
@@ -355,6 +369,15 @@ class BatchService:
             return run
         self.repository.settle_shard(task.batch_id, task.shard_index)
         return run
+
+    def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
+        """Keep running a shard; False means the lease was lost (another worker took over)."""
+        return self.repository.renew_lease(
+            task.batch_id,
+            task.shard_index,
+            owner=owner,
+            lease_until=self._clock() + lease_seconds,
+        )
 
     def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest]:
         key = s3keys.shard_key(task.batch_id, task.shard_index)

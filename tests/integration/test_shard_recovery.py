@@ -4,6 +4,7 @@ counts exact. Runs the service directly on moto (no routing), so each crash poin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -86,7 +87,8 @@ def test_a_crash_mid_shard_loses_and_duplicates_nothing(
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     with pytest.raises(CrashError):
-        service.process_shard(task, CrashingEngine(survive))
+        # A crashed attempt holds its lease until it lapses; lease 0 lapses at once.
+        service.process_shard(task, CrashingEngine(survive), lease_seconds=0)
     assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
 
     assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
@@ -101,7 +103,9 @@ def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     crash_once_in(
-        monkeypatch, "commit_part", lambda: service.process_shard(task, FakeEngine(MODEL))
+        monkeypatch,
+        "commit_part",
+        lambda: service.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
     )
     assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
 
@@ -118,7 +122,9 @@ def test_a_crash_after_the_last_part_before_settling_settles_once(
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     crash_once_in(
-        monkeypatch, "settle_shard", lambda: service.process_shard(task, FakeEngine(MODEL))
+        monkeypatch,
+        "settle_shard",
+        lambda: service.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
     )
     engine = FakeEngine(MODEL)
     assert service.process_shard(task, engine).outcome == "done"
@@ -199,3 +205,25 @@ def test_a_batch_that_stops_running_stops_its_shards_after_the_current_part(
     record = service.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
     assert sorted(written_ids(service, batch_id)) == ["r0", "r1", "r2"]
+
+
+def test_a_shard_leased_by_a_live_attempt_is_left_alone_until_the_lease_lapses(
+    bare_stack: LocalStack,
+) -> None:
+    # SQS can deliver one message twice at once: the second worker must not run the shard.
+    service, batch_id = start_batch(bare_stack, 4)
+    task = ShardTask(batch_id=batch_id, shard_index=0)
+    first = "worker-a"
+    with pytest.raises(CrashError):  # holds the lease, then stalls (here: dies)
+        service.process_shard(task, CrashingEngine(1), owner=first, lease_seconds=1.0)
+    engine = FakeEngine(MODEL)
+    assert service.process_shard(task, engine, owner="worker-b").outcome == "busy"
+    assert engine.calls == 0
+    assert service.renew_shard_lease(task, first, 1.0)  # the holder can renew
+    assert not service.renew_shard_lease(task, "worker-b", 1.0)  # nobody else can
+    time.sleep(1.1)
+    assert service.process_shard(task, engine, owner="worker-b").outcome == "done"
+    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+    record = service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
+    assert not service.renew_shard_lease(task, first, 1.0)  # the first worker lost it

