@@ -11,6 +11,8 @@ export TOKENIZERS_PARALLELISM ?= false
 
 # `make bench BENCH_REQUESTS=100000` for a quick run; the default is the issue's 1M / ~2 GB.
 BENCH_REQUESTS ?= 1000000
+# The worker benchmark: the same chats through LLM.chat, our pipeline and vLLM's run-batch.
+BENCH_WORKER_REQUESTS ?= 1024
 
 .PHONY: venv demo test test-fast lint bench clean
 
@@ -43,6 +45,7 @@ test-fast: $(STAMP)
 # Benchmarks print their figures next to a reference measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.validate --requests $(BENCH_REQUESTS)
+	$(BIN)/python -m bench.worker --requests $(BENCH_WORKER_REQUESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
