@@ -390,15 +390,28 @@ class LocalStack:
         )
         return name
 
-    def outbox_batch(self, name: str) -> Batch | None:
+    def _read_outbox(self, name: str, filename: str) -> bytes | None:
+        """An outbox object's bytes, None if it is not there yet.
+
+        moto's in-process S3 closes an object's buffer when the key is overwritten, so a read
+        racing the worker's rewrite of batch.json can fail with ValueError; read it again.
+        """
         s3 = self.session.client("s3")
-        try:
-            body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, "batch.json"))[
-                "Body"
-            ]
-        except s3.exceptions.NoSuchKey:
-            return None
-        return Batch.model_validate_json(body.read())
+        for attempt in range(20):
+            try:
+                response = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, filename))
+                return response["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                return None
+            except ValueError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
+        return None  # pragma: no cover - the loop returns or raises
+
+    def outbox_batch(self, name: str) -> Batch | None:
+        data = self._read_outbox(name, "batch.json")
+        return None if data is None else Batch.model_validate_json(data)
 
     def wait_for_outbox(
         self,
@@ -427,16 +440,9 @@ class LocalStack:
     def download_outbox(self, name: str, out_dir: Path) -> dict[str, Path]:
         """Copy outbox/<name>/ into out_dir: batch.json, output.jsonl, errors.jsonl."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        s3 = self.session.client("s3")
         paths: dict[str, Path] = {}
         for filename in ("batch.json", "output.jsonl", "errors.jsonl"):
             target = out_dir / filename
-            try:
-                body = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, filename))[
-                    "Body"
-                ]
-                target.write_bytes(body.read())
-            except s3.exceptions.NoSuchKey:
-                target.write_bytes(b"")
+            target.write_bytes(self._read_outbox(name, filename) or b"")
             paths[filename] = target
         return paths

@@ -13,6 +13,12 @@ class NotFoundError(BatchCoreError):
     code = "not_found"
 
 
+class ConflictError(BatchCoreError):
+    """The request does not fit the object's current state (e.g. cancelling a completed batch)."""
+
+    code = "conflict"
+
+
 class InvalidRequestError(BatchCoreError):
     code = "invalid_request"
 

@@ -297,8 +297,25 @@ class BatchRepository:
             raise
         return True
 
-    def settle_shard(self, batch_id: str, index: int) -> bool:
-        """Mark a shard done and count it off the batch's pending shards, exactly once."""
+    def list_shards(self, batch_id: str) -> list[ShardRecord]:
+        """Every shard item of a batch, in index order."""
+        shards: list[ShardRecord] = []
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :shard)",
+            ExpressionAttributeValues=_to_item({":pk": batch_pk(batch_id), ":shard": "SHARD#"}),
+            ConsistentRead=True,
+        )
+        for page in pages:
+            shards.extend(ShardRecord.model_validate(_from_item(i)) for i in page["Items"])
+        return sorted(shards, key=lambda shard: shard.index)
+
+    def settle_shard(self, batch_id: str, index: int, *, never_ran: int = 0) -> bool:
+        """Mark a shard done and count it off the batch's pending shards, exactly once.
+
+        `never_ran`: requests of the shard that end as batch_cancelled/batch_expired lines;
+        they are counted as failed in the same transaction."""
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -316,8 +333,12 @@ class BatchRepository:
                         "Update": {
                             "TableName": self._table,
                             "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
-                            "UpdateExpression": "ADD shards_pending :minus_one",
-                            "ExpressionAttributeValues": _to_item({":minus_one": -1}),
+                            "UpdateExpression": (
+                                "ADD shards_pending :minus_one, request_failed :never_ran"
+                            ),
+                            "ExpressionAttributeValues": _to_item(
+                                {":minus_one": -1, ":never_ran": never_ran}
+                            ),
                         }
                     },
                 ]

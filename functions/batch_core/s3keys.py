@@ -39,6 +39,10 @@ def part_name(part_index: int) -> str:
     return f"part-{part_index:05d}.jsonl"
 
 
+def is_part_key(key: str) -> bool:
+    return key.rsplit("/", 1)[-1].startswith("part-")
+
+
 def part_index_of(key: str) -> int:
     """The part number in `.../part-00012.jsonl`."""
     return int(key.rsplit("part-", 1)[1].split(".", 1)[0])

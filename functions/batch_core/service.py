@@ -16,11 +16,12 @@ from typing import Literal
 
 from batch_core import s3keys
 from batch_core.drop_options import DropOptions, drop_options
-from batch_core.errors import InvalidRequestError, NotFoundError
+from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
 from batch_core.messaging import ShardQueue, ShardTask, Tracker
 from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
+    BatchLineError,
     BatchRequestOutput,
     BatchResponse,
     Engine,
@@ -34,7 +35,13 @@ from batch_core.repository import BatchRepository
 from batch_core.settings import Settings
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
 from batch_core.storage import ObjectStore
-from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
+from batch_core.validation import (
+    BatchValidator,
+    RejectedLine,
+    ValidationLimits,
+    ValidationReport,
+    iter_lines,
+)
 from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
@@ -248,25 +255,32 @@ class BatchService:
             if report.rejected_lines:
                 rejected.store(self.store)
         self.repository.put_shards(record.id, shards)
+        plan = _plan_fields(report, len(shards))
         moved = self.repository.transition(
             record.id,
             to_status="in_progress",
             from_statuses=["validating"],
-            fields={
-                "endpoint": report.endpoint,
-                "model": report.model,
-                "request_total": report.valid_requests + report.rejected_lines,
-                "request_failed": report.rejected_lines,
-                "shards_total": len(shards),
-                "shards_pending": len(shards),
-                "in_progress_at": self._now(),
-            },
+            fields={**plan, "in_progress_at": self._now()},
         )
         if moved:
             self._start_running(record.id, (s.index for s in shards))
+        else:
+            self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)
         self._publish(current)
         return current
+
+    def _track_cancelled_intake(self, batch_id: str, plan: dict[str, object]) -> None:
+        """Cancelled while validating: record what was planned and let the tracker end it
+        (every request becomes a batch_cancelled line); no shard is queued."""
+        counted = self.repository.transition(
+            batch_id,
+            to_status="cancelling",
+            from_statuses=["cancelling"],
+            fields={**plan, "shards_queued": True},
+        )
+        if counted:
+            self.tracker.start(batch_id, poll_seconds=self.settings.tracker_poll_seconds)
 
     def _fail_validation(
         self, record: BatchRecord, errors: list[BatchError], total_errors: int | None = None
@@ -399,7 +413,8 @@ class BatchService:
         ) + self.store.list_keys(s3keys.errors_prefix(shard.batch_id, shard.index))
         by_part: dict[int, list[str]] = {}
         for key in keys:
-            by_part.setdefault(s3keys.part_index_of(key), []).append(key)
+            if s3keys.is_part_key(key):  # not never-ran.jsonl, written when a shard is closed
+                by_part.setdefault(s3keys.part_index_of(key), []).append(key)
         finished: set[str] = set()
         for part_index in sorted(by_part):
             succeeded: list[BatchRequestOutput] = []
@@ -453,6 +468,27 @@ class BatchService:
         )
         return input_tokens, output_tokens
 
+    # -- cancel -----------------------------------------------------------------------
+
+    def cancel(self, batch_id: str) -> BatchRecord:
+        """Ask a batch to stop. Workers stop at their next part; the tracker then writes a
+        batch_cancelled line for every request that did not run, and the batch ends
+        `cancelled` with the results finished so far. Cancelling twice is harmless."""
+        record = self._require(batch_id)
+        if record.status in {"cancelling", "cancelled"}:
+            return record
+        moved = self.repository.transition(
+            batch_id,
+            to_status="cancelling",
+            from_statuses=["validating", "in_progress"],
+            fields={"cancelling_at": self._now()},
+        )
+        current = self._require(batch_id)
+        if not moved and current.status not in {"cancelling", "cancelled"}:
+            raise ConflictError(f"Cannot cancel a batch that is {current.status}.")
+        self._publish(current)
+        return current
+
     # -- finalize ---------------------------------------------------------------------
 
     def finalize(self, batch_id: str) -> BatchRecord:
@@ -463,12 +499,18 @@ class BatchService:
         record = self._require(batch_id)
         if record.status in TERMINAL_STATUSES:
             return record
+        if record.status == "cancelling":
+            return self._finish_cancel(record)
         self.repository.transition(
             batch_id,
             to_status="finalizing",
             from_statuses=["in_progress"],
             fields={"finalizing_at": self._now()},
         )
+        return self._end(batch_id, "completed", from_status="finalizing")
+
+    def _end(self, batch_id: str, status: str, *, from_status: str) -> BatchRecord:
+        """Merge the parts into the output and error files and move to a terminal status."""
         output_file_id = self._merge(
             batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", "output"
         )
@@ -477,26 +519,66 @@ class BatchService:
         )
         self.repository.transition(
             batch_id,
-            to_status="completed",
-            from_statuses=["finalizing"],
+            to_status=status,
+            from_statuses=[from_status],
             fields={
-                "completed_at": self._now(),
+                f"{status}_at": self._now(),
                 "output_file_id": output_file_id,
                 "error_file_id": error_file_id,
             },
         )
         final = self._require(batch_id)
-        if final.outbox_name:
-            for file_id, filename in (
-                (output_file_id, "output.jsonl"),
-                (error_file_id, "errors.jsonl"),
-            ):
-                if file_id:
-                    self.store.copy(
-                        s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
-                    )
+        self._mirror_to_outbox(final)
         self._publish(final)
         return final
+
+    def _mirror_to_outbox(self, final: BatchRecord) -> None:
+        if not final.outbox_name:
+            return
+        for file_id, filename in (
+            (final.output_file_id, "output.jsonl"),
+            (final.error_file_id, "errors.jsonl"),
+        ):
+            if file_id:
+                self.store.copy(
+                    s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
+                )
+
+    def _finish_cancel(self, record: BatchRecord) -> BatchRecord:
+        """End a cancelling batch once no worker runs any of its shards.
+
+        A shard still leased by a live worker is waited for (the tracker asks again on its
+        next poll): the worker stops after its current part. A dead worker's lease lapses,
+        so this ends within one lease time whatever happened to the workers.
+        """
+        now = self._clock()
+        shards = self.repository.list_shards(record.id)
+        if any(s.status == "running" and s.lease_until > now for s in shards):
+            return record
+        for shard in shards:
+            if shard.status != "done":
+                self._close_unfinished_shard(shard, "batch_cancelled", _CANCELLED_MESSAGE)
+        return self._end(record.id, "cancelled", from_status="cancelling")
+
+    def _close_unfinished_shard(self, shard: ShardRecord, code: str, message: str) -> None:
+        """Write an error line (`response: null`) for each request of the shard that never
+        ran, then settle the shard counting them failed, once."""
+        finished, _ = self._recover_parts(shard)  # also counts parts written but not counted
+        task = ShardTask(batch_id=shard.batch_id, shard_index=shard.index)
+        lines = [
+            BatchRequestOutput(
+                id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
+                custom_id=request.custom_id,
+                response=None,
+                error=BatchLineError(code=code, message=message),
+            )
+            for request in self._read_shard(task)
+            if request.custom_id not in finished
+        ]
+        if lines:  # the same key and bytes if this runs again
+            key = s3keys.errors_prefix(shard.batch_id, shard.index) + "never-ran.jsonl"
+            self.store.put(key, _jsonl(lines))
+        self.repository.settle_shard(shard.batch_id, shard.index, never_ran=len(lines))
 
     def finalize_for_tracker(self, batch_id: str, task_token: str) -> BatchRecord:
         """Finalize, then tell the waiting tracker execution how it went."""
@@ -544,6 +626,21 @@ def _jsonl(lines: Iterable[BatchRequestOutput]) -> bytes:
 def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
     for key in keys:
         yield from store.stream(key)
+
+
+_CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+
+
+def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:
+    """What intake records on the batch once the file is validated and sharded."""
+    return {
+        "endpoint": report.endpoint,
+        "model": report.model,
+        "request_total": report.valid_requests + report.rejected_lines,
+        "request_failed": report.rejected_lines,
+        "shards_total": shards,
+        "shards_pending": shards,
+    }
 
 
 def shard_bounds(settings: Settings) -> ShardBounds:

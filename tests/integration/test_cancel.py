@@ -1,0 +1,132 @@
+"""Cancelling a batch, through the real ASL on moto: partial results plus batch_cancelled lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai.types import Batch as OpenAIBatch
+
+from batch_core.errors import ConflictError
+from batch_core.service import DroppedObject
+from batchctl.local import LocalStack
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import EXAMPLES, MODEL, chat_request, lines_of, write_jsonl
+
+
+@pytest.fixture
+def slow_stack() -> Iterator[LocalStack]:
+    engine = FakeEngine(MODEL, seconds_per_request=0.1)
+    with LocalStack(engine, shard_size=4, part_size=2) as stack:
+        yield stack
+
+
+def test_cancel_mid_run_keeps_finished_results_and_cancels_the_rest(
+    slow_stack: LocalStack, tmp_path: Path
+) -> None:
+    total = 24
+    path = write_jsonl(tmp_path / "c.jsonl", [chat_request(f"r{i}") for i in range(total)])
+    name = slow_stack.drop(path)
+    deadline = time.monotonic() + 60
+    while True:
+        batch = slow_stack.outbox_batch(name)
+        if batch is not None and batch.request_counts.completed >= 2:
+            break
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    cancelling = slow_stack.service.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    assert slow_stack.service.cancel(batch.id).status in {"cancelling", "cancelled"}  # twice: fine
+
+    final = slow_stack.wait_for_outbox(name, timeout=60)
+    paths = slow_stack.download_outbox(name, tmp_path / "out")
+    parsed = OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
+    assert parsed.status == "cancelled"
+    assert parsed.cancelled_at and parsed.cancelling_at
+    counts = final.request_counts
+    assert counts.total == total
+    assert 2 <= counts.completed < total
+    assert counts.completed + counts.failed == total
+
+    output = lines_of(paths["output.jsonl"])
+    errors = lines_of(paths["errors.jsonl"])
+    assert len(output) == counts.completed
+    assert all(line["error"] is None for line in output)
+    assert len(errors) == counts.failed
+    for line in errors:
+        assert line["response"] is None
+        assert line["error"]["code"] == "batch_cancelled"
+        assert line["id"].startswith("batch_req_")
+    ids = [line["custom_id"] for line in output + errors]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(total))  # each exactly once
+
+
+def test_a_finished_batch_cannot_be_cancelled(
+    fake_stack: LocalStack,
+) -> None:
+    name = fake_stack.drop(EXAMPLES / "chat.jsonl")
+    batch = fake_stack.wait_for_outbox(name, timeout=120)
+    assert batch.status == "completed"
+    with pytest.raises(ConflictError, match="completed"):
+        fake_stack.service.cancel(batch.id)
+
+
+def test_a_batch_cancelled_while_validating_ends_cancelled_with_every_line_cancelled(
+    bare_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = bare_stack.service
+    path = write_jsonl(tmp_path / "v.jsonl", [chat_request(f"r{i}") for i in range(6)])
+    key = "inbox/v.jsonl"
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
+    # The cancel lands while the file is being validated (after the shards are planned).
+    put_shards = service.repository.put_shards
+
+    def put_shards_then_cancel(batch_id: str, shards: object) -> None:
+        put_shards(batch_id, shards)  # type: ignore[arg-type]
+        service.cancel(batch_id)
+
+    monkeypatch.setattr(service.repository, "put_shards", put_shards_then_cancel)
+    record = service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None and record.status == "cancelling"
+    assert service.shard_queue.receive(wait_seconds=0) == []  # nothing was queued
+    final = service.finalize(record.id)  # what the tracker's first look does
+    assert final.status == "cancelled"
+    assert (final.request_total, final.request_completed, final.request_failed) == (6, 0, 6)
+    assert final.output_file_id is None and final.error_file_id
+
+
+def test_a_cancel_ends_within_a_lease_even_when_a_worker_died_mid_shard(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    from batch_core.messaging import ShardTask
+    from batch_core.protocol import EngineResult
+
+    service = bare_stack.service
+    path = write_jsonl(tmp_path / "d.jsonl", [chat_request(f"r{i}") for i in range(8)])
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, "inbox/d.jsonl")
+    record = service.ingest_dropped_object(DroppedObject(key="inbox/d.jsonl", etag="1"))
+    assert record is not None and record.shards_total == 2
+
+    class DyingEngine(FakeEngine):
+        """Answers three requests (one part gets written), then the host dies."""
+
+        def run(self, requests: object) -> Iterator[EngineResult]:
+            for index, result in enumerate(super().run(requests)):  # type: ignore[arg-type]
+                if index == 3:
+                    raise RuntimeError("host lost")
+                yield result
+
+    task = ShardTask(batch_id=record.id, shard_index=0)
+    with pytest.raises(RuntimeError):
+        service.process_shard(task, DyingEngine(MODEL), lease_seconds=1.0)
+    service.cancel(record.id)
+    assert service.finalize(record.id).status == "cancelling"  # the dead worker's lease is live
+    time.sleep(1.1)
+    final = service.finalize(record.id)
+    assert final.status == "cancelled"
+    assert (final.request_total, final.request_completed, final.request_failed) == (8, 3, 5)
+    again = service.finalize(record.id)  # the tracker asking twice changes nothing
+    assert (again.request_completed, again.request_failed) == (3, 5)
+    assert again.error_file_id == final.error_file_id
