@@ -138,6 +138,7 @@ class LocalStack:
         if self.route_events:
             self._route("IntakeQueue", "handlers.validate")
             self._route("FinalizeQueue", "handlers.finalize")
+            self._schedule("handlers.expire", every_seconds=60)
         for index in range(self.worker_count):
             self.start_worker(name=f"worker-{index}")
 
@@ -277,6 +278,35 @@ class LocalStack:
         return self.resolver.refs[logical_name]
 
     # -- event routing (what Lambda's SQS event source mapping does) --------------------
+
+    def _schedule(self, module_name: str, every_seconds: float) -> None:
+        """What an EventBridge schedule does: invoke the handler with a scheduled event."""
+        import importlib
+
+        module = importlib.import_module(module_name)
+
+        def tick() -> None:
+            while not self._stop.wait(every_seconds):
+                event = {
+                    "version": "0",
+                    "id": str(uuid.uuid4()),
+                    "detail-type": "Scheduled Event",
+                    "source": "aws.events",
+                    "account": ACCOUNT,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "region": REGION,
+                    "resources": [],
+                    "detail": {},
+                }
+                try:
+                    module.handler(event, _LambdaContext(function_name=module_name))
+                except Exception as error:  # as Lambda would: log it, try at the next tick
+                    logger.exception("%s failed", module_name)
+                    self.handler_errors.append(error)
+
+        thread = threading.Thread(target=tick, name=f"schedule-{module_name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _route(self, queue_name: str, module_name: str) -> None:
         import importlib

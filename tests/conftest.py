@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openai.types import Batch as OpenAIBatch
 
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
@@ -75,3 +77,51 @@ def bare_stack() -> Iterator[LocalStack]:
         None, served_models=[MODEL], route_events=False, shard_size=4, part_size=3
     ) as stack:
         yield stack
+
+
+@pytest.fixture
+def slow_stack() -> Iterator[LocalStack]:
+    """A fake engine at 0.1 s a request: slow enough to cancel or expire a batch mid-run."""
+    with LocalStack(FakeEngine(MODEL, seconds_per_request=0.1), shard_size=4, part_size=2) as stack:
+        yield stack
+
+
+def drop_requests(stack: LocalStack, directory: Path, count: int, stem: str) -> str:
+    """Drop a file of `count` chat requests r0..r{count-1}; returns its outbox name."""
+    lines = [chat_request(f"r{i}") for i in range(count)]
+    return stack.drop(write_jsonl(directory / f"{stem}.jsonl", lines))
+
+
+def wait_for_progress(stack: LocalStack, name: str, completed: int, timeout: float = 60) -> str:
+    """Wait until the dropped batch has `completed` results; returns its id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = stack.outbox_batch(name)
+        if batch is not None and batch.request_counts.completed >= completed:
+            return batch.id
+        assert time.monotonic() < deadline, f"{name}: no progress"
+        time.sleep(0.05)
+
+
+def assert_ended_early(
+    stack: LocalStack, name: str, out_dir: Path, total: int, status: str, code: str
+) -> tuple[OpenAIBatch, dict[str, Path]]:
+    """Wait for the batch to end as `status`; check it kept its finished results, wrote a
+    `code` line for each request that never ran, and names every custom_id exactly once."""
+    final = stack.wait_for_outbox(name, timeout=60)
+    paths = stack.download_outbox(name, out_dir)
+    parsed = OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
+    assert parsed.status == status
+    counts = final.request_counts
+    assert counts.total == total and 2 <= counts.completed < total
+    assert counts.completed + counts.failed == total
+    output, errors = lines_of(paths["output.jsonl"]), lines_of(paths["errors.jsonl"])
+    assert (len(output), len(errors)) == (counts.completed, counts.failed)
+    assert all(line["error"] is None for line in output)
+    for line in errors:
+        assert line["response"] is None
+        assert line["error"]["code"] == code
+        assert str(line["id"]).startswith("batch_req_")
+    ids = sorted(str(line["custom_id"]) for line in output + errors)
+    assert ids == sorted(f"r{i}" for i in range(total))
+    return parsed, paths

@@ -49,6 +49,10 @@ class BatchRecord(BatchTimestamps):
     """Where the input lines are in the bucket."""
     outbox_name: str | None = None
     """Set for dropped files: results are mirrored under outbox/<name>/."""
+    active: str | None = "1"
+    """Set until the batch is terminal: the key of the sparse index of batches by expiry."""
+    ending: Literal["expired"] | None = None
+    """Set when the batch is finalizing because its completion window ran out."""
     invalid_lines: InvalidLines = "fail"
     """What validation does with a bad line: fail the batch, or skip it to the error file."""
 

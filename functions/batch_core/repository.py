@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from batch_core.models import BatchError, FileObject
+from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ def _plain(value: Any) -> Any:
 def _is_condition_failure(error: ClientError) -> bool:
     code = error.response.get("Error", {}).get("Code", "")
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+ACTIVE_BY_EXPIRY = "ActiveByExpiry"
 
 
 class BatchRepository:
@@ -109,6 +112,8 @@ class BatchRepository:
     ) -> bool:
         """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise."""
         values: dict[str, Any] = {"status": to_status, **(fields or {})}
+        if to_status in TERMINAL_STATUSES:
+            values["active"] = None  # leaves the index of batches that can expire
         if errors is not None:
             values["errors_json"] = json.dumps([e.model_dump() for e in errors])
         names = {f"#f{i}": name for i, name in enumerate(values)}
@@ -132,6 +137,22 @@ class BatchRepository:
                 return False
             raise
         return True
+
+    def overdue_batch_ids(self, now: int) -> list[str]:
+        """Batches not yet terminal whose completion window ended before `now` (an index
+        query: only active batches are in the index)."""
+        ids: list[str] = []
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            IndexName=ACTIVE_BY_EXPIRY,
+            KeyConditionExpression="#active = :one AND expires_at < :now",
+            ExpressionAttributeNames={"#active": "active"},
+            ExpressionAttributeValues=_to_item({":one": "1", ":now": now}),
+        )
+        for page in pages:
+            ids.extend(str(_from_item(item)["id"]) for item in page["Items"])
+        return ids
 
     def mark_shards_queued(self, batch_id: str) -> None:
         self._db.update_item(

@@ -489,6 +489,35 @@ class BatchService:
         self._publish(current)
         return current
 
+    # -- expire -----------------------------------------------------------------------
+
+    def expire_overdue(self) -> list[BatchRecord]:
+        """Expire every batch whose completion window has run out (the schedule's job)."""
+        return [
+            self.expire(batch_id) for batch_id in self.repository.overdue_batch_ids(self._now())
+        ]
+
+    def expire(self, batch_id: str) -> BatchRecord:
+        """A running batch finalizes as `expired`: workers stop after their current part, the
+        tracker writes batch_expired lines for what never ran and keeps finished results.
+        A batch stuck in validation (no tracker runs for it) expires at once."""
+        now = self._now()
+        if not self.repository.transition(
+            batch_id,
+            to_status="finalizing",
+            from_statuses=["in_progress"],
+            fields={"finalizing_at": now, "ending": "expired"},
+        ):
+            self.repository.transition(
+                batch_id,
+                to_status="expired",
+                from_statuses=["validating"],
+                fields={"expired_at": now},
+            )
+        current = self._require(batch_id)
+        self._publish(current)
+        return current
+
     # -- finalize ---------------------------------------------------------------------
 
     def finalize(self, batch_id: str) -> BatchRecord:
@@ -500,7 +529,21 @@ class BatchService:
         if record.status in TERMINAL_STATUSES:
             return record
         if record.status == "cancelling":
-            return self._finish_cancel(record)
+            return self._finish_unrun(
+                record,
+                code="batch_cancelled",
+                message=_CANCELLED_MESSAGE,
+                status="cancelled",
+                from_status="cancelling",
+            )
+        if record.status == "finalizing" and record.ending == "expired":
+            return self._finish_unrun(
+                record,
+                code="batch_expired",
+                message=_EXPIRED_MESSAGE,
+                status="expired",
+                from_status="finalizing",
+            )
         self.repository.transition(
             batch_id,
             to_status="finalizing",
@@ -544,12 +587,15 @@ class BatchService:
                     s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
                 )
 
-    def _finish_cancel(self, record: BatchRecord) -> BatchRecord:
-        """End a cancelling batch once no worker runs any of its shards.
+    def _finish_unrun(
+        self, record: BatchRecord, *, code: str, message: str, status: str, from_status: str
+    ) -> BatchRecord:
+        """End a batch that stops early (cancelled, expired) once no worker runs its shards.
 
         A shard still leased by a live worker is waited for (the tracker asks again on its
         next poll): the worker stops after its current part. A dead worker's lease lapses,
-        so this ends within one lease time whatever happened to the workers.
+        so this ends within one lease time whatever happened to the workers. Requests that
+        never ran get an error line with `code`; finished results stay in the output.
         """
         now = self._clock()
         shards = self.repository.list_shards(record.id)
@@ -557,8 +603,8 @@ class BatchService:
             return record
         for shard in shards:
             if shard.status != "done":
-                self._close_unfinished_shard(shard, "batch_cancelled", _CANCELLED_MESSAGE)
-        return self._end(record.id, "cancelled", from_status="cancelling")
+                self._close_unfinished_shard(shard, code, message)
+        return self._end(record.id, status, from_status=from_status)
 
     def _close_unfinished_shard(self, shard: ShardRecord, code: str, message: str) -> None:
         """Write an error line (`response: null`) for each request of the shard that never
@@ -629,6 +675,7 @@ def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
 
 
 _CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 
 
 def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:

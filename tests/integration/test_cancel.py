@@ -7,60 +7,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai.types import Batch as OpenAIBatch
 
 from batch_core.errors import ConflictError
 from batch_core.service import DroppedObject
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
-from tests.conftest import EXAMPLES, MODEL, chat_request, lines_of, write_jsonl
-
-
-@pytest.fixture
-def slow_stack() -> Iterator[LocalStack]:
-    engine = FakeEngine(MODEL, seconds_per_request=0.1)
-    with LocalStack(engine, shard_size=4, part_size=2) as stack:
-        yield stack
+from tests.conftest import (
+    EXAMPLES,
+    MODEL,
+    assert_ended_early,
+    chat_request,
+    drop_requests,
+    wait_for_progress,
+    write_jsonl,
+)
 
 
 def test_cancel_mid_run_keeps_finished_results_and_cancels_the_rest(
     slow_stack: LocalStack, tmp_path: Path
 ) -> None:
     total = 24
-    path = write_jsonl(tmp_path / "c.jsonl", [chat_request(f"r{i}") for i in range(total)])
-    name = slow_stack.drop(path)
-    deadline = time.monotonic() + 60
-    while True:
-        batch = slow_stack.outbox_batch(name)
-        if batch is not None and batch.request_counts.completed >= 2:
-            break
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.05)
-    cancelling = slow_stack.service.cancel(batch.id)
+    name = drop_requests(slow_stack, tmp_path, total, "c")
+    batch_id = wait_for_progress(slow_stack, name, completed=2)
+    cancelling = slow_stack.service.cancel(batch_id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at
-    assert slow_stack.service.cancel(batch.id).status in {"cancelling", "cancelled"}  # twice: fine
+    assert slow_stack.service.cancel(batch_id).status in {"cancelling", "cancelled"}  # twice: fine
 
-    final = slow_stack.wait_for_outbox(name, timeout=60)
-    paths = slow_stack.download_outbox(name, tmp_path / "out")
-    parsed = OpenAIBatch.model_validate_json(paths["batch.json"].read_text())
-    assert parsed.status == "cancelled"
+    parsed, _ = assert_ended_early(
+        slow_stack, name, tmp_path / "out", total, "cancelled", "batch_cancelled"
+    )
     assert parsed.cancelled_at and parsed.cancelling_at
-    counts = final.request_counts
-    assert counts.total == total
-    assert 2 <= counts.completed < total
-    assert counts.completed + counts.failed == total
-
-    output = lines_of(paths["output.jsonl"])
-    errors = lines_of(paths["errors.jsonl"])
-    assert len(output) == counts.completed
-    assert all(line["error"] is None for line in output)
-    assert len(errors) == counts.failed
-    for line in errors:
-        assert line["response"] is None
-        assert line["error"]["code"] == "batch_cancelled"
-        assert line["id"].startswith("batch_req_")
-    ids = [line["custom_id"] for line in output + errors]
-    assert sorted(ids) == sorted(f"r{i}" for i in range(total))  # each exactly once
 
 
 def test_a_finished_batch_cannot_be_cancelled(
