@@ -489,6 +489,22 @@ class BatchService:
         self._publish(current)
         return current
 
+    # -- poison shards ----------------------------------------------------------------
+
+    def fail_shard(self, task: ShardTask) -> bool:
+        """A shard that failed every delivery (SQS moved it to the dead-letter queue): each of
+        its requests that never ran gets a `shard_failed` error line and the shard settles,
+        so the batch still ends. False while a live worker still holds it (try again later).
+        """
+        shard = self.repository.get_shard(task.batch_id, task.shard_index)
+        if shard is None or shard.status == "done":
+            return True
+        if shard.status == "running" and shard.lease_until > self._clock():
+            return False
+        self._close_unfinished_shard(shard, "shard_failed", _SHARD_FAILED_MESSAGE)
+        logger.warning("shard %s:%d failed for good", task.batch_id, task.shard_index)
+        return True
+
     # -- expire -----------------------------------------------------------------------
 
     def expire_overdue(self) -> list[BatchRecord]:
@@ -676,6 +692,9 @@ def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
 
 _CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 _EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+_SHARD_FAILED_MESSAGE = (
+    "This request could not be executed: the worker failed on its shard on every attempt."
+)
 
 
 def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:
