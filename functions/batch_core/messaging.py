@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -127,3 +128,31 @@ class Tracker:
                 if attempt + 1 < _TOKEN_ATTEMPTS:
                     time.sleep(_TOKEN_RETRY_SECONDS)
         return False
+
+
+class StatusEvents:
+    """Batch status changes on an EventBridge bus, like OpenAI's batch webhooks and Bedrock's
+    state-change events: `source` "openbatch", `detail-type` "Batch Status Change", and the
+    Batch object as `detail`. Subscribe with a rule on that source (SQS, SNS, Lambda...)."""
+
+    SOURCE = "openbatch"
+    DETAIL_TYPE = "Batch Status Change"
+
+    def __init__(self, events: EventBridgeClient, bus_name: str) -> None:
+        self._events = events
+        self._bus = bus_name
+
+    def publish(self, batch: dict[str, Any]) -> None:
+        response = self._events.put_events(
+            Entries=[
+                {
+                    "Source": self.SOURCE,
+                    "DetailType": self.DETAIL_TYPE,
+                    "Detail": json.dumps(batch),
+                    "EventBusName": self._bus,
+                    "Resources": [str(batch["id"])],
+                }
+            ]
+        )
+        if response.get("FailedEntryCount"):
+            raise RuntimeError(f"EventBridge refused a status event: {response['Entries']}")

@@ -18,7 +18,7 @@ from batch_core import s3keys
 from batch_core.drop_options import DropOptions, drop_options
 from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
-from batch_core.messaging import ShardQueue, ShardTask, Tracker
+from batch_core.messaging import ShardQueue, ShardTask, StatusEvents, Tracker
 from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
     BatchLineError,
@@ -100,6 +100,7 @@ class BatchService:
         store: ObjectStore,
         shard_queue: ShardQueue,
         tracker: Tracker,
+        events: StatusEvents | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -107,6 +108,7 @@ class BatchService:
         self.store = store
         self.shard_queue = shard_queue
         self.tracker = tracker
+        self.events = events
         self._clock = clock
 
     def _now(self) -> int:
@@ -268,6 +270,8 @@ class BatchService:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)
         self._publish(current)
+        if moved:
+            self._announce(current)
         return current
 
     def _track_cancelled_intake(self, batch_id: str, plan: dict[str, object]) -> None:
@@ -293,7 +297,7 @@ class BatchService:
                     message=f"{total_errors} errors in all; the first {len(errors)} are listed.",
                 ),
             ]
-        self.repository.transition(
+        moved = self.repository.transition(
             record.id,
             to_status="failed",
             from_statuses=["validating"],
@@ -302,6 +306,8 @@ class BatchService:
         )
         current = self._require(record.id)
         self._publish(current)
+        if moved:
+            self._announce(current)
         return current
 
     # -- running a shard (the GPU worker) ---------------------------------------------
@@ -518,18 +524,20 @@ class BatchService:
         tracker writes batch_expired lines for what never ran and keeps finished results.
         A batch stuck in validation (no tracker runs for it) expires at once."""
         now = self._now()
-        if not self.repository.transition(
+        finalizing = self.repository.transition(
             batch_id,
             to_status="finalizing",
             from_statuses=["in_progress"],
             fields={"finalizing_at": now, "ending": "expired"},
-        ):
-            self.repository.transition(
-                batch_id,
-                to_status="expired",
-                from_statuses=["validating"],
-                fields={"expired_at": now},
-            )
+        )
+        expired_now = not finalizing and self.repository.transition(
+            batch_id,
+            to_status="expired",
+            from_statuses=["validating"],
+            fields={"expired_at": now},
+        )
+        if expired_now:
+            self._announce(self._require(batch_id))
         current = self._require(batch_id)
         self._publish(current)
         return current
@@ -576,7 +584,7 @@ class BatchService:
         error_file_id = self._merge(
             batch_id, s3keys.errors_prefix(batch_id), f"batch_{batch_id}_error.jsonl", "error"
         )
-        self.repository.transition(
+        moved = self.repository.transition(
             batch_id,
             to_status=status,
             from_statuses=[from_status],
@@ -589,6 +597,8 @@ class BatchService:
         final = self._require(batch_id)
         self._mirror_to_outbox(final)
         self._publish(final)
+        if moved:
+            self._announce(final)
         return final
 
     def _mirror_to_outbox(self, final: BatchRecord) -> None:
@@ -673,6 +683,15 @@ class BatchService:
         if record is None:
             raise NotFoundError(f"No batch found with id {batch_id!r}.")
         return record
+
+    def _announce(self, record: BatchRecord) -> None:
+        """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
+        if self.events is None:
+            return
+        try:
+            self.events.publish(record.to_batch().model_dump(mode="json"))
+        except Exception:  # a notification must never fail the batch itself
+            logger.exception("could not publish the status event of %s", record.id)
 
     def _publish(self, record: BatchRecord) -> None:
         """Keep outbox/<name>/batch.json current for batches that came in as dropped files."""

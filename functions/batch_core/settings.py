@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     table_name: str = Field(description="The one DynamoDB table (batches, shards, files).")
     shard_queue_url: str = Field(description="SQS queue the GPU workers pull shards from.")
     state_machine_arn: str = Field(default="", description="The batch tracker state machine.")
+    event_bus_name: str = Field(
+        default="default", description="The EventBridge bus that gets batch status events."
+    )
     aws_region: str = Field(default="us-east-1", alias="AWS_DEFAULT_REGION")
 
     tracker_poll_seconds: int = Field(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from batch_core.messaging import ShardQueue, Tracker
+from batch_core.messaging import ShardQueue, StatusEvents, Tracker
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
 from batch_core.settings import Settings, get_settings
@@ -31,6 +31,7 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
         tracker=Tracker(
             session.client("stepfunctions", region_name=region), settings.state_machine_arn
         ),
+        events=StatusEvents(session.client("events", region_name=region), settings.event_bus_name),
     )
 
 
