@@ -72,11 +72,16 @@ class LocalStack:
         worker_count: int = 1,
         route_events: bool = True,
         endpoint_url: str | None = None,
+        worker_concurrency: int = 1,
     ) -> None:
         """`endpoint_url` points every AWS client at a running moto server instead of moto's
         in-process mock (so other processes can share the stack)."""
         self.engine = engine
         self.endpoint_url = endpoint_url
+        # One shard loop by default, unlike a deployed worker (2): moto's DynamoDB applies
+        # concurrent ADD updates without a lock, so two loops committing parts of the same
+        # batch at once can lose an increment here (real DynamoDB cannot).
+        self.worker_concurrency = worker_concurrency
         self.served_models = (
             served_models
             if served_models is not None
@@ -390,7 +395,7 @@ class LocalStack:
             self.service.shard_queue,
             self.engine,
             wait_seconds=1,
-            concurrency=2,  # as deployed: the next shard starts before the current one drains
+            concurrency=self.worker_concurrency,
         )
         thread = threading.Thread(target=self._run_worker, args=(worker,), name=name, daemon=True)
         thread.start()

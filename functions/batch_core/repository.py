@@ -203,38 +203,56 @@ class BatchRepository:
         now: float = 0,
     ) -> ShardRecord | None:
         """Take a shard that is not done and not leased by someone else (its lease expired, or
-        there is none), counting one more attempt. None if it is done or held elsewhere; the
-        caller tells which from `get_shard`."""
+        there is none), counting one more attempt, in one transaction with a check that the
+        batch is still in progress: once a batch is cancelling or expiring no attempt can
+        begin, so the end of the batch only waits for attempts already holding a lease.
+        None if the batch stopped, the shard is done or it is held elsewhere."""
+        shard_key = _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)})
         try:
-            response = self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-                UpdateExpression=(
-                    "SET #status = :running, lease_owner = :owner, lease_until = :until "
-                    "ADD attempts :one"
-                ),
-                ConditionExpression=(
-                    "attribute_exists(pk) AND #status <> :done AND (attribute_not_exists("
-                    "lease_until) OR lease_until < :now OR lease_owner = :owner)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
+            self._db.transact_write_items(
+                TransactItems=[
                     {
-                        ":running": "running",
-                        ":one": 1,
-                        ":done": "done",
-                        ":owner": owner,
-                        ":until": Decimal(str(lease_until)),
-                        ":now": Decimal(str(now)),
-                    }
-                ),
-                ReturnValues="ALL_NEW",
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                            "ConditionExpression": "#status = :in_progress",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _to_item({":in_progress": "in_progress"}),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": shard_key,
+                            "UpdateExpression": (
+                                "SET #status = :running, lease_owner = :owner, "
+                                "lease_until = :until ADD attempts :one"
+                            ),
+                            "ConditionExpression": (
+                                "attribute_exists(pk) AND #status <> :done AND ("
+                                "attribute_not_exists(lease_until) OR lease_until < :now "
+                                "OR lease_owner = :owner)"
+                            ),
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _to_item(
+                                {
+                                    ":running": "running",
+                                    ":one": 1,
+                                    ":done": "done",
+                                    ":owner": owner,
+                                    ":until": Decimal(str(lease_until)),
+                                    ":now": Decimal(str(now)),
+                                }
+                            ),
+                        }
+                    },
+                ]
             )
         except ClientError as error:
             if _is_condition_failure(error):
                 return None
             raise
-        return ShardRecord.model_validate(_from_item(response["Attributes"]))
+        return self.get_shard(batch_id, index)
 
     def renew_lease(self, batch_id: str, index: int, *, owner: str, lease_until: float) -> bool:
         """Extend (or with `lease_until=0`, give up) our lease; False if it is not ours now."""

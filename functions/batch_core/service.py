@@ -341,6 +341,9 @@ class BatchService:
             task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
         )
         if shard is None:
+            latest = self.repository.get_batch(task.batch_id)
+            if latest is None or latest.status != "in_progress":
+                return ShardRun("skipped")  # the batch stopped meanwhile
             current = self.repository.get_shard(task.batch_id, task.shard_index)
             if current is not None and current.status != "done":
                 return ShardRun("busy")  # another worker holds its lease: a duplicated message
