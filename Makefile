@@ -46,6 +46,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.validate --requests $(BENCH_REQUESTS)
 	$(BIN)/python -m bench.worker --requests $(BENCH_WORKER_REQUESTS)
+	$(BIN)/python -m bench.aws_calls --requests 10000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

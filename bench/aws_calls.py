@@ -1,0 +1,88 @@
+"""AWS calls per 1,000 requests: one batch end to end on moto with the fake engine.
+
+    python -m bench.aws_calls [--requests 10000]
+
+Every botocore API call made while the batch runs is counted by service and operation: the
+validate and finalize functions, the worker, and the SQS polls that Lambda's event source
+mappings would make (the local stack makes them). The tracker's own Step Functions SDK calls
+run inside moto and are not counted. Long polls of an empty queue are listed apart: they
+depend on idle time, not on the batch. Issue 5's target is <= 5 calls per 1,000 requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from botocore.client import BaseClient
+
+MODEL = "bench-model"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    args = parser.parse_args()
+
+    from batchctl.local import LocalStack
+    from gpu_worker.engines.fake import FakeEngine
+
+    calls: Counter[tuple[str, str]] = Counter()
+    idle_polls = Counter[str]()
+    lock = threading.Lock()
+    original = getattr(BaseClient, "_make_api_call")  # noqa: B009 - patched, then restored
+
+    def counting(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        response = original(self, operation, params)
+        service = self.meta.service_model.service_name
+        with lock:
+            if operation == "ReceiveMessage" and not response.get("Messages"):
+                idle_polls[service] += 1
+            else:
+                calls[(service, operation)] += 1
+        return response
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "calls.jsonl"
+        with path.open("w") as out:
+            for i in range(args.requests):
+                body = {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": f"Say hello to number {i}."}],
+                    "max_tokens": 8,
+                }
+                out.write(
+                    json.dumps({"custom_id": f"r{i}", "url": "/v1/chat/completions", "body": body})
+                    + "\n"
+                )
+        with LocalStack(FakeEngine(MODEL), poll_seconds=1) as stack:
+            setattr(BaseClient, "_make_api_call", counting)  # noqa: B010
+            try:
+                started = time.perf_counter()
+                name = stack.drop(path)
+                batch = stack.wait_for_outbox(name, timeout=1800)
+                seconds = time.perf_counter() - started
+            finally:
+                setattr(BaseClient, "_make_api_call", original)  # noqa: B010
+    assert batch.status == "completed", batch
+    total = sum(calls.values())
+    print(
+        f"{args.requests} requests, {batch.request_counts.completed} completed in {seconds:.1f} s"
+    )
+    print(f"{'service':<14} {'operation':<28} {'calls':>7}")
+    for (service, operation), count in sorted(calls.items(), key=lambda item: -item[1]):
+        print(f"{service:<14} {operation:<28} {count:>7}")
+    print(f"\n{total} calls: {1000 * total / args.requests:.1f} per 1,000 requests (target <= 5)")
+    print(
+        f"(not counted: {sum(idle_polls.values())} long polls of empty queues, {dict(idle_polls)})"
+    )
+
+
+if __name__ == "__main__":
+    main()
