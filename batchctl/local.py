@@ -253,7 +253,12 @@ class LocalStack:
                 )
         # Every function sees the template's Globals environment; so do the handlers here.
         environment = resolver.resolve(template["Globals"]["Function"]["Environment"]["Variables"])
-        overrides = {"TRACKER_POLL_SECONDS": str(self.poll_seconds)}
+        # Locally every tier of the tracker's poll is the same short wait.
+        overrides = {
+            "TRACKER_POLL_SECONDS": str(self.poll_seconds),
+            "TRACKER_POLL_LATER_SECONDS": str(self.poll_seconds),
+            "TRACKER_POLL_LATEST_SECONDS": str(self.poll_seconds),
+        }
         if self.shard_size:
             overrides["MAX_REQUESTS_PER_SHARD"] = str(self.shard_size)
         if self.part_size:

@@ -96,9 +96,10 @@ class Tracker:
         self._sfn = sfn
         self._arn = state_machine_arn
 
-    def start(self, batch_id: str, *, poll_seconds: int) -> None:
-        """Start tracking; starting the same batch twice is harmless."""
-        document = {"batch_id": batch_id, "pk": f"BATCH#{batch_id}", "poll_seconds": poll_seconds}
+    def start(self, batch_id: str, *, poll: dict[str, int]) -> None:
+        """Start tracking; starting the same batch twice is harmless (the execution is named
+        by the batch id). `poll` holds the waits: {"first", "later", "latest"} seconds."""
+        document = {"batch_id": batch_id, "pk": f"BATCH#{batch_id}", "poll": poll, "polls": 0}
         try:
             self._sfn.start_execution(
                 stateMachineArn=self._arn, name=batch_id, input=json.dumps(document)

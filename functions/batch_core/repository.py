@@ -283,12 +283,28 @@ class BatchRepository:
         input_tokens: int,
         cached_tokens: int,
         output_tokens: int,
+        settle: bool = False,
     ) -> bool:
         """Add one part's counts to the shard and the batch, exactly once per part.
 
         The shard's `parts_committed` must equal `part_index`: a part already counted (a
         redelivered message re-committing it) fails the condition and changes nothing.
+        With `settle` this is the shard's last part: the shard is marked done and counted
+        off the batch's pending shards in the same transaction (one write instead of two).
         """
+        shard_update = "SET parts_committed = :next ADD completed :completed, failed :failed"
+        batch_update = (
+            "ADD request_completed :completed, request_failed :failed, input_tokens :input, "
+            "cached_tokens :cached, output_tokens :output"
+        )
+        # A settled shard takes no more parts (every part of it is already counted).
+        condition = "parts_committed = :part AND #status <> :done"
+        if settle:
+            shard_update = (
+                "SET parts_committed = :next, #status = :done "
+                "ADD completed :completed, failed :failed"
+            )
+            batch_update += ", shards_pending :minus_one"
         key = _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)})
         try:
             self._db.transact_write_items(
@@ -297,15 +313,16 @@ class BatchRepository:
                         "Update": {
                             "TableName": self._table,
                             "Key": key,
-                            "UpdateExpression": "SET parts_committed = :next "
-                            "ADD completed :completed, failed :failed",
-                            "ConditionExpression": "parts_committed = :part",
+                            "UpdateExpression": shard_update,
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#status": "status"},
                             "ExpressionAttributeValues": _to_item(
                                 {
                                     ":next": part_index + 1,
                                     ":part": part_index,
                                     ":completed": completed,
                                     ":failed": failed,
+                                    ":done": "done",
                                 }
                             ),
                         }
@@ -314,9 +331,7 @@ class BatchRepository:
                         "Update": {
                             "TableName": self._table,
                             "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
-                            "UpdateExpression": "ADD request_completed :completed, "
-                            "request_failed :failed, input_tokens :input, "
-                            "cached_tokens :cached, output_tokens :output",
+                            "UpdateExpression": batch_update,
                             "ExpressionAttributeValues": _to_item(
                                 {
                                     ":completed": completed,
@@ -324,6 +339,7 @@ class BatchRepository:
                                     ":input": input_tokens,
                                     ":cached": cached_tokens,
                                     ":output": output_tokens,
+                                    **({":minus_one": -1} if settle else {}),
                                 }
                             ),
                         }

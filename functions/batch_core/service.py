@@ -189,7 +189,7 @@ class BatchService:
         return record
 
     def _start_running(self, batch_id: str, shard_indexes: Iterable[int]) -> None:
-        self.tracker.start(batch_id, poll_seconds=self.settings.tracker_poll_seconds)
+        self.tracker.start(batch_id, poll=self.settings.poll_schedule)
         self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
         self.repository.mark_shards_queued(batch_id)
 
@@ -284,7 +284,7 @@ class BatchService:
             fields={**plan, "shards_queued": True},
         )
         if counted:
-            self.tracker.start(batch_id, poll_seconds=self.settings.tracker_poll_seconds)
+            self.tracker.start(batch_id, poll=self.settings.poll_schedule)
 
     def _fail_validation(
         self, record: BatchRecord, errors: list[BatchError], total_errors: int | None = None
@@ -331,24 +331,27 @@ class BatchService:
         shutting down) interrupts the shard for another worker to finish.
         """
         started = time.monotonic()
-        batch = self.repository.get_batch(task.batch_id)
-        if batch is None or batch.status != "in_progress":
-            logger.info("skipping shard %s of batch in status %s", task, batch and batch.status)
-            return ShardRun("skipped")
         owner = owner or uuid.uuid4().hex
         now = self._clock()
+        # One transaction checks the batch is in progress and takes the shard's lease.
         shard = self.repository.begin_shard_attempt(
             task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
         )
         if shard is None:
             latest = self.repository.get_batch(task.batch_id)
             if latest is None or latest.status != "in_progress":
-                return ShardRun("skipped")  # the batch stopped meanwhile
+                logger.info("skipping shard %s: batch is %s", task, latest and latest.status)
+                return ShardRun("skipped")
             current = self.repository.get_shard(task.batch_id, task.shard_index)
             if current is not None and current.status != "done":
                 return ShardRun("busy")  # another worker holds its lease: a duplicated message
             return ShardRun("skipped")  # already done
-        finished_ids, next_part = self._recover_parts(shard)
+        # A first attempt has nothing to recover: no part can exist before an attempt began.
+        finished_ids, next_part = (
+            self._recover_parts(shard)
+            if shard.attempts > 1 or shard.parts_committed
+            else (set(), 0)
+        )
         pending = [
             EngineRequest(custom_id=r.custom_id, url=r.url, body=r.body)
             for r in self._read_shard(task)
@@ -364,33 +367,35 @@ class BatchService:
                 line = result.to_output_line()
                 (part.succeeded if line.succeeded else part.failed).append(line)
                 remaining -= 1
-                if len(part) >= self.settings.results_part_size or (
-                    time.monotonic() - part_started >= self.settings.results_part_seconds
+                if remaining and (
+                    len(part) >= self.settings.results_part_size
+                    or time.monotonic() - part_started >= self.settings.results_part_seconds
                 ):
                     status = self._write_part(shard, next_part, part, run)
                     next_part, part, part_started = next_part + 1, _Part(), time.monotonic()
-                    if remaining and status != "in_progress":
+                    if status != "in_progress":
                         run.outcome = "stopped"
                         break
-                    if remaining and should_stop():
+                    if should_stop():
                         break
         finally:
             close = getattr(results, "close", None)
             if close is not None:
                 close()  # abort what the engine still runs for us
-        if len(part):
-            self._write_part(shard, next_part, part, run)
-        run.seconds = time.monotonic() - started
-        if run.outcome == "stopped" or remaining:
+        if remaining:
+            if len(part):
+                self._write_part(shard, next_part, part, run, check_status=False)
             # Give the lease up so whoever takes the shard next need not wait for it to lapse.
             self.repository.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
-        if run.outcome == "stopped":
-            logger.info("batch %s is no longer running: shard %d stops", task.batch_id, shard.index)
+            run.seconds = time.monotonic() - started
+            if run.outcome == "stopped":
+                logger.info("batch %s is not running: shard %d stops", task.batch_id, shard.index)
+            else:
+                run.outcome = "interrupted"
             return run
-        if remaining:
-            run.outcome = "interrupted"
-            return run
-        self.repository.settle_shard(task.batch_id, task.shard_index)
+        # The last part and the shard's settlement are one transaction.
+        self._write_part(shard, next_part, part, run, check_status=False, settle=True)
+        run.seconds = time.monotonic() - started
         return run
 
     def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
@@ -438,25 +443,39 @@ class BatchService:
                 self._commit(shard, part_index, _Part(succeeded, failed))
         return finished, (max(by_part) + 1 if by_part else 0)
 
-    def _write_part(self, shard: ShardRecord, part_index: int, part: _Part, run: ShardRun) -> str:
-        """Store and commit one part; returns the batch's status as it is now."""
+    def _write_part(
+        self,
+        shard: ShardRecord,
+        part_index: int,
+        part: _Part,
+        run: ShardRun,
+        *,
+        check_status: bool = True,
+        settle: bool = False,
+    ) -> str:
+        """Store and commit one part (with `settle`, the shard's last: the shard settles in
+        the same transaction); returns the batch's status as it is now when `check_status`."""
         results_key, errors_key = self._part_keys(shard, part_index)
         if part.succeeded:
             self.store.put(results_key, _jsonl(part.succeeded))
         if part.failed:
             self.store.put(errors_key, _jsonl(part.failed))
-        input_tokens, output_tokens = self._commit(shard, part_index, part)
+        input_tokens, output_tokens = self._commit(shard, part_index, part, settle=settle)
         run.succeeded += len(part.succeeded)
         run.failed += len(part.failed)
         run.input_tokens += input_tokens
         run.output_tokens += output_tokens
+        if not check_status:
+            return ""
         batch = self.repository.get_batch(shard.batch_id)
         if batch is None:
             return "deleted"
         self._publish(batch)  # live request_counts for people watching outbox batch.json
         return batch.status
 
-    def _commit(self, shard: ShardRecord, part_index: int, part: _Part) -> tuple[int, int]:
+    def _commit(
+        self, shard: ShardRecord, part_index: int, part: _Part, *, settle: bool = False
+    ) -> tuple[int, int]:
         """Add a part's counts to the batch (once); returns its input and output tokens."""
         input_tokens = cached_tokens = output_tokens = 0
         for line in part.succeeded:
@@ -474,6 +493,7 @@ class BatchService:
             input_tokens=input_tokens,
             cached_tokens=cached_tokens,
             output_tokens=output_tokens,
+            settle=settle,
         )
         return input_tokens, output_tokens
 

@@ -24,7 +24,15 @@ class Settings(BaseSettings):
     aws_region: str = Field(default="us-east-1", alias="AWS_DEFAULT_REGION")
 
     tracker_poll_seconds: int = Field(
-        default=30, ge=0, description="How long the tracker waits between two looks at a batch."
+        default=30, ge=0, description="The tracker's wait between its first 10 looks at a batch."
+    )
+    tracker_poll_later_seconds: int = Field(
+        default=60, ge=0, description="The tracker's wait between looks 11 to 40."
+    )
+    tracker_poll_latest_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="The wait after that; >= 300 keeps a 7-day batch under the history limit.",
     )
     served_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -35,7 +43,11 @@ class Settings(BaseSettings):
     max_requests_per_batch: int = Field(default=1_000_000, ge=1)
     max_batch_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_line_bytes: int = Field(default=8 * 1024**2, ge=1)
-    max_requests_per_shard: int = Field(default=1000, ge=1)
+    max_requests_per_shard: int = Field(
+        default=10_000,
+        ge=1,
+        description="A cap; shards are sized by estimated work first (max_shard_tokens).",
+    )
     max_shard_bytes: int = Field(default=64 * 1024**2, ge=1)
     max_shard_tokens: int = Field(
         default=1_000_000,
@@ -52,11 +64,20 @@ class Settings(BaseSettings):
     )
     max_reported_errors: int = Field(default=1000, ge=1)
     results_part_size: int = Field(
-        default=1000, ge=1, description="Results per part file: the unit of crash-safe progress."
+        default=10_000, ge=1, description="Results per part file: the unit of crash-safe progress."
     )
     results_part_seconds: float = Field(
-        default=30.0, gt=0, description="A part is also written this long after the previous one."
+        default=60.0, gt=0, description="A part is also written this long after the previous one."
     )
+
+    @property
+    def poll_schedule(self) -> dict[str, int]:
+        """The tracker execution's `poll` input (see the state machine's comment)."""
+        return {
+            "first": self.tracker_poll_seconds,
+            "later": self.tracker_poll_later_seconds,
+            "latest": self.tracker_poll_latest_seconds,
+        }
 
     @field_validator("served_models", mode="before")
     @classmethod

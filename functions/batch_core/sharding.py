@@ -29,7 +29,7 @@ _SPOOL_BYTES = 1024 * 1024
 class ShardBounds:
     """When a shard is full, and how requests are grouped."""
 
-    max_requests: int = 1000
+    max_requests: int = 10_000
     max_bytes: int = 64 * 1024**2
     max_work_tokens: int = 1_000_000
     """Estimated prompt plus output tokens in one shard."""

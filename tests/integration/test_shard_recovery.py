@@ -54,12 +54,20 @@ def start_batch(stack: LocalStack, count: int) -> tuple[BatchService, str]:
 
 
 def crash_once_in(
-    monkeypatch: pytest.MonkeyPatch, method: str, action: Callable[[], object]
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    action: Callable[[], object],
+    when: Callable[[dict[str, Any]], bool] = lambda kwargs: True,
 ) -> None:
-    """Run `action` with the repository dying at `method`, then restore the method."""
+    """Run `action` with the repository dying at `method` (for calls whose keyword
+    arguments satisfy `when`), then restore the method."""
+    original = getattr(BatchRepository, method)
 
     def die(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
-        raise CrashError
+        if when(kwargs):
+            raise CrashError
+        result: bool = original(self, *args, **kwargs)
+        return result
 
     with monkeypatch.context() as patch:
         patch.setattr(BatchRepository, method, die)
@@ -116,16 +124,20 @@ def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
     assert (record.request_completed, record.request_failed) == (4, 0)
 
 
-def test_a_crash_after_the_last_part_before_settling_settles_once(
+def test_a_crash_while_committing_the_last_part_settles_once(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The last part's objects are written, then the commit that also settles the shard
+    dies: the next attempt counts that part once and settles the shard once."""
     service, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     crash_once_in(
         monkeypatch,
-        "settle_shard",
+        "commit_part",
         lambda: service.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
+        when=lambda kwargs: bool(kwargs.get("settle")),
     )
+    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
     engine = FakeEngine(MODEL)
     assert service.process_shard(task, engine).outcome == "done"
     assert engine.calls == 0  # everything was already written
