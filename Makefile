@@ -14,7 +14,7 @@ BENCH_REQUESTS ?= 1000000
 # The worker benchmark: the same chats through LLM.chat, our pipeline and vLLM's run-batch.
 BENCH_WORKER_REQUESTS ?= 1024
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench clean openapi serve
 
 venv: $(STAMP)
 
@@ -47,6 +47,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.validate --requests $(BENCH_REQUESTS)
 	$(BIN)/python -m bench.worker --requests $(BENCH_WORKER_REQUESTS)
 	$(BIN)/python -m bench.aws_calls --requests 10000
+
+# The API's OpenAPI document, checked in (a test compares it with what the API serves).
+openapi: $(STAMP)
+	$(BIN)/python -m handlers.api > docs/openapi.json
+
+# The API on http://127.0.0.1:8000/v1 (key: local-key) with moto and a worker behind it.
+serve: $(STAMP)
+	$(BIN)/batchctl local serve --port 8000 --api-key local-key --engine vllm \
+		$(if $(MODEL),--model $(MODEL)) --served-model-name demo-model
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -58,6 +58,25 @@ class _LambdaContext:
         return 900_000
 
 
+def _serialize_calls(client: Any) -> None:
+    """Send one client's calls one at a time.
+
+    moto's DynamoDB is not thread-safe: a transaction that fails restores a copy of the whole
+    table taken when it began, losing what other threads wrote meanwhile, and concurrent ADD
+    updates can lose increments. Real DynamoDB serializes both. Every component of the local
+    stack shares the service's DynamoDB client, so one lock around it gives moto the same
+    guarantee (other processes, such as the fault tests' workers, have clients of their own).
+    """
+    lock = threading.Lock()
+    call = client._make_api_call
+
+    def serialized(operation_name: str, params: dict[str, Any]) -> Any:
+        with lock:
+            return call(operation_name, params)
+
+    client._make_api_call = serialized
+
+
 class LocalStack:
     """Starts moto, builds the resources, routes events, runs a worker. Use as a context manager."""
 
@@ -140,6 +159,7 @@ class LocalStack:
         self._create_resources()
         wiring.reset()
         self.service = wiring.default_service()
+        _serialize_calls(self.service.repository._db)
         if self.route_events:
             self._route("IntakeQueue", "handlers.validate")
             self._route("FinalizeQueue", "handlers.finalize")

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 
 class BatchCoreError(Exception):
-    """Base of every error the core raises on purpose."""
+    """Base of every error the core raises on purpose: a message for people, the offending
+    parameter (`param`) and a machine-readable `code`, as OpenAI's error objects carry them."""
 
     code = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        if code:
+            self.code = code
 
 
 class NotFoundError(BatchCoreError):
@@ -22,18 +29,22 @@ class ConflictError(BatchCoreError):
 class InvalidRequestError(BatchCoreError):
     code = "invalid_request"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-        if code:
-            self.code = code
-
 
 class LineError(BatchCoreError):
     """One problem with one line of a batch input file."""
 
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, param=param, code=code)
         self.message = message
-        self.param = param
+
+
+class AuthenticationError(BatchCoreError):
+    """No API key, or one we do not know (HTTP 401)."""
+
+    code = "invalid_api_key"
+
+
+class PayloadTooLargeError(BatchCoreError):
+    """A request body over what the API accepts in one call (HTTP 413)."""
+
+    code = "payload_too_large"

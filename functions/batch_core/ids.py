@@ -30,3 +30,11 @@ def new_request_line_id(seed: str | None = None) -> str:
 def new_request_id(seed: str | None = None) -> str:
     """The `response.request_id` of one output line."""
     return _hex(None if seed is None else f"request/{seed}", 32)
+
+
+def new_upload_id() -> str:
+    return f"upload_{_hex(None, 32)}"
+
+
+def new_upload_part_id() -> str:
+    return f"part_{_hex(None, 32)}"

@@ -20,6 +20,9 @@ from batch_core.models import (
     OutputTokensDetails,
 )
 
+DEFAULT_TENANT = "default"
+"""The tenant of dropped files, and of the local server's key."""
+
 
 class BatchRecord(BatchTimestamps):
     """The `BATCH#<id>/META` item."""
@@ -55,6 +58,8 @@ class BatchRecord(BatchTimestamps):
     """Set when the batch is finalizing because its completion window ran out."""
     invalid_lines: InvalidLines = "fail"
     """What validation does with a bad line: fail the batch, or skip it to the error file."""
+    tenant: str = DEFAULT_TENANT
+    """Whose batch it is: API calls see only their tenant's batches (dropped files: default)."""
 
     def to_batch(self) -> Batch:
         usage = None
@@ -117,3 +122,60 @@ class FileRecord(BaseModel):
     file: FileObject
     s3_key: str
     batch_id: str | None = Field(default=None, description="The batch that produced it, if any.")
+    tenant: str = DEFAULT_TENANT
+
+
+UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
+
+
+class Upload(BaseModel):
+    """The Upload object, as OpenAI returns it (a large file sent in parts)."""
+
+    id: str
+    """`upload_...`"""
+    object: Literal["upload"] = "upload"
+    bytes: int
+    """The size the whole file must have once its parts are joined."""
+    created_at: int
+    expires_at: int
+    """An upload not completed by then cannot be completed any more."""
+    filename: str
+    purpose: str
+    status: UploadStatus
+    file: FileObject | None = None
+    """The File created on completion."""
+
+
+class UploadPart(BaseModel):
+    """One part of an Upload."""
+
+    id: str
+    """`part_...`"""
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str
+
+
+class UploadRecord(BaseModel):
+    """The `UPLOAD#<id>/META` item."""
+
+    upload: Upload
+    tenant: str
+    mime_type: str
+
+
+class UploadPartRecord(BaseModel):
+    """The `UPLOAD#<id>/PART#<part id>` item: where a part's bytes are."""
+
+    part: UploadPart
+    bytes: int
+    s3_key: str
+
+
+class ApiKeyRecord(BaseModel):
+    """The `APIKEY#<sha256 of the key>/META` item: the key itself is never stored."""
+
+    key_hash: str
+    tenant: str
+    created_at: int
+    name: str = ""

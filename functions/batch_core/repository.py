@@ -7,7 +7,9 @@ duplicated S3 event never changes anything twice.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,16 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
-from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.records import (
+    ApiKeyRecord,
+    BatchRecord,
+    FileRecord,
+    ShardRecord,
+    Upload,
+    UploadPart,
+    UploadPartRecord,
+    UploadRecord,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,6 +46,31 @@ def shard_sk(index: int) -> str:
 
 def file_pk(file_id: str) -> str:
     return f"FILE#{file_id}"
+
+
+def upload_pk(upload_id: str) -> str:
+    return f"UPLOAD#{upload_id}"
+
+
+def api_key_pk(key_hash: str) -> str:
+    return f"APIKEY#{key_hash}"
+
+
+def listing_keys(tenant: str, kind: str, object_id: str) -> dict[str, str]:
+    """The ByTenant index's keys: one partition per tenant and kind, sorted by creation time
+    in nanoseconds (`created_at` has whole seconds only; ids are not time-ordered)."""
+    return {
+        "tenant_kind": f"{tenant}#{kind}",
+        "created_sort": f"{time.time_ns():020d}#{object_id}",
+    }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: the items' raw values, and whether more follow."""
+
+    items: list[dict[str, Any]]
+    has_more: bool
 
 
 def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,6 +97,7 @@ def _is_condition_failure(error: ClientError) -> bool:
 
 
 ACTIVE_BY_EXPIRY = "ActiveByExpiry"
+BY_TENANT = "ByTenant"
 
 
 class BatchRepository:
@@ -75,7 +112,8 @@ class BatchRepository:
     def create_batch(self, record: BatchRecord) -> bool:
         """Store a new batch; False when a batch with this id already exists."""
         values = record.model_dump(exclude={"errors"})
-        item = _to_item({"pk": batch_pk(record.id), "sk": META, **values})
+        listing = listing_keys(record.tenant, "batch", record.id)
+        item = _to_item({"pk": batch_pk(record.id), "sk": META, **values, **listing})
         try:
             self._db.put_item(
                 TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
@@ -95,7 +133,10 @@ class BatchRepository:
         item = response.get("Item")
         if not item:
             return None
-        values = _from_item(item)
+        return self._batch_from(_from_item(item))
+
+    @staticmethod
+    def _batch_from(values: dict[str, Any]) -> BatchRecord:
         errors = values.pop("errors_json", None)
         if errors:
             values["errors"] = [BatchError.model_validate(e) for e in json.loads(errors)]
@@ -137,6 +178,77 @@ class BatchRepository:
                 return False
             raise
         return True
+
+    def listing_position(self, tenant: str, kind: str, object_id: str) -> str | None:
+        """Where a tenant's batch or file sits in its listing (a page cursor); None if the
+        object does not exist or is another tenant's."""
+        pk = batch_pk(object_id) if kind == "batch" else file_pk(object_id)
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=_to_item({"pk": pk, "sk": META}),
+            ProjectionExpression="tenant_kind, created_sort",
+        )
+        values = _from_item(response.get("Item") or {})
+        if values.get("tenant_kind") != f"{tenant}#{kind}":
+            return None
+        position: str = values["created_sort"]
+        return position
+
+    def list_batches(
+        self, tenant: str, *, after: str | None, limit: int
+    ) -> tuple[list[BatchRecord], bool]:
+        """A tenant's batches, newest first, past the listing position `after`."""
+        page = self._page(tenant, "batch", after, limit, ascending=False)
+        return [self._batch_from(values) for values in page.items], page.has_more
+
+    def set_metadata(self, batch_id: str, metadata: dict[str, str]) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=_to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET metadata = :metadata",
+            ExpressionAttributeValues=_to_item({":metadata": metadata}),
+        )
+
+    def _page(
+        self,
+        tenant: str,
+        kind: str,
+        cursor: str | None,
+        limit: int,
+        *,
+        ascending: bool,
+        filters: Mapping[str, str] | None = None,
+    ) -> Page:
+        """Up to `limit` items of a tenant's `kind` from the ByTenant index, past `cursor`."""
+        condition = "tenant_kind = :partition"
+        values: dict[str, Any] = {":partition": f"{tenant}#{kind}"}
+        if cursor is not None:
+            condition += f" AND created_sort {'>' if ascending else '<'} :cursor"
+            values[":cursor"] = cursor
+        names = {f"#k{i}": name for i, name in enumerate(filters or {})}
+        filter_expression = " AND ".join(f"#k{i} = :k{i}" for i in range(len(names)))
+        values.update({f":k{i}": value for i, value in enumerate((filters or {}).values())})
+        items: list[dict[str, Any]] = []
+        start_key: Any = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": BY_TENANT,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": _to_item(values),
+                "ScanIndexForward": ascending,
+                "Limit": limit + 1 - len(items),
+            }
+            if names:
+                request["ExpressionAttributeNames"] = names
+                request["FilterExpression"] = filter_expression
+            if start_key:
+                request["ExclusiveStartKey"] = start_key
+            response = self._db.query(**request)
+            items += [_from_item(item) for item in response["Items"]]
+            start_key = response.get("LastEvaluatedKey")
+            if len(items) > limit or not start_key:
+                return Page(items=items[:limit], has_more=len(items) > limit)
 
     def overdue_batch_ids(self, now: int) -> list[str]:
         """Batches not yet terminal whose completion window ended before `now` (an index
@@ -407,12 +519,15 @@ class BatchRepository:
     # -- files -------------------------------------------------------------------------
 
     def put_file(self, record: FileRecord) -> None:
+        file = record.file
         values = {
-            "pk": file_pk(record.file.id),
+            "pk": file_pk(file.id),
             "sk": META,
             "s3_key": record.s3_key,
             "batch_id": record.batch_id,
-            **{f"file_{k}": v for k, v in record.file.model_dump().items()},
+            "tenant": record.tenant,
+            **listing_keys(record.tenant, "file", file.id),
+            **{f"file_{k}": v for k, v in file.model_dump().items()},
         }
         self._db.put_item(TableName=self._table, Item=_to_item(values))
 
@@ -421,12 +536,128 @@ class BatchRepository:
             TableName=self._table, Key=_to_item({"pk": file_pk(file_id), "sk": META})
         )
         item = response.get("Item")
-        if not item:
-            return None
-        values = _from_item(item)
+        return self._file_from(_from_item(item)) if item else None
+
+    @staticmethod
+    def _file_from(values: dict[str, Any]) -> FileRecord:
         file_values = {k[5:]: v for k, v in values.items() if k.startswith("file_")}
         return FileRecord(
             file=FileObject.model_validate(file_values),
             s3_key=values["s3_key"],
             batch_id=values.get("batch_id"),
+            tenant=values.get("tenant", "default"),
         )
+
+    def list_files(
+        self,
+        tenant: str,
+        *,
+        after: str | None,
+        limit: int,
+        ascending: bool,
+        purpose: str | None,
+    ) -> tuple[list[FileRecord], bool]:
+        """A tenant's files in creation order (or reversed), past the listing position."""
+        filters = {"file_purpose": purpose} if purpose else None
+        page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
+        return [self._file_from(values) for values in page.items], page.has_more
+
+    def delete_file(self, file_id: str) -> bool:
+        """Forget a file; False if it was not there."""
+        response = self._db.delete_item(
+            TableName=self._table,
+            Key=_to_item({"pk": file_pk(file_id), "sk": META}),
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))
+
+    # -- uploads (a large file in parts) ------------------------------------------------
+
+    def put_upload(self, record: UploadRecord) -> None:
+        self._db.put_item(
+            TableName=self._table,
+            Item=_to_item(
+                {
+                    "pk": upload_pk(record.upload.id),
+                    "sk": META,
+                    "document": record.model_dump_json(),
+                }
+            ),
+        )
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=_to_item({"pk": upload_pk(upload_id), "sk": META}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return UploadRecord.model_validate_json(_from_item(item)["document"])
+
+    def finish_upload(self, record: UploadRecord, upload: Upload) -> bool:
+        """Move a pending upload to its final state (completed or cancelled), once."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item(
+                    {
+                        "pk": upload_pk(upload.id),
+                        "sk": META,
+                        "status": upload.status,
+                        "document": record.model_copy(update={"upload": upload}).model_dump_json(),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(#status)",
+                ExpressionAttributeNames={"#status": "status"},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def put_upload_part(self, record: UploadPartRecord) -> None:
+        part: UploadPart = record.part
+        self._db.put_item(
+            TableName=self._table,
+            Item=_to_item(
+                {
+                    "pk": upload_pk(part.upload_id),
+                    "sk": f"PART#{part.id}",
+                    "document": record.model_dump_json(),
+                }
+            ),
+        )
+
+    def list_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
+        parts: list[UploadPartRecord] = []
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :part)",
+            ExpressionAttributeValues=_to_item({":pk": upload_pk(upload_id), ":part": "PART#"}),
+            ConsistentRead=True,
+        )
+        for page in pages:
+            parts += [
+                UploadPartRecord.model_validate_json(_from_item(item)["document"])
+                for item in page["Items"]
+            ]
+        return parts
+
+    # -- API keys ------------------------------------------------------------------------
+
+    def put_api_key(self, record: ApiKeyRecord) -> None:
+        self._db.put_item(
+            TableName=self._table,
+            Item=_to_item({"pk": api_key_pk(record.key_hash), "sk": META, **record.model_dump()}),
+        )
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": api_key_pk(key_hash), "sk": META})
+        )
+        item = response.get("Item")
+        return ApiKeyRecord.model_validate(_from_item(item)) if item else None

@@ -12,6 +12,28 @@ def file_key(file_id: str) -> str:
     return f"{FILES_PREFIX}{file_id}"
 
 
+UPLOADS_PREFIX = "uploads/"
+INPUT_NAME = "input.jsonl"
+
+
+def batch_input_key(batch_id: str) -> str:
+    """Where a batch created through the API keeps its input; the S3 event on this key
+    starts validation, as a dropped file's does."""
+    return f"{BATCHES_PREFIX}{batch_id}/{INPUT_NAME}"
+
+
+def batch_id_of_input(key: str) -> str | None:
+    """`batches/<id>/input.jsonl` -> `<id>`; None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and f"{parts[0]}/" == BATCHES_PREFIX and parts[2] == INPUT_NAME:
+        return parts[1]
+    return None
+
+
+def upload_part_key(upload_id: str, part_id: str) -> str:
+    return f"{UPLOADS_PREFIX}{upload_id}/{part_id}"
+
+
 def shard_key(batch_id: str, shard_index: int) -> str:
     return f"{BATCHES_PREFIX}{batch_id}/shards/{shard_index:05d}.jsonl"
 

@@ -14,12 +14,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+import orjson
+
 from batch_core import s3keys
-from batch_core.drop_options import DropOptions, drop_options
+from batch_core.drop_options import (
+    MAX_METADATA_PAIRS,
+    DropOptions,
+    InvalidLines,
+    check_metadata,
+    drop_options,
+)
 from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
 from batch_core.messaging import ShardQueue, ShardTask, StatusEvents, Tracker
-from batch_core.models import TERMINAL_STATUSES, BatchError, FileObject
+from batch_core.models import SUPPORTED_ENDPOINTS, TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
     BatchLineError,
     BatchRequestOutput,
@@ -62,6 +70,16 @@ class ShardRun:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResultPart:
+    """One part file of a batch's results, for reading them while the batch runs."""
+
+    kind: Literal["output", "error"]
+    bytes: int
+    url: str
+    """A short-lived presigned GET URL."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,207 @@ class BatchService:
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         return self.repository.get_batch(batch_id)
 
+    def get_for(self, tenant: str, batch_id: str) -> BatchRecord:
+        """The tenant's batch; NotFoundError for unknown ids and other tenants' batches alike."""
+        record = self.repository.get_batch(batch_id)
+        if record is None or record.tenant != tenant:
+            raise NotFoundError(f"No batch found with id {batch_id!r}.", param="batch_id")
+        return record
+
+    def list_batches(
+        self, tenant: str, *, after: str | None = None, limit: int = 20
+    ) -> tuple[list[BatchRecord], bool]:
+        """The tenant's batches, newest first; `after` is the last id of the previous page."""
+        cursor = None
+        if after is not None:
+            cursor = self.repository.listing_position(tenant, "batch", after)
+            if cursor is None:
+                raise InvalidRequestError(f"No batch found with id {after!r}.", param="after")
+        return self.repository.list_batches(tenant, after=cursor, limit=limit)
+
+    # -- batches created through the API ------------------------------------------------
+
+    def create_batch(
+        self,
+        tenant: str,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        invalid_lines: InvalidLines = "fail",
+    ) -> BatchRecord:
+        """Create a batch over an uploaded file: its input is copied to
+        `batches/<id>/input.jsonl`, whose S3 event starts the same validation a dropped
+        file gets. The same `idempotency_key` always returns the same batch."""
+        seed = f"{tenant}/idempotency/{idempotency_key}" if idempotency_key else None
+        return self._create_batch(
+            tenant,
+            new_batch_id(seed),
+            input_file_id=input_file_id,
+            endpoint=endpoint,
+            completion_window=completion_window,
+            metadata=metadata,
+            invalid_lines=invalid_lines,
+        )
+
+    def _create_batch(
+        self,
+        tenant: str,
+        batch_id: str,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        invalid_lines: InvalidLines,
+    ) -> BatchRecord:
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            raise InvalidRequestError(
+                f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
+                param="endpoint",
+                code="invalid_value",
+            )
+        seconds = window_seconds(completion_window)
+        metadata = check_metadata(metadata) if metadata else None
+        input_file = self.repository.get_file(input_file_id)
+        if input_file is None or input_file.tenant != tenant:
+            raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")
+        if input_file.file.purpose != "batch":
+            raise InvalidRequestError(
+                f"File {input_file_id} has purpose {input_file.file.purpose!r}; a batch needs "
+                "a file uploaded with purpose 'batch'.",
+                param="input_file_id",
+                code="invalid_value",
+            )
+        now = self._now()
+        record = BatchRecord(
+            id=batch_id,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status="validating",
+            created_at=now,
+            expires_at=now + seconds,
+            metadata=metadata,
+            input_key=s3keys.batch_input_key(batch_id),
+            invalid_lines=invalid_lines,
+            tenant=tenant,
+        )
+        if not self.repository.create_batch(record):
+            existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
+            if existing.status != "validating" or self.store.exists(existing.input_key):
+                return existing
+            record = existing  # the first attempt died before copying the input
+        self.store.copy(input_file.s3_key, record.input_key)
+        return record
+
+    def _ingest_created_batch(self, batch_id: str) -> BatchRecord | None:
+        """The S3 event of a batch created through the API: validate it (once)."""
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            logger.warning("input for unknown batch %s", batch_id)
+            return None
+        if record.status == "cancelling" and not record.shards_queued and not record.request_total:
+            # Cancelled before validation began: nothing to run, nothing to report.
+            return self._end(batch_id, "cancelled", from_status="cancelling")
+        return self._resume_intake(record, record.endpoint)
+
+    # -- retry and partial results ----------------------------------------------------
+
+    def retry(self, tenant: str, batch_id: str) -> BatchRecord:
+        """A child batch of the parent's requests that failed, expired or were cancelled (not
+        the lines validation rejected: they would fail again). The two are linked in their
+        metadata (`retry_of`, `retried_by`); retrying twice returns the same child."""
+        parent = self.get_for(tenant, batch_id)
+        if parent.status not in {"completed", "expired", "cancelled"}:
+            raise ConflictError(
+                f"Only a batch that ran can be retried; {batch_id} is {parent.status}."
+            )
+        child_id = new_batch_id(f"{tenant}/retry/{parent.id}")
+        existing = self.repository.get_batch(child_id)
+        if existing is not None:
+            return existing
+        failed = self._failed_custom_ids(parent.id)
+        if not failed:
+            raise ConflictError(f"Batch {batch_id} has no failed requests to retry.")
+        if not self.store.exists(parent.input_key):
+            raise ConflictError(f"The input of batch {batch_id} no longer exists.")
+        input_file_id = new_file_id(f"{child_id}/input")
+        key = s3keys.file_key(input_file_id)
+        size = self.store.put_stream(key, self._lines_of(parent.input_key, failed))
+        self.repository.put_file(
+            FileRecord(
+                file=FileObject(
+                    id=input_file_id,
+                    bytes=size,
+                    created_at=self._now(),
+                    filename=f"{parent.id}_retry.jsonl",
+                    purpose="batch",
+                    status="processed",
+                ),
+                s3_key=key,
+                tenant=tenant,
+            )
+        )
+        inherited = {k: v for k, v in (parent.metadata or {}).items() if k != "retried_by"}
+        child = self._create_batch(
+            tenant,
+            child_id,
+            input_file_id=input_file_id,
+            endpoint=parent.endpoint,
+            completion_window=parent.completion_window,
+            metadata=_linked(inherited, "retry_of", parent.id),
+            invalid_lines=parent.invalid_lines,
+        )
+        self.repository.set_metadata(
+            parent.id, _linked(dict(parent.metadata or {}), "retried_by", child.id)
+        )
+        return child
+
+    def _failed_custom_ids(self, batch_id: str) -> set[str]:
+        """custom_ids of the requests that ran and failed or never ran."""
+        rejected = s3keys.rejected_lines_key(batch_id)
+        failed: set[str] = set()
+        for key in self.store.list_keys(s3keys.errors_prefix(batch_id)):
+            if key == rejected:
+                continue
+            for _, raw in iter_lines(self.store.stream(key)):
+                if raw:
+                    line = BatchRequestOutput.model_validate_json(raw)
+                    if line.custom_id is not None:
+                        failed.add(line.custom_id)
+        return failed
+
+    def _lines_of(self, input_key: str, custom_ids: set[str]) -> Iterator[bytes]:
+        """The input lines whose custom_id is in `custom_ids` (the first of each), as read."""
+        wanted = set(custom_ids)
+        for _, raw in iter_lines(self.store.stream(input_key), self.settings.max_line_bytes):
+            if not raw or not wanted:
+                continue
+            try:
+                custom_id = orjson.loads(raw).get("custom_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue  # a line validation rejected
+            if isinstance(custom_id, str) and custom_id in wanted:
+                wanted.discard(custom_id)
+                yield bytes(raw).rstrip(b"\r\n") + b"\n"
+
+    def result_parts(self, tenant: str, batch_id: str) -> list[ResultPart]:
+        """The result and error parts written so far, readable while the batch runs."""
+        record = self.get_for(tenant, batch_id)
+        parts: list[ResultPart] = []
+        prefixes: list[tuple[Literal["output", "error"], str]] = [
+            ("output", s3keys.results_prefix(record.id)),
+            ("error", s3keys.errors_prefix(record.id)),
+        ]
+        for kind, prefix in prefixes:
+            for key, size in self.store.list_sizes(prefix):
+                url = self.store.presigned_url(key, self.settings.presigned_url_seconds)
+                parts.append(ResultPart(kind=kind, bytes=size, url=url))
+        return parts
+
     # -- intake -----------------------------------------------------------------------
 
     def ingest_dropped_object(self, dropped: DroppedObject) -> BatchRecord | None:
@@ -128,6 +347,9 @@ class BatchService:
         an intake interrupted halfway is resumed. The file's options (endpoint, window,
         metadata, invalid_lines) come from its S3 metadata or key (see `drop_options`).
         """
+        created = s3keys.batch_id_of_input(dropped.key)
+        if created is not None:
+            return self._ingest_created_batch(created)
         name = s3keys.outbox_name(dropped.key)
         if name is None:
             logger.info("ignoring object outside the inbox: %s", dropped.key)
@@ -499,11 +721,12 @@ class BatchService:
 
     # -- cancel -----------------------------------------------------------------------
 
-    def cancel(self, batch_id: str) -> BatchRecord:
+    def cancel(self, batch_id: str, tenant: str | None = None) -> BatchRecord:
         """Ask a batch to stop. Workers stop at their next part; the tracker then writes a
         batch_cancelled line for every request that did not run, and the batch ends
-        `cancelled` with the results finished so far. Cancelling twice is harmless."""
-        record = self._require(batch_id)
+        `cancelled` with the results finished so far. Cancelling twice is harmless.
+        With `tenant`, only that tenant's batch can be cancelled."""
+        record = self._require(batch_id) if tenant is None else self.get_for(tenant, batch_id)
         if record.status in {"cancelling", "cancelled"}:
             return record
         moved = self.repository.transition(
@@ -601,11 +824,12 @@ class BatchService:
 
     def _end(self, batch_id: str, status: str, *, from_status: str) -> BatchRecord:
         """Merge the parts into the output and error files and move to a terminal status."""
+        tenant = self._require(batch_id).tenant  # the output files are the batch owner's
         output_file_id = self._merge(
-            batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", "output"
+            batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", tenant
         )
         error_file_id = self._merge(
-            batch_id, s3keys.errors_prefix(batch_id), f"batch_{batch_id}_error.jsonl", "error"
+            batch_id, s3keys.errors_prefix(batch_id), f"batch_{batch_id}_error.jsonl", tenant
         )
         moved = self.repository.transition(
             batch_id,
@@ -681,10 +905,11 @@ class BatchService:
         self.tracker.report_success(task_token, {"batch_id": batch_id, "status": record.status})
         return record
 
-    def _merge(self, batch_id: str, prefix: str, filename: str, kind: str) -> str | None:
+    def _merge(self, batch_id: str, prefix: str, filename: str, tenant: str) -> str | None:
         keys = self.store.list_keys(prefix)
         if not keys:
             return None
+        kind = "output" if prefix == s3keys.results_prefix(batch_id) else "error"
         file_id = new_file_id(f"{batch_id}/{kind}")
         target = s3keys.file_key(file_id)
         size = self.store.put_stream(target, _concat(self.store, keys))
@@ -696,7 +921,9 @@ class BatchService:
             purpose="batch_output",
             status="processed",
         )
-        self.repository.put_file(FileRecord(file=file, s3_key=target, batch_id=batch_id))
+        self.repository.put_file(
+            FileRecord(file=file, s3_key=target, batch_id=batch_id, tenant=tenant)
+        )
         return file_id
 
     # -- helpers ----------------------------------------------------------------------
@@ -721,6 +948,14 @@ class BatchService:
         if record.outbox_name:
             key = s3keys.outbox_key(record.outbox_name, "batch.json")
             self.store.put_json(key, record.to_batch().model_dump(mode="json"))
+
+
+def _linked(metadata: dict[str, str], key: str, value: str) -> dict[str, str]:
+    """`metadata` plus one link pair, dropping the last pair if the 16-pair limit is reached."""
+    linked = {k: v for k, v in metadata.items() if k != key}
+    while len(linked) >= MAX_METADATA_PAIRS:
+        linked.pop(next(reversed(linked)))
+    return {**linked, key: value}
 
 
 def _jsonl(lines: Iterable[BatchRequestOutput]) -> bytes:

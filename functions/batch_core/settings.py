@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A part is also written this long after the previous one."
     )
 
+    max_inline_content_bytes: int = Field(
+        default=4 * 1024**2,
+        ge=0,
+        description="GET /v1/files/{id}/content returns bodies up to this size inline, "
+        "larger ones by redirect to a presigned S3 URL (Lambda responses stop at 6 MB).",
+    )
+    max_request_body_bytes: int = Field(
+        default=6 * 1024**2,
+        ge=1,
+        description="The largest request the API accepts (Lambda's 6 MB payload limit); "
+        "larger files go through /v1/uploads in parts.",
+    )
+    presigned_url_seconds: int = Field(default=900, ge=60)
+    upload_expiry_seconds: int = Field(default=3600, ge=60)
+
     @property
     def poll_schedule(self) -> dict[str, int]:
         """The tracker execution's `poll` input (see the state machine's comment)."""

@@ -121,6 +121,33 @@ class ObjectStore:
             CopySource={"Bucket": self.bucket, "Key": source_key},
         )
 
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def presigned_url(self, key: str, seconds: int, filename: str | None = None) -> str:
+        """A short-lived GET URL for one object (large downloads bypass the API)."""
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
+
+    def list_sizes(self, prefix: str) -> list[tuple[str, int]]:
+        """Every key under prefix with its size, in key order."""
+        found: list[tuple[str, int]] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend((item["Key"], int(item["Size"])) for item in page.get("Contents", []))
+        return sorted(found)
+
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under prefix, in key order."""
         keys: list[str] = []

@@ -6,7 +6,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import boto3
+from botocore.config import Config
 
+from batch_core.auth import ApiKeys
+from batch_core.files import FileService
 from batch_core.messaging import ShardQueue, StatusEvents, Tracker
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
@@ -26,7 +29,11 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
         repository=BatchRepository(
             session.client("dynamodb", region_name=region), settings.table_name
         ),
-        store=ObjectStore(session.client("s3", region_name=region), settings.bucket_name),
+        # SigV4: presigned URLs of SSE-KMS objects (the bucket's default) need it.
+        store=ObjectStore(
+            session.client("s3", region_name=region, config=Config(signature_version="s3v4")),
+            settings.bucket_name,
+        ),
         shard_queue=ShardQueue(session.client("sqs", region_name=region), settings.shard_queue_url),
         tracker=Tracker(
             session.client("stepfunctions", region_name=region), settings.state_machine_arn
@@ -41,7 +48,21 @@ def default_service() -> BatchService:
     return build_service(get_settings())
 
 
+@lru_cache(maxsize=1)
+def default_files() -> FileService:
+    """Files and uploads, over the same clients as the service."""
+    service = default_service()
+    return FileService(service.settings, service.repository, service.store)
+
+
+@lru_cache(maxsize=1)
+def default_api_keys() -> ApiKeys:
+    return ApiKeys(default_service().repository)
+
+
 def reset() -> None:
-    """Forget the cached settings and service (after the environment changed)."""
+    """Forget the cached settings and services (after the environment changed)."""
     get_settings.cache_clear()
     default_service.cache_clear()
+    default_files.cache_clear()
+    default_api_keys.cache_clear()

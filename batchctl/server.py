@@ -1,0 +1,165 @@
+"""The local HTTP server: API Gateway's part, played in-process.
+
+Each HTTP request becomes an API Gateway REST (v1) proxy event for `handlers.api.handler`,
+exactly as API Gateway would build it (binary bodies base64-encoded, as the template's
+`BinaryMediaTypes: ["*/*"]` makes them), and the handler's answer becomes the HTTP response.
+Bodies over Lambda's 6 MB payload limit get the 413 the deployed gateway answers with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from batch_core import wiring
+from batch_core.protocol import Engine
+from batchctl.local import ACCOUNT, LocalStack, _LambdaContext
+from batchctl.moto_server import start_moto_server, stop_moto_server
+
+LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
+# What the template's GatewayResponses answer for bodies API Gateway or Lambda refuse.
+TOO_LARGE = {
+    "error": {
+        "message": "The request body is larger than the API accepts (6 MB); "
+        "send large files in parts through /v1/uploads.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "payload_too_large",
+    }
+}
+
+
+def api_gateway_event(
+    method: str, raw_path: str, headers: dict[str, str], body: bytes
+) -> dict[str, Any]:
+    """The REST API proxy event API Gateway sends Lambda for one request."""
+    url = urlsplit(raw_path)
+    query = parse_qs(url.query, keep_blank_values=True)
+    return {
+        "resource": "/{proxy+}",
+        "path": url.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": url.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "local",
+            "httpMethod": method,
+            "path": url.path,
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
+            "resourcePath": "/{proxy+}",
+            "stage": "local",
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
+        "body": base64.b64encode(body).decode() if body else None,
+        "isBase64Encoded": bool(body),
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "openbatch-local"
+
+    def _handle(self) -> None:
+        from handlers import api
+
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > LAMBDA_PAYLOAD_LIMIT:
+            self._discard(length)
+            self._send(413, {"Content-Type": "application/json"}, json.dumps(TOO_LARGE).encode())
+            return
+        body = self.rfile.read(length) if length else b""
+        headers = {name: value for name, value in self.headers.items()}
+        event = api_gateway_event(self.command, self.path, headers, body)
+        context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
+        result = api.handler(event, context)
+        payload = result.get("body") or ""
+        data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+        response_headers = dict(result.get("headers") or {})
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            response_headers[name] = ", ".join(values)
+        self._send(int(result["statusCode"]), response_headers, data)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1024 * 1024))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    # http.server dispatches on these names.
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # requests are logged by the handler (Powertools)
+
+
+class ApiServer:
+    """Serves the API on 127.0.0.1:`port` (0: any free port) in a background thread."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="api-server", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def __enter__(self) -> ApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+@contextmanager
+def serve_locally(
+    engine: Engine | None,
+    *,
+    api_keys: dict[str, str],
+    port: int = 0,
+    **stack_options: Any,
+) -> Iterator[tuple[LocalStack, ApiServer]]:
+    """The whole local service: a moto server (so `aws --endpoint-url` and presigned URLs
+    reach it), the local stack on it (event routing, a worker), the API keys given as
+    {key: tenant}, and the HTTP API."""
+    moto, url = start_moto_server()
+    try:
+        with LocalStack(engine, endpoint_url=url, **stack_options) as stack:
+            keys = wiring.default_api_keys()
+            for key, tenant in api_keys.items():
+                keys.register(key, tenant, name="local")
+            with ApiServer(port) as server:
+                yield stack, server
+    finally:
+        stop_moto_server(moto)

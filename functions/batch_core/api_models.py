@@ -1,0 +1,112 @@
+"""Request parameters and list envelopes of the HTTP API, in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batch_core.models import Batch, FileObject
+
+
+class BatchCreateParams(BaseModel):
+    """The body of POST /v1/batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(min_length=1)
+    """A file uploaded with purpose `batch`."""
+    endpoint: str
+    """`/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`."""
+    completion_window: str = "24h"
+    """`24h` (OpenAI's only value) up to `7d`."""
+    metadata: dict[str, str] | None = None
+    """Up to 16 pairs; keys up to 64 characters, values up to 512."""
+    output_expires_after: dict[str, object] | None = None
+    """Accepted for compatibility; output files are kept until deleted."""
+
+
+class UploadCreateParams(BaseModel):
+    """The body of POST /v1/uploads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bytes: int = Field(gt=0)
+    """The whole file's size; the parts must add up to it."""
+    filename: str = Field(min_length=1)
+    mime_type: str = "application/jsonl"
+    purpose: str
+    expires_after: dict[str, object] | None = None
+    """Accepted for compatibility; an upload expires after an hour."""
+
+
+class UploadCompleteParams(BaseModel):
+    """The body of POST /v1/uploads/{id}/complete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    part_ids: list[str]
+    """The parts, in the order they are joined."""
+    md5: str | None = None
+    """The whole file's MD5 (hex), checked when given."""
+
+
+class _CursorList(BaseModel):
+    object: Literal["list"] = "list"
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class BatchList(_CursorList):
+    """A page of GET /v1/batches."""
+
+    data: list[Batch]
+
+    @classmethod
+    def of(cls, batches: list[Batch], has_more: bool) -> BatchList:
+        return cls(
+            data=batches,
+            first_id=batches[0].id if batches else None,
+            last_id=batches[-1].id if batches else None,
+            has_more=has_more,
+        )
+
+
+class FileList(_CursorList):
+    """A page of GET /v1/files."""
+
+    data: list[FileObject]
+
+    @classmethod
+    def of(cls, files: list[FileObject], has_more: bool) -> FileList:
+        return cls(
+            data=files,
+            first_id=files[0].id if files else None,
+            last_id=files[-1].id if files else None,
+            has_more=has_more,
+        )
+
+
+class FileDeleted(BaseModel):
+    """The answer to DELETE /v1/files/{id}."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class ResultPartObject(BaseModel):
+    """One result part of a batch (extension: GET /v1/batches/{id}/results)."""
+
+    object: Literal["batch.result_part"] = "batch.result_part"
+    kind: Literal["output", "error"]
+    """`output`: successful lines; `error`: failed or never-run lines."""
+    bytes: int
+    url: str
+    """A short-lived presigned URL of the part's JSONL."""
+
+
+class BatchResultParts(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ResultPartObject]

@@ -1,0 +1,74 @@
+"""API keys: `Authorization: Bearer <key>` -> the caller's tenant.
+
+Keys are stored only as SHA-256 hashes next to their tenant; the key itself is shown once,
+when it is created. Every read and list the API does is scoped to the tenant found here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+
+from batch_core.errors import AuthenticationError, InvalidRequestError
+from batch_core.records import ApiKeyRecord
+from batch_core.repository import BatchRepository
+
+KEY_PREFIX = "sk-ob-"
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    """Creates keys and resolves them to tenants."""
+
+    def __init__(self, repository: BatchRepository, clock: Callable[[], float] = time.time) -> None:
+        self.repository = repository
+        self._clock = clock
+
+    def create(self, tenant: str, name: str = "") -> str:
+        """A new key for `tenant`; the only time the key itself is seen."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.register(key, tenant, name)
+        return key
+
+    def register(self, key: str, tenant: str, name: str = "") -> None:
+        """Store a chosen key (the local server's `--api-key`) for `tenant`."""
+        if not _TENANT.match(tenant):
+            raise InvalidRequestError(
+                f"Tenant {tenant!r} must be 1-64 letters, digits, '_', '.' or '-'.",
+                param="tenant",
+            )
+        if len(key) < 8:
+            raise InvalidRequestError("An API key needs at least 8 characters.", param="key")
+        self.repository.put_api_key(
+            ApiKeyRecord(
+                key_hash=hash_key(key), tenant=tenant, created_at=int(self._clock()), name=name
+            )
+        )
+
+    def tenant_of(self, authorization: str | None) -> str:
+        """The tenant of a `Bearer <key>` header; AuthenticationError otherwise."""
+        if not authorization:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+            )
+        scheme, _, key = authorization.strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationError("The Authorization header must be 'Bearer <key>'.")
+        digest = hash_key(key)
+        record = self.repository.get_api_key(digest)
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            raise AuthenticationError(f"Incorrect API key provided: {_redact(key)}.")
+        return record.tenant
+
+
+def _redact(key: str) -> str:
+    return key[:6] + "*" * 4 + key[-4:] if len(key) > 12 else "*" * len(key)

@@ -1,0 +1,307 @@
+"""The OpenAI-compatible HTTP API (API Gateway REST -> Lambda): /v1/files, /v1/uploads and
+/v1/batches as the openai SDK calls them, plus two extensions (`/results`, `/retry`).
+
+Each route authenticates (a middleware), makes one call on the core and returns the object.
+Typed core errors become OpenAI's error shape in one place (`_error_response`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import File, Form, Query, UploadFile
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batch_core.api_models import (
+    BatchCreateParams,
+    BatchList,
+    BatchResultParts,
+    FileDeleted,
+    FileList,
+    ResultPartObject,
+    UploadCompleteParams,
+    UploadCreateParams,
+)
+from batch_core.errors import (
+    AuthenticationError,
+    BatchCoreError,
+    ConflictError,
+    InvalidRequestError,
+    LineError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from batch_core.models import Batch, FileObject
+from batch_core.records import Upload, UploadPart
+from batch_core.wiring import default_api_keys, default_files, default_service
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver(enable_validation=True)
+
+OPENAPI_PATH = "/openapi.json"
+API_TITLE = "openbatch: OpenAI-compatible Batch API"
+API_VERSION = "1.0.0"
+
+_STATUS: list[tuple[type[BatchCoreError], int, str]] = [
+    (AuthenticationError, 401, "invalid_request_error"),
+    (NotFoundError, 404, "invalid_request_error"),
+    (ConflictError, 409, "invalid_request_error"),
+    (PayloadTooLargeError, 413, "invalid_request_error"),
+    (InvalidRequestError, 400, "invalid_request_error"),
+    (LineError, 400, "invalid_request_error"),
+]
+
+
+def _error_response(
+    status: int, message: str, *, error_type: str, param: str | None, code: str | None
+) -> Response[Any]:
+    """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body={"error": {"message": message, "type": error_type, "param": param, "code": code}},
+    )
+
+
+@app.exception_handler(BatchCoreError)  # type: ignore[untyped-decorator]
+def _core_error(error: BatchCoreError) -> Response[Any]:
+    for error_class, status, error_type in _STATUS:
+        if isinstance(error, error_class):
+            return _error_response(
+                status, str(error), error_type=error_type, param=error.param, code=error.code
+            )
+    logger.exception("unexpected core error")
+    return _error_response(
+        500, "The server had an error.", error_type="server_error", param=None, code=error.code
+    )
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def _invalid_request(error: RequestValidationError) -> Response[Any]:
+    problems = error.errors()
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in {"body", "query"}]
+    param = ".".join(location) or None
+    missing = first.get("type") == "missing"
+    message = (
+        f"Missing required parameter: {param!r}."
+        if missing
+        else f"Invalid value for {param!r}: {first.get('msg', 'invalid')}."
+    )
+    return _error_response(
+        400,
+        message,
+        error_type="invalid_request_error",
+        param=param,
+        code="missing_required_parameter" if missing else "invalid_value",
+    )
+
+
+@app.not_found
+def _no_route(_: Exception) -> Response[Any]:
+    event = app.current_event
+    return _error_response(
+        404,
+        f"Unknown request URL: {event.http_method} {event.path}.",
+        error_type="invalid_request_error",
+        param=None,
+        code="unknown_url",
+    )
+
+
+def _authenticate(
+    resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
+) -> Response[Any]:
+    """Every route but the OpenAPI document needs `Authorization: Bearer <key>`."""
+    if resolver.current_event.path != OPENAPI_PATH:
+        header = resolver.current_event.get_header_value("authorization", default_value="")
+        resolver.append_context(tenant=default_api_keys().tenant_of(header))  # type: ignore[no-untyped-call]
+    return next_middleware(resolver)
+
+
+app.use(middlewares=[_authenticate])
+
+
+def _tenant() -> str:
+    tenant: str = app.context["tenant"]
+    return tenant
+
+
+def _check_size(data: bytes, what: str) -> None:
+    limit = default_service().settings.max_request_body_bytes
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"The {what} is {len(data)} bytes; one request carries at most {limit}. "
+            "Send larger files in parts through /v1/uploads.",
+            param=what,
+        )
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+@app.post("/v1/files", summary="Upload a batch input file (multipart)")
+def create_file(
+    file: Annotated[UploadFile, File(description="The JSONL input file")],
+    purpose: Annotated[str, Form(description="Must be 'batch'")],
+) -> FileObject:
+    _check_size(file.content, "file")
+    return default_files().create(
+        _tenant(), filename=file.filename or "upload.jsonl", purpose=purpose, data=file.content
+    )
+
+
+@app.get("/v1/files", summary="List files")
+def list_files(
+    after: Annotated[str | None, Query(description="A file id: list the files after it")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    purpose: Annotated[str | None, Query()] = None,
+) -> FileList:
+    page = default_files().list_files(
+        _tenant(), after=after, limit=limit, order=order, purpose=purpose
+    )
+    return FileList.of(page.data, page.has_more)
+
+
+@app.get("/v1/files/<file_id>", summary="Retrieve a file")
+def retrieve_file(file_id: str) -> FileObject:
+    return default_files().get(_tenant(), file_id).file
+
+
+@app.delete("/v1/files/<file_id>", summary="Delete a file")
+def delete_file(file_id: str) -> FileDeleted:
+    default_files().delete(_tenant(), file_id)
+    return FileDeleted(id=file_id)
+
+
+@app.get("/v1/files/<file_id>/content", summary="A file's bytes (large files: a redirect)")
+def file_content(file_id: str) -> Response[Any]:
+    content = default_files().content(_tenant(), file_id)
+    if content.url is not None:
+        return Response(status_code=302, headers={"Location": content.url}, body="")
+    return Response(
+        status_code=200,
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{content.file.filename}"'},
+        body=content.data or b"",
+    )
+
+
+# -- uploads -------------------------------------------------------------------------
+
+
+@app.post("/v1/uploads", summary="Start an upload of a large file in parts")
+def create_upload(params: UploadCreateParams) -> Upload:
+    return default_files().create_upload(
+        _tenant(),
+        filename=params.filename,
+        purpose=params.purpose,
+        size=params.bytes,
+        mime_type=params.mime_type,
+    )
+
+
+@app.post("/v1/uploads/<upload_id>/parts", summary="Add a part to an upload")
+def add_upload_part(
+    upload_id: str, data: Annotated[UploadFile, File(description="The part's bytes")]
+) -> UploadPart:
+    _check_size(data.content, "data")
+    return default_files().add_upload_part(_tenant(), upload_id, data.content)
+
+
+@app.post("/v1/uploads/<upload_id>/complete", summary="Join the parts into a File")
+def complete_upload(upload_id: str, params: UploadCompleteParams) -> Upload:
+    return default_files().complete_upload(
+        _tenant(), upload_id, part_ids=params.part_ids, md5=params.md5
+    )
+
+
+@app.post("/v1/uploads/<upload_id>/cancel", summary="Cancel an upload")
+def cancel_upload(upload_id: str) -> Upload:
+    return default_files().cancel_upload(_tenant(), upload_id)
+
+
+# -- batches -------------------------------------------------------------------------
+
+
+@app.post(
+    "/v1/batches", summary="Create a batch (an Idempotency-Key header makes it safe to retry)"
+)
+def create_batch(params: BatchCreateParams) -> Batch:
+    key = app.current_event.get_header_value("idempotency-key", default_value="") or None
+    record = default_service().create_batch(
+        _tenant(),
+        input_file_id=params.input_file_id,
+        endpoint=params.endpoint,
+        completion_window=params.completion_window,
+        metadata=params.metadata,
+        idempotency_key=key,
+    )
+    return record.to_batch()
+
+
+@app.get("/v1/batches", summary="List batches, newest first")
+def list_batches(
+    after: Annotated[str | None, Query(description="A batch id: list the batches after it")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    records, has_more = default_service().list_batches(_tenant(), after=after, limit=limit)
+    return BatchList.of([r.to_batch() for r in records], has_more)
+
+
+@app.get("/v1/batches/<batch_id>", summary="Retrieve a batch")
+def retrieve_batch(batch_id: str) -> Batch:
+    return default_service().get_for(_tenant(), batch_id).to_batch()
+
+
+@app.post("/v1/batches/<batch_id>/cancel", summary="Cancel a batch; finished results are kept")
+def cancel_batch(batch_id: str) -> Batch:
+    return default_service().cancel(batch_id, tenant=_tenant()).to_batch()
+
+
+@app.post(
+    "/v1/batches/<batch_id>/retry",
+    summary="A new batch of this batch's failed, expired and cancelled requests (extension)",
+)
+def retry_batch(batch_id: str) -> Batch:
+    return default_service().retry(_tenant(), batch_id).to_batch()
+
+
+@app.get(
+    "/v1/batches/<batch_id>/results",
+    summary="The result parts written so far, readable mid-run (extension)",
+)
+def batch_results(batch_id: str) -> BatchResultParts:
+    parts = default_service().result_parts(_tenant(), batch_id)
+    return BatchResultParts(
+        data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
+    )
+
+
+@app.get(OPENAPI_PATH, include_in_schema=False)
+def openapi_document() -> Response[Any]:
+    return Response(status_code=200, content_type="application/json", body=openapi_json())
+
+
+def openapi_json() -> str:
+    """The OpenAPI document of this API (checked in as docs/openapi.json)."""
+    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
+
+
+if __name__ == "__main__":
+    print(openapi_json())

@@ -1,0 +1,427 @@
+"""The HTTP API through the local server, driven by the real openai SDK.
+
+Every object is checked against the SDK's own pydantic types from the raw JSON (the SDK
+itself builds its objects without validating them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import openai
+import pytest
+from openai.types import Batch, FileDeleted, FileObject, Upload
+from openai.types.uploads import UploadPart
+from pydantic import BaseModel
+
+from batch_core import wiring
+from batchctl.local import LocalStack
+from batchctl.server import ApiServer, serve_locally
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL, chat_request
+
+KEY = "sk-test-acme-0123456789"
+OTHER_KEY = "sk-test-other-0123456789"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@pytest.fixture(scope="module")
+def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
+    engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
+    with serve_locally(
+        engine, api_keys={KEY: "acme", OTHER_KEY: "other"}, shard_size=4, part_size=2
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(local_api: tuple[LocalStack, ApiServer]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=local_api[1].base_url, api_key=KEY, max_retries=0)
+
+
+@pytest.fixture
+def other(local_api: tuple[LocalStack, ApiServer]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=local_api[1].base_url, api_key=OTHER_KEY, max_retries=0)
+
+
+def strict(raw: Any, model: type[Model]) -> Model:
+    """The response's JSON, validated by the SDK's type."""
+    return model.model_validate(raw.http_response.json())
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def upload(client: openai.OpenAI, lines: list[dict[str, Any]], name: str = "in.jsonl") -> str:
+    raw = client.files.with_raw_response.create(file=(name, jsonl(lines)), purpose="batch")
+    return strict(raw, FileObject).id
+
+
+def wait_for(client: openai.OpenAI, batch_id: str, timeout: float = 60) -> Batch:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = strict(client.batches.with_raw_response.retrieve(batch_id), Batch)
+        if batch.status in {"completed", "failed", "expired", "cancelled"}:
+            return batch
+        assert time.monotonic() < deadline, f"{batch_id} still {batch.status}"
+        time.sleep(0.2)
+
+
+def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
+    body = excinfo.value.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+# -- files and uploads -----------------------------------------------------------------
+
+
+def test_files_create_list_retrieve_content_delete(client: openai.OpenAI) -> None:
+    data = jsonl([chat_request("a"), chat_request("b")])
+    created = strict(
+        client.files.with_raw_response.create(file=("two.jsonl", data), purpose="batch"),
+        FileObject,
+    )
+    assert (created.bytes, created.filename, created.purpose) == (len(data), "two.jsonl", "batch")
+    assert strict(client.files.with_raw_response.retrieve(created.id), FileObject) == created
+    listed = [f.id for f in client.files.list(purpose="batch")]
+    assert created.id in listed
+    assert client.files.content(created.id).read() == data
+
+    deleted = strict(client.files.with_raw_response.delete(created.id), FileDeleted)
+    assert deleted.deleted and deleted.id == created.id
+    with pytest.raises(openai.NotFoundError) as excinfo:
+        client.files.retrieve(created.id)
+    assert error_of(excinfo)["param"] == "file_id"
+    assert created.id not in [f.id for f in client.files.list()]
+
+
+def test_files_list_pages_in_order(client: openai.OpenAI) -> None:
+    ids = [upload(client, [chat_request("x")], f"p{i}.jsonl") for i in range(3)]
+    first = client.files.list(limit=2, order="asc", extra_query={"after": ids[0]})
+    assert [f.id for f in first.data] == ids[1:3]
+    newest = client.files.list(limit=2)
+    assert newest.has_more
+    assert [f.id for f in newest.data] == [ids[2], ids[1]]
+
+
+def test_large_content_is_served_by_redirect_to_a_presigned_url(
+    client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = jsonl([chat_request(f"r{i}") for i in range(50)])
+    file_id = upload(client, [chat_request(f"r{i}") for i in range(50)])
+    files = wiring.default_files()
+    monkeypatch.setattr(
+        files, "settings", files.settings.model_copy(update={"max_inline_content_bytes": 100})
+    )
+    raw = httpx.get(
+        f"{client.base_url}files/{file_id}/content",
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert raw.status_code == 302 and "X-Amz-Signature" in raw.headers["location"]
+    assert client.files.content(file_id).read() == data  # the SDK follows the redirect
+
+
+def test_uploads_round_trip_joins_parts_in_order(client: openai.OpenAI) -> None:
+    data = jsonl([chat_request(f"u{i}") for i in range(40)])
+    pieces = [data[:1000], data[1000:2500], data[2500:]]
+    created = strict(
+        client.uploads.with_raw_response.create(
+            bytes=len(data), filename="big.jsonl", mime_type="application/jsonl", purpose="batch"
+        ),
+        Upload,
+    )
+    assert created.status == "pending"
+    parts = [
+        strict(client.uploads.parts.with_raw_response.create(created.id, data=piece), UploadPart)
+        for piece in pieces
+    ]
+    assert all(p.upload_id == created.id for p in parts)
+    with pytest.raises(openai.BadRequestError) as excinfo:  # wrong MD5: nothing is created
+        client.uploads.complete(created.id, part_ids=[p.id for p in parts], md5="0" * 32)
+    assert error_of(excinfo)["param"] == "md5"
+    done = strict(
+        client.uploads.with_raw_response.complete(
+            created.id,
+            part_ids=[p.id for p in parts],
+            md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        ),
+        Upload,
+    )
+    assert done.status == "completed" and done.file is not None
+    assert done.file.bytes == len(data)
+    assert client.files.content(done.file.id).read() == data
+
+    with pytest.raises(openai.ConflictError):
+        client.uploads.parts.create(created.id, data=b"more")
+
+
+def test_an_upload_checks_the_size_and_can_be_cancelled(client: openai.OpenAI) -> None:
+    created = client.uploads.create(
+        bytes=10, filename="f.jsonl", mime_type="application/jsonl", purpose="batch"
+    )
+    part = client.uploads.parts.create(created.id, data=b"12345")
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.uploads.complete(created.id, part_ids=[part.id])
+    assert error_of(excinfo)["param"] == "part_ids"
+    cancelled = strict(client.uploads.with_raw_response.cancel(created.id), Upload)
+    assert cancelled.status == "cancelled"
+
+
+def test_a_body_over_the_lambda_limit_gets_413(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as excinfo:
+        client.files.create(
+            file=("huge.jsonl", io.BytesIO(b"x" * (7 * 1024 * 1024))), purpose="batch"
+        )
+    assert excinfo.value.status_code == 413
+    assert error_of(excinfo)["code"] == "payload_too_large"
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def test_a_batch_runs_to_completion_and_its_output_downloads(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request(f"r{i}") for i in range(6)])
+    created = strict(
+        client.batches.with_raw_response.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"project": "api-test"},
+        ),
+        Batch,
+    )
+    assert created.status == "validating" and created.metadata == {"project": "api-test"}
+    final = wait_for(client, created.id)
+    assert final.status == "completed"
+    assert final.request_counts is not None and final.request_counts.completed == 6
+    assert final.output_file_id and final.error_file_id is None
+    output_file = strict(client.files.with_raw_response.retrieve(final.output_file_id), FileObject)
+    assert output_file.purpose == "batch_output"
+    lines = [
+        json.loads(line) for line in client.files.content(final.output_file_id).text.splitlines()
+    ]
+    assert sorted(line["custom_id"] for line in lines) == [f"r{i}" for i in range(6)]
+    assert all(line["response"]["status_code"] == 200 for line in lines)
+
+
+def test_batches_list_pages_newest_first(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request("only")])
+    ids = [
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id
+        for _ in range(3)
+    ]
+    page = client.batches.list(limit=2)
+    raw = client.batches.with_raw_response.list(limit=2).http_response.json()
+    assert raw["object"] == "list" and raw["has_more"] is True
+    assert raw["first_id"] == ids[2] and raw["last_id"] == ids[1]
+    for item in raw["data"]:
+        Batch.model_validate(item)
+    assert [b.id for b in page.data] == [ids[2], ids[1]]
+    everything = [b.id for b in client.batches.list(limit=2)]  # the SDK follows `after`
+    assert everything[:3] == ids[::-1]
+    assert len(everything) == len(set(everything))
+
+
+def test_an_idempotency_key_makes_a_retried_create_return_the_same_batch(
+    client: openai.OpenAI,
+) -> None:
+    file_id = upload(client, [chat_request("i")])
+    first, second = (
+        client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            extra_headers={"Idempotency-Key": "create-once-42"},
+        )
+        for _ in range(2)
+    )
+    assert first.id == second.id
+
+
+def test_cancel_keeps_finished_results(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request(f"c{i}") for i in range(400)])
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 30
+    while client.batches.retrieve(batch.id).status != "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelling = strict(client.batches.with_raw_response.cancel(batch.id), Batch)
+    assert cancelling.status in {"cancelling", "cancelled"}
+    final = wait_for(client, batch.id)
+    assert final.status == "cancelled"
+    counts = final.request_counts
+    assert counts is not None and counts.completed + counts.failed == 400
+    assert counts.failed > 0
+    with pytest.raises(openai.ConflictError) as excinfo:
+        _cancel_completed(client)
+    assert "completed" in error_of(excinfo)["message"]
+
+
+def _cancel_completed(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request("done")])
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert wait_for(client, batch.id).status == "completed"
+    client.batches.cancel(batch.id)
+
+
+def test_retry_creates_a_child_of_exactly_the_failed_lines(
+    client: openai.OpenAI, local_api: tuple[LocalStack, ApiServer]
+) -> None:
+    long = "word " * 100  # over the fake engine's 64-token context: a 400 line
+    lines = [chat_request(f"ok{i}") for i in range(5)] + [
+        chat_request(f"bad{i}", long) for i in range(3)
+    ]
+    file_id = upload(client, lines)
+    parent = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_for(client, parent.id)
+    assert done.request_counts is not None and done.request_counts.failed == 3
+    raw = client.post(f"/batches/{parent.id}/retry", cast_to=httpx.Response, body={})
+    child = Batch.model_validate(raw.json())
+    assert child.metadata == {"retry_of": parent.id}
+    assert client.batches.retrieve(parent.id).metadata == {"retried_by": child.id}
+    again = client.post(f"/batches/{parent.id}/retry", cast_to=httpx.Response, body={})
+    assert again.json()["id"] == child.id  # retrying twice: the same child
+    child_input = client.files.content(child.input_file_id).text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in child_input) == [
+        "bad0",
+        "bad1",
+        "bad2",
+    ]
+    assert [json.loads(line) for line in child_input] == [
+        line for line in lines if line["custom_id"].startswith("bad")
+    ]
+    finished = wait_for(client, child.id)
+    assert finished.request_counts is not None and finished.request_counts.total == 3
+
+
+def test_partial_results_are_readable_while_the_batch_runs(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request(f"p{i}") for i in range(300)])
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        parts = client.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()
+        if parts["data"]:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    seen = []
+    for part in parts["data"]:
+        assert part["kind"] == "output"
+        seen += [json.loads(line)["custom_id"] for line in httpx.get(part["url"]).text.splitlines()]
+    assert seen and set(seen) <= {f"p{i}" for i in range(300)}
+    client.batches.cancel(batch.id)
+
+
+# -- errors and tenants ----------------------------------------------------------------
+
+
+def test_a_missing_or_wrong_key_is_401_in_openai_shape(
+    local_api: tuple[LocalStack, ApiServer],
+) -> None:
+    response = httpx.get(f"{local_api[1].base_url}/batches")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    wrong = openai.OpenAI(base_url=local_api[1].base_url, api_key="sk-wrong-key-123", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as excinfo:
+        wrong.batches.list()
+    error = error_of(excinfo)
+    assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"endpoint": "/v1/images"}, "endpoint"),
+        ({"completion_window": "30d"}, "completion_window"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata.k"),
+        ({"input_file_id": ""}, "input_file_id"),
+    ],
+)
+def test_bad_batch_parameters_are_400_with_param(
+    client: openai.OpenAI, changes: dict[str, Any], param: str
+) -> None:
+    file_id = upload(client, [chat_request("e")])
+    params: dict[str, Any] = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        **changes,
+    }
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.batches.create(**params)
+    assert error_of(excinfo)["param"] == param
+
+
+def test_an_unknown_file_or_batch_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as excinfo:
+        client.batches.create(
+            input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert error_of(excinfo)["param"] == "input_file_id"
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-nope")
+
+
+def test_tenants_see_only_their_own_objects(client: openai.OpenAI, other: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_request("t")])
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    calls = [
+        lambda: other.files.retrieve(file_id),
+        lambda: other.files.content(file_id),
+        lambda: other.files.delete(file_id),
+        lambda: other.batches.retrieve(batch.id),
+        lambda: other.batches.cancel(batch.id),
+        lambda: other.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        ),
+        lambda: other.post(f"/batches/{batch.id}/retry", cast_to=httpx.Response, body={}),
+        lambda: other.get(f"/batches/{batch.id}/results", cast_to=httpx.Response),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError):
+            call()
+    other_file = upload(other, [chat_request("mine")])
+    assert [f.id for f in other.files.list()] == [other_file]
+    assert other.batches.list().data == []
+    assert file_id in [f.id for f in client.files.list()]
+    assert other_file not in [f.id for f in client.files.list()]
+    assert client.files.retrieve(file_id).id == file_id  # the owner still sees it
+
+
+def test_the_openapi_document_is_served_and_checked_in(
+    local_api: tuple[LocalStack, ApiServer],
+) -> None:
+    served = httpx.get(local_api[1].base_url.removesuffix("/v1") + "/openapi.json")
+    assert served.status_code == 200
+    document = served.json()
+    assert {"/v1/files", "/v1/batches", "/v1/uploads", "/v1/batches/{batch_id}/cancel"} <= set(
+        document["paths"]
+    )
+    checked_in = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    assert checked_in == document, "run `make openapi` and commit docs/openapi.json"
