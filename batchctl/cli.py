@@ -8,21 +8,36 @@ creates nothing. Exit 0 when the batch would run, 1 when it would fail validatio
 whole pipeline locally and writes DIR/batch.json, DIR/output.jsonl and DIR/errors.jsonl.
 It exits 0 whenever the batch reached a terminal status (`failed` included: that is the
 batch's answer) and non-zero only when the tool itself could not run.
+
+`batchctl local serve --port P --api-key K` serves the OpenAI-compatible API locally (moto, the
+event routing and a worker behind it) until interrupted.
+
+`batchctl submit|status|list|cancel|results|retry` talk to a deployed API or the local server
+(`--base-url`, `--api-key`, or OPENAI_BASE_URL / OPENAI_API_KEY). `submit --wait` and
+`retry --wait` exit 0 when the batch completed and 1 when it ended otherwise.
+
+`batchctl keys create --tenant T` creates an API key (stored as a hash) in the table that
+TABLE_NAME names, and prints it once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from batch_core.drop_options import parse_endpoint
 from batch_core.errors import InvalidRequestError
 from batch_core.models import Batch
+from batch_core.protocol import Engine
 from batch_core.sharding import ShardBounds, dry_run
 from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
+from batchctl.api_commands import add_api_commands, run_api_command
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -50,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the batch")
+
+    serve = local_commands.add_parser("serve", help="serve the HTTP API locally")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", required=True, help="the key clients send (tenant: default)")
+    serve.add_argument("--engine", choices=["vllm", "fake"], default="vllm")
+    serve.add_argument("--model", default=os.environ.get("MODEL") or None)
+    serve.add_argument("--served-model-name")
+    serve.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create_key = key_commands.add_parser("create", help="create a key and print it once")
+    create_key.add_argument("--tenant", required=True)
+    create_key.add_argument("--name", default="", help="a note to recognize the key by")
+
+    add_api_commands(commands)
 
     validate = commands.add_parser("validate", help="validate a JSONL file offline")
     validate.add_argument("file", type=Path, help="the JSONL input file")
@@ -81,17 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "local" and args.local_command == "run":
         return _local_run(args)
+    if args.command == "local" and args.local_command == "serve":
+        return _local_serve(args)
     if args.command == "validate":
         return _validate(args)
-    return EXIT_TOOL_ERROR  # pragma: no cover - argparse rejects unknown commands
+    if args.command == "keys":
+        return _create_key(args)
+    return run_api_command(args)  # pragma: no cover - argparse rejects unknown commands
 
 
-def _local_run(args: argparse.Namespace) -> int:
-    if not args.file.is_file():
-        print(f"batchctl: no such file: {args.file}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
+def _start_engine(args: argparse.Namespace) -> Engine | None:
+    """The engine `local run` / `local serve` asked for; None (after saying why) if it fails."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from batchctl.local import LocalStack
     from gpu_worker.engines import load_engine
     from gpu_worker.settings import EngineSettings
 
@@ -106,7 +138,7 @@ def _local_run(args: argparse.Namespace) -> int:
         engine = load_engine(settings)
     except Exception as error:
         print(f"batchctl: could not start the {args.engine} engine: {error}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
+        return None
     if getattr(engine, "is_tiny_model", False):
         print(
             "Note: no MODEL given, so the worker serves a tiny random Llama built offline. "
@@ -114,6 +146,71 @@ def _local_run(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(f"Engine ready ({time.monotonic() - started:.0f} s), serving {engine.served_model!r}.")
+    return engine
+
+
+def _close(engine: Engine) -> None:
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+
+
+def _local_serve(args: argparse.Namespace) -> int:
+    from batchctl.server import serve_locally
+
+    engine = _start_engine(args)
+    if engine is None:
+        return EXIT_TOOL_ERROR
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        with serve_locally(
+            engine, api_keys={args.api_key: "default"}, port=args.port, shard_size=args.shard_size
+        ) as (stack, server):
+            s3 = os.environ["AWS_ENDPOINT_URL"]
+            print(
+                f"""
+API      {server.base_url}
+         OpenAI(base_url="{server.base_url}", api_key="{args.api_key}")
+         export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY={args.api_key}
+S3       {s3}  (bucket {stack.bucket}; any credentials)
+         aws --endpoint-url {s3} s3 cp prompts.jsonl s3://{stack.bucket}/inbox/
+Model    {engine.served_model}
+Ctrl-C stops the server (everything is in memory).""",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                stopping.wait()
+    finally:
+        _close(engine)
+    return EXIT_OK
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from batch_core.wiring import default_api_keys
+
+    try:
+        key = default_api_keys().create(args.tenant, name=args.name)
+    except InvalidRequestError as error:
+        print(f"batchctl: {error}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    except Exception as error:  # no table, no credentials: say so, briefly
+        print(f"batchctl: could not store the key: {error}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    print(key)
+    print(f"(tenant {args.tenant}; shown only now: the table keeps its hash)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _local_run(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"batchctl: no such file: {args.file}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    from batchctl.local import LocalStack
+
+    engine = _start_engine(args)
+    if engine is None:
+        return EXIT_TOOL_ERROR
     try:
         with LocalStack(engine, shard_size=args.shard_size) as stack:
             name = stack.drop(args.file)
@@ -125,9 +222,7 @@ def _local_run(args: argparse.Namespace) -> int:
         print(f"batchctl: {error}", file=sys.stderr)
         return EXIT_TOOL_ERROR
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        _close(engine)
     _print_summary(batch, time.monotonic() - run_started, paths)
     return EXIT_OK
 

@@ -425,3 +425,57 @@ def test_the_openapi_document_is_served_and_checked_in(
     )
     checked_in = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
     assert checked_in == document, "run `make openapi` and commit docs/openapi.json"
+
+
+# -- batchctl against the local server ------------------------------------------------
+
+
+def test_batchctl_submit_list_status_results_retry_and_keys(
+    local_api: tuple[LocalStack, ApiServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchctl.cli import main
+
+    connection = ["--base-url", local_api[1].base_url, "--api-key", KEY]
+    source = tmp_path / "mixed.jsonl"
+    lines = [chat_request(f"ok{i}") for i in range(3)] + [chat_request("bad", "word " * 100)]
+    source.write_bytes(jsonl(lines))
+    out = tmp_path / "out"
+    assert main(["submit", str(source), "--wait", "--out", str(out), *connection]) == 0
+    printed = capsys.readouterr().out
+    batch_id = printed.split()[0]
+    assert batch_id.startswith("batch_") and "4/4 done, 1 failed" in printed
+    assert len((out / "output.jsonl").read_text().splitlines()) == 3
+    assert json.loads((out / "errors.jsonl").read_text())["custom_id"] == "bad"
+
+    assert main(["list", *connection]) == 0
+    assert batch_id in capsys.readouterr().out
+    assert main(["status", batch_id, *connection]) == 0
+    assert Batch.model_validate_json(capsys.readouterr().out).status == "completed"
+    again = tmp_path / "again"
+    assert main(["results", batch_id, "--out", str(again), *connection]) == 0
+    assert (again / "output.jsonl").read_bytes() == (out / "output.jsonl").read_bytes()
+    assert main(["results", batch_id, "--partial", "--out", str(again), *connection]) == 0
+    assert "3 results and 1 errors so far" in capsys.readouterr().out
+
+    assert main(["retry", batch_id, "--wait", *connection]) == 0
+    child_id = capsys.readouterr().out.split()[0]
+    client = openai.OpenAI(base_url=local_api[1].base_url, api_key=KEY)
+    child = client.batches.retrieve(child_id)
+    assert child.request_counts is not None and child.request_counts.total == 1
+
+    assert main(["keys", "create", "--tenant", "newcomer"]) == 0
+    key = capsys.readouterr().out.strip()
+    newcomer = openai.OpenAI(base_url=local_api[1].base_url, api_key=key)
+    assert newcomer.batches.list().data == []
+
+
+def test_batchctl_reports_api_errors_without_a_trace(
+    local_api: tuple[LocalStack, ApiServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchctl.cli import main
+
+    connection = ["--base-url", local_api[1].base_url, "--api-key", KEY]
+    assert main(["status", "batch_missing", *connection]) == 2
+    assert "404" in capsys.readouterr().err
+    assert main(["cancel", "batch_missing", "--base-url", local_api[1].base_url]) == 2
+    assert "--api-key" in capsys.readouterr().err

@@ -70,3 +70,37 @@ def test_an_endpoint_option_applies_to_lines_without_url(
 
 def test_a_missing_file_is_a_tool_error(tmp_path: Path) -> None:
     assert main(["validate", str(tmp_path / "nope.jsonl")]) == 2
+
+
+def test_the_progress_meter_shows_counts_rate_and_eta() -> None:
+    from openai.types import Batch
+
+    from batchctl.api_commands import ProgressMeter
+
+    def snapshot(done: int, tokens: int) -> Batch:
+        return Batch.model_validate(
+            {
+                "id": "batch_1",
+                "object": "batch",
+                "endpoint": "/v1/chat/completions",
+                "input_file_id": "file-1",
+                "completion_window": "24h",
+                "status": "in_progress",
+                "created_at": 0,
+                "request_counts": {"total": 100, "completed": done, "failed": 2},
+                "usage": {
+                    "input_tokens": 0,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": tokens,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": tokens,
+                },
+            }
+        )
+
+    meter = ProgressMeter(width=10)
+    first = meter.line(snapshot(8, 0), now=100.0)
+    assert first.startswith("[#.........] 10/100 done, 2 failed") and "ETA" not in first
+    later = meter.line(snapshot(48, 4000), now=110.0)
+    # 40 requests and 4,000 tokens in 10 s: 50 left at 4 requests/s.
+    assert later == "[#####.....] 50/100 done, 2 failed, 400 tok/s, ETA 12s  in_progress"

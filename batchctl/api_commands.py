@@ -1,0 +1,325 @@
+"""batchctl's commands against the HTTP API (deployed or `batchctl local serve`), through the
+openai SDK: submit, status, list, cancel, results, retry.
+
+The base URL and key come from `--base-url` / `--api-key` or, as the openai SDK names them,
+`OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from openai.types import Batch
+
+from batch_core.drop_options import parse_endpoint
+from batch_core.errors import InvalidRequestError
+
+EXIT_OK = 0
+EXIT_NOT_COMPLETED = 1
+EXIT_TOOL_ERROR = 2
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def add_api_commands(commands: Any) -> None:
+    """Add the API commands to batchctl's subcommand parser."""
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL"),
+        help="the API's base URL, ending in /v1 (default: $OPENAI_BASE_URL)",
+    )
+    connection.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        help="the API key (default: $OPENAI_API_KEY)",
+    )
+
+    submit = commands.add_parser(
+        "submit", parents=[connection], help="upload a JSONL file and create a batch"
+    )
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--endpoint", help="default: the url of the file's first line")
+    submit.add_argument("--window", default="24h", help="completion window, 1h to 7d")
+    submit.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    submit.add_argument("--wait", action="store_true", help="show progress until it ends")
+    submit.add_argument("--out", type=Path, help="with --wait: download the results here")
+
+    status = commands.add_parser("status", parents=[connection], help="show one batch")
+    status.add_argument("batch_id")
+
+    listing = commands.add_parser("list", parents=[connection], help="list batches, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+
+    cancel = commands.add_parser("cancel", parents=[connection], help="cancel a batch")
+    cancel.add_argument("batch_id")
+
+    results = commands.add_parser("results", parents=[connection], help="download the results")
+    results.add_argument("batch_id")
+    results.add_argument("--out", type=Path, default=Path("."), help="directory (default: .)")
+    results.add_argument(
+        "--partial",
+        action="store_true",
+        help="while the batch runs: the lines finished so far (*.partial.jsonl)",
+    )
+
+    retry = commands.add_parser(
+        "retry", parents=[connection], help="a new batch of a batch's failed requests"
+    )
+    retry.add_argument("batch_id")
+    retry.add_argument("--wait", action="store_true")
+
+
+def run_api_command(args: argparse.Namespace) -> int:
+    if not args.base_url or not args.api_key:
+        print(
+            "batchctl: give --base-url and --api-key (or OPENAI_BASE_URL and OPENAI_API_KEY)",
+            file=sys.stderr,
+        )
+        return EXIT_TOOL_ERROR
+    client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key)
+    command = _COMMANDS[args.command]
+    try:
+        return command(client, args)
+    except openai.APIStatusError as error:
+        print(f"batchctl: {error.status_code}: {_message(error)}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    except openai.APIConnectionError as error:
+        print(f"batchctl: cannot reach {args.base_url}: {error}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+
+
+def _message(error: openai.APIStatusError) -> str:
+    try:
+        detail = error.response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return str(error)
+    param = f" (param: {detail['param']})" if detail.get("param") else ""
+    return f"{detail.get('message')}{param}"
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def _submit(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"batchctl: no such file: {args.file}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    try:
+        endpoint = parse_endpoint(args.endpoint) if args.endpoint else _first_url(args.file)
+        metadata = _pairs(args.metadata)
+    except InvalidRequestError as error:
+        print(f"batchctl: {error}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    with args.file.open("rb") as data:
+        uploaded = client.files.create(file=(args.file.name, data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window=args.window,
+        metadata=metadata or None,
+    )
+    print(f"{batch.id}  (file {uploaded.id}, {uploaded.bytes} bytes, {endpoint})", flush=True)
+    if not args.wait:
+        return EXIT_OK
+    final = _wait(client, batch.id)
+    if args.out:
+        _download(client, final, args.out)
+    return EXIT_OK if final.status == "completed" else EXIT_NOT_COMPLETED
+
+
+def _status(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    batch = client.batches.retrieve(args.batch_id)
+    print(json.dumps(batch.model_dump(mode="json"), indent=2))
+    return EXIT_OK
+
+
+def _list(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    page = client.batches.list(limit=args.limit)
+    print(f"{'id':<40} {'status':<12} {'done':>9} {'failed':>7} {'total':>9}  created")
+    for batch in page.data:
+        counts = batch.request_counts
+        done, failed, total = (
+            (counts.completed, counts.failed, counts.total) if counts else (0, 0, 0)
+        )
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(batch.created_at))
+        print(f"{batch.id:<40} {batch.status:<12} {done:>9} {failed:>7} {total:>9}  {created}")
+    if page.has_more:
+        print(f"(more: --limit {args.limit * 2})")
+    return EXIT_OK
+
+
+def _cancel(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    batch = client.batches.cancel(args.batch_id)
+    print(f"{batch.id}: {batch.status}")
+    return EXIT_OK
+
+
+def _results(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    if args.partial:
+        return _partial_results(client, args.batch_id, args.out)
+    batch = client.batches.retrieve(args.batch_id)
+    if batch.status not in TERMINAL:
+        print(
+            f"batchctl: {batch.id} is {batch.status}; its files exist once it ends "
+            "(use --partial for the lines finished so far)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_COMPLETED
+    _download(client, batch, args.out)
+    return EXIT_OK
+
+
+def _retry(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    response = client.post(f"/batches/{args.batch_id}/retry", cast_to=httpx.Response, body={})
+    child = Batch.model_validate(response.json())
+    print(f"{child.id}  (retry of {args.batch_id})", flush=True)
+    if not args.wait:
+        return EXIT_OK
+    final = _wait(client, child.id)
+    return EXIT_OK if final.status == "completed" else EXIT_NOT_COMPLETED
+
+
+_COMMANDS = {
+    "submit": _submit,
+    "status": _status,
+    "list": _list,
+    "cancel": _cancel,
+    "results": _results,
+    "retry": _retry,
+}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _first_url(path: Path) -> str:
+    with path.open("rb") as stream:
+        for raw in stream:
+            if raw.strip():
+                try:
+                    url = json.loads(raw).get("url")
+                except (ValueError, AttributeError):
+                    break
+                if isinstance(url, str):
+                    return parse_endpoint(url)
+                break
+    raise InvalidRequestError(f"cannot tell the endpoint from {path}'s first line: give --endpoint")
+
+
+def _pairs(values: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"--metadata {value!r} must look like KEY=VALUE")
+        pairs[key] = item
+    return pairs
+
+
+@dataclass
+class ProgressMeter:
+    """Turns successive Batch snapshots into a progress line: a bar, requests done/failed/
+    total, output tokens per second and an ETA from the request rate so far."""
+
+    width: int = 30
+    _started: float | None = None
+    _samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def line(self, batch: Batch, now: float) -> str:
+        counts = batch.request_counts
+        total = counts.total if counts else 0
+        failed = counts.failed if counts else 0
+        done = (counts.completed if counts else 0) + failed
+        tokens = batch.usage.output_tokens if batch.usage else 0
+        if batch.status == "in_progress" and self._started is None:
+            self._started = now
+            self._samples = [(now, done, tokens)]
+        elif self._started is not None:
+            self._samples = [*self._samples[-20:], (now, done, tokens)]
+        filled = int(self.width * done / total) if total else 0
+        bar = "#" * filled + "." * (self.width - filled)
+        text = f"[{bar}] {done}/{total} done, {failed} failed"
+        if len(self._samples) >= 2:
+            (t0, done0, tokens0), (t1, done1, tokens1) = self._samples[0], self._samples[-1]
+            seconds = max(t1 - t0, 1e-9)
+            text += f", {(tokens1 - tokens0) / seconds:.0f} tok/s"
+            rate = (done1 - done0) / seconds
+            if rate > 0 and total > done:
+                text += f", ETA {_duration((total - done) / rate)}"
+        return f"{text}  {batch.status}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _wait(client: openai.OpenAI, batch_id: str, poll_seconds: float = 1.0) -> Batch:
+    meter = ProgressMeter()
+    live = sys.stdout.isatty()
+    last = ""
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        line = meter.line(batch, time.monotonic())
+        if line != last:
+            print(("\r" + line + "\x1b[K") if live else line, end="" if live else "\n", flush=True)
+            last = line
+        if batch.status in TERMINAL:
+            if live:
+                print()
+            _summary(batch)
+            return batch
+        time.sleep(poll_seconds)
+
+
+def _summary(batch: Batch) -> None:
+    print(f"{batch.id}: {batch.status}")
+    if batch.errors and batch.errors.data:
+        for error in batch.errors.data[:20]:
+            print(f"  line {error.line}: [{error.code}] {error.message} (param: {error.param})")
+    if batch.usage:
+        print(f"  tokens: {batch.usage.input_tokens} in, {batch.usage.output_tokens} out")
+
+
+def _download(client: openai.OpenAI, batch: Batch, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for file_id, name in (
+        (batch.output_file_id, "output.jsonl"),
+        (batch.error_file_id, "errors.jsonl"),
+    ):
+        if file_id:
+            client.files.content(file_id).write_to_file(out / name)
+            print(f"  {out / name}")
+    (out / "batch.json").write_text(json.dumps(batch.model_dump(mode="json"), indent=2))
+    print(f"  {out / 'batch.json'}")
+
+
+def _partial_results(client: openai.OpenAI, batch_id: str, out: Path) -> int:
+    parts = client.get(f"/batches/{batch_id}/results", cast_to=httpx.Response).json()["data"]
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"output": 0, "error": 0}
+    paths = {"output": out / "output.partial.jsonl", "error": out / "errors.partial.jsonl"}
+    with paths["output"].open("wb") as output, paths["error"].open("wb") as errors:
+        for part in parts:
+            data = httpx.get(part["url"], timeout=300).raise_for_status().content
+            (output if part["kind"] == "output" else errors).write(data)
+            counts[part["kind"]] += data.count(b"\n")
+    print(f"{batch_id}: {counts['output']} results and {counts['error']} errors so far")
+    for path in paths.values():
+        print(f"  {path}")
+    return EXIT_OK
