@@ -112,3 +112,25 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
             break
         time.sleep(0.1)
     assert status == "SUCCEEDED"
+
+
+def test_api_events_answer_in_openai_shapes(bare_stack: LocalStack) -> None:
+    """The API handler on the event files `sam local invoke ApiFunction -e ...` would use."""
+    from batch_core import wiring
+    from handlers import api
+
+    listing = load_event("api_list_batches.json")
+    unauthorized = api.handler(listing, CONTEXT)
+    assert unauthorized["statusCode"] == 401
+    assert json.loads(unauthorized["body"])["error"]["code"] == "invalid_api_key"
+
+    wiring.default_api_keys().register("sk-event-file-key-0001", "events")
+    answered = api.handler(copy.deepcopy(listing), CONTEXT)
+    assert answered["statusCode"] == 200
+    page = json.loads(answered["body"])
+    assert (page["object"], page["data"], page["has_more"]) == ("list", [], False)
+
+    missing_file = api.handler(load_event("api_create_batch.json"), CONTEXT)
+    assert missing_file["statusCode"] == 404
+    error = json.loads(missing_file["body"])["error"]
+    assert (error["param"], error["type"]) == ("input_file_id", "invalid_request_error")
