@@ -479,3 +479,20 @@ def test_batchctl_reports_api_errors_without_a_trace(
     assert "404" in capsys.readouterr().err
     assert main(["cancel", "batch_missing", "--base-url", local_api[1].base_url]) == 2
     assert "--api-key" in capsys.readouterr().err
+
+
+def test_the_sdk_uploads_a_large_file_in_parts_and_reads_it_back(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """Over one request's 6 MB: the SDK's chunked upload, then content by redirect (> 4 MB)."""
+    line = chat_request("x", "y" * 1000)
+    data = jsonl([{**line, "custom_id": f"big{i}"} for i in range(6500)])
+    assert len(data) > 6 * 1024 * 1024
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(data)
+    done = client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=4 * 1024 * 1024
+    )
+    assert done.status == "completed" and done.file is not None
+    assert done.file.bytes == len(data)
+    assert client.files.content(done.file.id).read() == data
