@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
@@ -35,6 +36,17 @@ TOO_LARGE = {
         "code": "payload_too_large",
     }
 }
+
+
+SERVER_ERROR = {
+    "error": {
+        "message": "The server had an error.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+}
+logger = logging.getLogger(__name__)
 
 
 def api_gateway_event(
@@ -86,7 +98,12 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name: value for name, value in self.headers.items()}
         event = api_gateway_event(self.command, self.path, headers, body)
         context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
-        result = api.handler(event, context)
+        try:
+            result = api.handler(event, context)
+        except Exception:  # what API Gateway answers when the function fails (DEFAULT_5XX)
+            logger.exception("the API handler failed")
+            self._send(502, {"Content-Type": "application/json"}, json.dumps(SERVER_ERROR).encode())
+            return
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         response_headers = dict(result.get("headers") or {})

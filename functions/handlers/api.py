@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import File, Form, Query, UploadFile
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
 
 from batch_core.api_models import (
     BatchCreateParams,
@@ -101,6 +102,33 @@ def _invalid_request(error: RequestValidationError) -> Response[Any]:
         error_type="invalid_request_error",
         param=param,
         code="missing_required_parameter" if missing else "invalid_value",
+    )
+
+
+_THROTTLED = {
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+}
+
+
+@app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
+def _aws_error(error: ClientError) -> Response[Any]:
+    """AWS pushing back becomes OpenAI's 429 (the client's retry handles it); anything else
+    from AWS is our fault: a 500 in OpenAI's shape, logged with its trace."""
+    if error.response.get("Error", {}).get("Code") in _THROTTLED:
+        return _error_response(
+            429,
+            "Too many requests right now; retry after a short wait.",
+            error_type="rate_limit_error",
+            param=None,
+            code="rate_limit_exceeded",
+        )
+    logger.exception("AWS call failed")
+    return _error_response(
+        500, "The server had an error.", error_type="server_error", param=None, code=None
     )
 
 

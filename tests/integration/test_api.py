@@ -403,9 +403,22 @@ def test_tenants_see_only_their_own_objects(client: openai.OpenAI, other: openai
         lambda: other.post(f"/batches/{batch.id}/retry", cast_to=httpx.Response, body={}),
         lambda: other.get(f"/batches/{batch.id}/results", cast_to=httpx.Response),
     ]
+    upload_id = client.uploads.create(
+        bytes=3, filename="u.jsonl", mime_type="application/jsonl", purpose="batch"
+    ).id
+    part_id = client.uploads.parts.create(upload_id, data=b"abc").id
+    calls += [
+        lambda: other.uploads.parts.create(upload_id, data=b"abc"),
+        lambda: other.uploads.complete(upload_id, part_ids=[part_id]),
+        lambda: other.uploads.cancel(upload_id),
+    ]
     for call in calls:
         with pytest.raises(openai.NotFoundError):
             call()
+    with pytest.raises(openai.BadRequestError) as excinfo:  # a cursor must be one's own
+        other.files.list(extra_query={"after": file_id})
+    assert error_of(excinfo)["param"] == "after"
+    assert client.uploads.complete(upload_id, part_ids=[part_id]).status == "completed"
     other_file = upload(other, [chat_request("mine")])
     assert [f.id for f in other.files.list()] == [other_file]
     assert other.batches.list().data == []

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from batch_core.messaging import ShardTask
 from batchctl.local import LocalStack, _LambdaContext
 from gpu_worker.engines.fake import FakeEngine
@@ -134,3 +136,24 @@ def test_api_events_answer_in_openai_shapes(bare_stack: LocalStack) -> None:
     assert missing_file["statusCode"] == 404
     error = json.loads(missing_file["body"])["error"]
     assert (error["param"], error["type"]) == ("input_file_id", "invalid_request_error")
+
+
+def test_aws_throttling_becomes_429_and_other_aws_errors_500(
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from batch_core import wiring
+    from handlers import api
+
+    wiring.default_api_keys().register("sk-event-file-key-0001", "events")
+    repository = wiring.default_service().repository
+    for code, status in (("ProvisionedThroughputExceededException", 429), ("AccessDenied", 500)):
+
+        def refuse(*args: Any, _code: str = code, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": _code, "Message": "no"}}, "Query")
+
+        monkeypatch.setattr(repository, "list_batches", refuse)
+        answer = api.handler(load_event("api_list_batches.json"), CONTEXT)
+        assert answer["statusCode"] == status
+        assert set(json.loads(answer["body"])["error"]) == {"message", "type", "param", "code"}
