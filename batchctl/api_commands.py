@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import openai
-from openai.types import Batch
+from openai.types import Batch, FileObject
 
 from batch_core.drop_options import parse_endpoint
 from batch_core.errors import InvalidRequestError
@@ -121,8 +121,7 @@ def _submit(client: openai.OpenAI, args: argparse.Namespace) -> int:
     except InvalidRequestError as error:
         print(f"batchctl: {error}", file=sys.stderr)
         return EXIT_TOOL_ERROR
-    with args.file.open("rb") as data:
-        uploaded = client.files.create(file=(args.file.name, data), purpose="batch")
+    uploaded = _upload(client, args.file)
     batch = client.batches.create(
         input_file_id=uploaded.id,
         endpoint=endpoint,  # type: ignore[arg-type]
@@ -215,6 +214,22 @@ def _first_url(path: Path) -> str:
                     return parse_endpoint(url)
                 break
     raise InvalidRequestError(f"cannot tell the endpoint from {path}'s first line: give --endpoint")
+
+
+UPLOAD_PART_BYTES = 4 * 1024 * 1024
+"""Files over this go up in parts through /v1/uploads (one API request carries at most 6 MB)."""
+
+
+def _upload(client: openai.OpenAI, path: Path) -> FileObject:
+    if path.stat().st_size <= UPLOAD_PART_BYTES:
+        with path.open("rb") as data:
+            return client.files.create(file=(path.name, data), purpose="batch")
+    upload = client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=UPLOAD_PART_BYTES
+    )
+    if upload.file is None:  # pragma: no cover - a completed upload always has its file
+        raise RuntimeError(f"upload {upload.id} completed without a file")
+    return upload.file
 
 
 def _pairs(values: list[str]) -> dict[str, str]:

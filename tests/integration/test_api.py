@@ -509,3 +509,24 @@ def test_the_sdk_uploads_a_large_file_in_parts_and_reads_it_back(
     assert done.status == "completed" and done.file is not None
     assert done.file.bytes == len(data)
     assert client.files.content(done.file.id).read() == data
+
+
+def test_batchctl_submits_a_file_over_one_request_in_parts(
+    local_api: tuple[LocalStack, ApiServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchctl.cli import main
+
+    # 250 prompts of 20,000 characters (5 MB); the fake engine counts them as one word each.
+    line = chat_request("x", "y" * 20_000)
+    data = jsonl([{**line, "custom_id": f"big{i}"} for i in range(250)])
+    assert len(data) > 4 * 1024 * 1024
+    source = tmp_path / "big.jsonl"
+    source.write_bytes(data)
+    connection = ["--base-url", local_api[1].base_url, "--api-key", KEY]
+    assert main(["submit", str(source), *connection]) == 0
+    batch_id = capsys.readouterr().out.split()[0]
+    client = openai.OpenAI(base_url=local_api[1].base_url, api_key=KEY)
+    batch = wait_for(client, batch_id, timeout=120)
+    assert client.files.retrieve(batch.input_file_id).bytes == len(data)
+    assert batch.status == "completed"
+    assert batch.request_counts is not None and batch.request_counts.completed == 250

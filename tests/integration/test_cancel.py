@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,31 @@ def test_a_cancel_ends_within_a_lease_even_when_a_worker_died_mid_shard(
     again = service.finalize(record.id)  # the tracker asking twice changes nothing
     assert (again.request_completed, again.request_failed) == (3, 5)
     assert again.error_file_id == final.error_file_id
+
+
+def test_an_api_batch_cancelled_before_its_validation_began_ends_cancelled(
+    bare_stack: LocalStack,
+) -> None:
+    from batch_core import s3keys, wiring
+
+    files = wiring.default_files()
+    service = bare_stack.service
+    upload = files.create(
+        "acme",
+        filename="early.jsonl",
+        purpose="batch",
+        data=json.dumps(chat_request("r0")).encode() + b"\n",
+    )
+    created = service.create_batch(
+        "acme",
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    assert service.cancel(created.id, tenant="acme").status == "cancelling"
+    # The input's S3 event arrives after the cancel.
+    ended = service.ingest_dropped_object(
+        DroppedObject(key=s3keys.batch_input_key(created.id), etag="e")
+    )
+    assert ended is not None and ended.status == "cancelled" and ended.cancelled_at
+    assert (ended.request_total, ended.output_file_id, ended.error_file_id) == (0, None, None)
