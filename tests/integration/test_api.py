@@ -65,6 +65,15 @@ def upload(client: openai.OpenAI, lines: list[dict[str, Any]], name: str = "in.j
     return strict(raw, FileObject).id
 
 
+def big_file(directory: Path, *, lines: int, prompt_chars: int) -> tuple[Path, bytes]:
+    """A JSONL file of `lines` chat requests whose prompt is `prompt_chars` long."""
+    line = chat_request("x", "y" * prompt_chars)
+    data = jsonl([{**line, "custom_id": f"big{i}"} for i in range(lines)])
+    path = directory / "big.jsonl"
+    path.write_bytes(data)
+    return path, data
+
+
 def wait_for(client: openai.OpenAI, batch_id: str, timeout: float = 60) -> Batch:
     deadline = time.monotonic() + timeout
     while True:
@@ -498,11 +507,8 @@ def test_the_sdk_uploads_a_large_file_in_parts_and_reads_it_back(
     client: openai.OpenAI, tmp_path: Path
 ) -> None:
     """Over one request's 6 MB: the SDK's chunked upload, then content by redirect (> 4 MB)."""
-    line = chat_request("x", "y" * 1000)
-    data = jsonl([{**line, "custom_id": f"big{i}"} for i in range(6500)])
+    path, data = big_file(tmp_path, lines=6500, prompt_chars=1000)
     assert len(data) > 6 * 1024 * 1024
-    path = tmp_path / "big.jsonl"
-    path.write_bytes(data)
     done = client.uploads.upload_file_chunked(
         file=path, mime_type="application/jsonl", purpose="batch", part_size=4 * 1024 * 1024
     )
@@ -517,11 +523,8 @@ def test_batchctl_submits_a_file_over_one_request_in_parts(
     from batchctl.cli import main
 
     # 250 prompts of 20,000 characters (5 MB); the fake engine counts them as one word each.
-    line = chat_request("x", "y" * 20_000)
-    data = jsonl([{**line, "custom_id": f"big{i}"} for i in range(250)])
+    source, data = big_file(tmp_path, lines=250, prompt_chars=20_000)
     assert len(data) > 4 * 1024 * 1024
-    source = tmp_path / "big.jsonl"
-    source.write_bytes(data)
     connection = ["--base-url", local_api[1].base_url, "--api-key", KEY]
     assert main(["submit", str(source), *connection]) == 0
     batch_id = capsys.readouterr().out.split()[0]
