@@ -20,11 +20,11 @@ RUN python3 -m pip install --no-cache-dir . && python3 -c "import batch_core, gp
 ENV HF_HOME=/models \
     WORKER_CONCURRENCY=2 \
     WORKER_VISIBILITY_SECONDS=300 \
-    RESULTS_PART_SECONDS=30 \
+    RESULTS_PART_SECONDS=60 \
     POWERTOOLS_SERVICE_NAME=openbatch-worker \
     POWERTOOLS_METRICS_NAMESPACE=OpenBatch
 
 # SIGTERM (ECS scale-in, spot interruption) flushes the part in hand and releases the shard;
-# give the task a stopTimeout above RESULTS_PART_SECONDS.
+# the template gives the task 120 s (stopTimeout) to do it.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python3", "-m", "gpu_worker"]

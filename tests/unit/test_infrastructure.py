@@ -86,3 +86,28 @@ def test_the_worker_image_is_pinned_and_copies_what_exists() -> None:
     # Every package the worker imports is copied in.
     for package in ("functions/", "gpu_worker/"):
         assert package in sources
+
+
+def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
+    from batch_core.settings import Settings
+    from gpu_worker.settings import EngineSettings, WorkerSettings
+
+    template = load_template()
+    (task,) = resources_of_type(template, "AWS::ECS::TaskDefinition").values()
+    (container,) = task["ContainerDefinitions"]
+    known = {"AWS_DEFAULT_REGION"}
+    for settings, prefix in ((Settings, ""), (EngineSettings, ""), (WorkerSettings, "WORKER_")):
+        known |= {prefix + name.upper() for name in settings.model_fields}
+    names = {variable["Name"] for variable in container["Environment"]}
+    assert {"BUCKET_NAME", "TABLE_NAME", "SHARD_QUEUE_URL", "MODEL"} <= names
+    assert names <= known, names - known
+    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": {"Ref": "WorkerGpus"}}]
+    assert container["StopTimeout"] >= 60  # time to flush the part in hand on SIGTERM
+    # Everything of the worker service is optional: the stack deploys without a VPC.
+    worker_resources = {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if name.startswith("Worker")
+    }
+    assert len(worker_resources) >= 10
+    assert all(r.get("Condition") == "CreateWorkers" for r in worker_resources.values())
