@@ -77,9 +77,9 @@ class Settings(BaseSettings):
         "larger ones by redirect to a presigned S3 URL (Lambda responses stop at 6 MB).",
     )
     max_request_body_bytes: int = Field(
-        default=6 * 1024**2,
+        default=4_500_000,
         ge=1,
-        description="The largest request the API accepts (Lambda's 6 MB payload limit); "
+        description="The largest body one request carries (Lambda's 6 MB, base64-encoded); "
         "larger files go through /v1/uploads in parts.",
     )
     presigned_url_seconds: int = Field(default=900, ge=60)

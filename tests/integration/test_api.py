@@ -506,7 +506,7 @@ def test_batchctl_reports_api_errors_without_a_trace(
 def test_the_sdk_uploads_a_large_file_in_parts_and_reads_it_back(
     client: openai.OpenAI, tmp_path: Path
 ) -> None:
-    """Over one request's 6 MB: the SDK's chunked upload, then content by redirect (> 4 MB)."""
+    """Over what one request carries: the SDK's chunked upload, then content by redirect."""
     path, data = big_file(tmp_path, lines=6500, prompt_chars=1000)
     assert len(data) > 6 * 1024 * 1024
     done = client.uploads.upload_file_chunked(
