@@ -68,11 +68,11 @@ def _serialize_calls(client: Any) -> None:
     guarantee (other processes, such as the fault tests' workers, have clients of their own).
     """
     lock = threading.Lock()
-    call = client._make_api_call
+    client_class = type(client)
 
     def serialized(operation_name: str, params: dict[str, Any]) -> Any:
-        with lock:
-            return call(operation_name, params)
+        with lock:  # looked up on the class each time, so class-level hooks (the bench) apply
+            return client_class._make_api_call(client, operation_name, params)
 
     client._make_api_call = serialized
 

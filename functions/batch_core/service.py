@@ -241,7 +241,7 @@ class BatchService:
             return None
         if record.status == "cancelling" and not record.shards_queued and not record.request_total:
             # Cancelled before validation began: nothing to run, nothing to report.
-            return self._end(batch_id, "cancelled", from_status="cancelling")
+            return self._end(record, "cancelled", from_status="cancelling")
         return self._resume_intake(record, record.endpoint)
 
     # -- retry and partial results ----------------------------------------------------
@@ -820,11 +820,11 @@ class BatchService:
             from_statuses=["in_progress"],
             fields={"finalizing_at": self._now()},
         )
-        return self._end(batch_id, "completed", from_status="finalizing")
+        return self._end(record, "completed", from_status="finalizing")
 
-    def _end(self, batch_id: str, status: str, *, from_status: str) -> BatchRecord:
+    def _end(self, record: BatchRecord, status: str, *, from_status: str) -> BatchRecord:
         """Merge the parts into the output and error files and move to a terminal status."""
-        tenant = self._require(batch_id).tenant  # the output files are the batch owner's
+        batch_id, tenant = record.id, record.tenant  # the output files are the batch owner's
         output_file_id = self._merge(
             batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", tenant
         )
@@ -877,7 +877,7 @@ class BatchService:
         for shard in shards:
             if shard.status != "done":
                 self._close_unfinished_shard(shard, code, message)
-        return self._end(record.id, status, from_status=from_status)
+        return self._end(record, status, from_status=from_status)
 
     def _close_unfinished_shard(self, shard: ShardRecord, code: str, message: str) -> None:
         """Write an error line (`response: null`) for each request of the shard that never
