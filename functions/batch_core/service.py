@@ -259,14 +259,18 @@ class BatchService:
         existing = self.repository.get_batch(child_id)
         if existing is not None:
             return existing
+        if parent.error_file_id and not self.store.list_keys(s3keys.errors_prefix(parent.id)):
+            raise ConflictError(
+                f"The working data of batch {batch_id} has expired (the bucket keeps it "
+                "WorkingDataRetentionDays); it can no longer be retried."
+            )
         failed = self._failed_custom_ids(parent.id)
         if not failed:
             raise ConflictError(f"Batch {batch_id} has no failed requests to retry.")
-        if not self.store.exists(parent.input_key):
-            raise ConflictError(f"The input of batch {batch_id} no longer exists.")
+        source = self._input_source(parent)
         input_file_id = new_file_id(f"{child_id}/input")
         key = s3keys.file_key(input_file_id)
-        size = self.store.put_stream(key, self._lines_of(parent.input_key, failed))
+        size = self.store.put_stream(key, self._lines_of(source, failed))
         self.repository.put_file(
             FileRecord(
                 file=FileObject(
@@ -295,6 +299,15 @@ class BatchService:
             parent.id, _linked(dict(parent.metadata or {}), "retried_by", child.id)
         )
         return child
+
+    def _input_source(self, record: BatchRecord) -> str:
+        """Where the batch's input lines still are: its own copy, else its input File."""
+        if self.store.exists(record.input_key):
+            return record.input_key
+        input_file = self.repository.get_file(record.input_file_id)
+        if input_file is not None and self.store.exists(input_file.s3_key):
+            return input_file.s3_key
+        raise ConflictError(f"The input of batch {record.id} no longer exists.")
 
     def _failed_custom_ids(self, batch_id: str) -> set[str]:
         """custom_ids of the requests that ran and failed or never ran."""
