@@ -17,7 +17,7 @@ event routing and a worker behind it) until interrupted.
 `retry --wait` exit 0 when the batch completed and 1 when it ended otherwise.
 
 `batchctl keys create --tenant T` creates an API key (stored as a hash) in the table that
-TABLE_NAME names, and prints it once.
+TABLE_NAME names, and prints it once; `batchctl keys revoke KEY` removes one.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     create_key = key_commands.add_parser("create", help="create a key and print it once")
     create_key.add_argument("--tenant", required=True)
     create_key.add_argument("--name", default="", help="a note to recognize the key by")
+    revoke_key = key_commands.add_parser("revoke", help="revoke a key: it stops working at once")
+    revoke_key.add_argument("key")
 
     add_api_commands(commands)
 
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return _validate(args)
     if args.command == "keys":
-        return _create_key(args)
+        return _create_key(args) if args.keys_command == "create" else _revoke_key(args)
     return run_api_command(args)  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -199,6 +201,21 @@ def _create_key(args: argparse.Namespace) -> int:
         return EXIT_TOOL_ERROR
     print(key)
     print(f"(tenant {args.tenant}; shown only now: the table keeps its hash)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    from batch_core.wiring import default_api_keys
+
+    try:
+        revoked = default_api_keys().revoke(args.key)
+    except Exception as error:  # no table, no credentials: say so, briefly
+        print(f"batchctl: could not revoke the key: {error}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    if not revoked:
+        print("batchctl: no such key", file=sys.stderr)
+        return EXIT_INVALID
+    print("revoked")
     return EXIT_OK
 
 

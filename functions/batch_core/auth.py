@@ -53,6 +53,10 @@ class ApiKeys:
             )
         )
 
+    def revoke(self, key: str) -> bool:
+        """Forget a key; False if it was not known."""
+        return self.repository.delete_api_key(hash_key(key))
+
     def tenant_of(self, authorization: str | None) -> str:
         """The tenant of a `Bearer <key>` header; AuthenticationError otherwise."""
         if not authorization:

@@ -655,6 +655,14 @@ class BatchRepository:
             Item=_to_item({"pk": api_key_pk(record.key_hash), "sk": META, **record.model_dump()}),
         )
 
+    def delete_api_key(self, key_hash: str) -> bool:
+        response = self._db.delete_item(
+            TableName=self._table,
+            Key=_to_item({"pk": api_key_pk(key_hash), "sk": META}),
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))
+
     def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         response = self._db.get_item(
             TableName=self._table, Key=_to_item({"pk": api_key_pk(key_hash), "sk": META})

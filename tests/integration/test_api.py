@@ -487,8 +487,12 @@ def test_batchctl_submit_list_status_results_retry_and_keys(
 
     assert main(["keys", "create", "--tenant", "newcomer"]) == 0
     key = capsys.readouterr().out.strip()
-    newcomer = openai.OpenAI(base_url=local_api[1].base_url, api_key=key)
+    newcomer = openai.OpenAI(base_url=local_api[1].base_url, api_key=key, max_retries=0)
     assert newcomer.batches.list().data == []
+    assert main(["keys", "revoke", key]) == 0
+    with pytest.raises(openai.AuthenticationError):
+        newcomer.batches.list()
+    assert main(["keys", "revoke", key]) == 1
 
 
 def test_batchctl_reports_api_errors_without_a_trace(
