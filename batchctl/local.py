@@ -219,6 +219,7 @@ class LocalStack:
             parameters={
                 name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()
             },
+            conditions=template.get("Conditions", {}),
         )
         resolver.parameters["ServedModels"] = ",".join(self.served_models)
         resolver.parameters["TrackerPollSeconds"] = str(self.poll_seconds)

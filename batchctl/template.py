@@ -50,6 +50,8 @@ class Resolver:
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """The template's Conditions, evaluated against `parameters` when an Fn::If needs one."""
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -63,7 +65,29 @@ class Resolver:
             return self.attributes[(logical, attribute)]
         if set(value) == {"Fn::Sub"}:
             return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1)), value["Fn::Sub"])
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return self.resolve(when_true if self.condition(name) else when_false)
         return {k: self.resolve(v) for k, v in value.items()}
+
+    def condition(self, name: str) -> bool:
+        """The value of one of the template's Conditions."""
+        return self._holds(self.conditions[name])
+
+    def _holds(self, expression: Any) -> bool:
+        ((function, arguments),) = expression.items()
+        if function == "Fn::Equals":
+            left, right = (self.resolve(argument) for argument in arguments)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not self._holds(arguments[0])
+        if function == "Fn::And":
+            return all(self._holds(argument) for argument in arguments)
+        if function == "Fn::Or":
+            return any(self._holds(argument) for argument in arguments)
+        if function == "Condition":
+            return self.condition(arguments)
+        raise KeyError(f"condition function {function!r} is not known locally")
 
     def _ref(self, name: str) -> str:
         for table in (self.pseudo, self.parameters, self.refs):

@@ -111,3 +111,28 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
     }
     assert len(worker_resources) >= 10
     assert all(r.get("Condition") == "CreateWorkers" for r in worker_resources.values())
+
+
+def test_validation_accepts_the_workers_model_when_no_served_models_are_given() -> None:
+    from batchctl.template import Resolver
+
+    template = load_template()
+    served = template["Globals"]["Function"]["Environment"]["Variables"]["SERVED_MODELS"]
+    defaults = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
+
+    def resolved(**parameters: str) -> str:
+        resolver = Resolver(
+            pseudo={},
+            parameters={**defaults, **parameters},
+            conditions=template["Conditions"],
+        )
+        value: str = resolver.resolve(served)
+        return value
+
+    assert resolved() == ""  # no workers in the stack: any model
+    assert resolved(ServedModels="a,b", DeployWorkers="true") == "a,b"
+    assert resolved(DeployWorkers="true", WorkerModel="org/model-7b") == "org/model-7b"
+    assert (
+        resolved(DeployWorkers="true", WorkerModel="org/model-7b", WorkerServedModelName="m7")
+        == "m7"
+    )
