@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,41 +51,34 @@ class UploadCompleteParams(BaseModel):
     """The whole file's MD5 (hex), checked when given."""
 
 
-class _CursorList(BaseModel):
+Item = TypeVar("Item", Batch, FileObject)
+
+
+class _CursorList(BaseModel, Generic[Item]):
+    """A page of a listing, with the ids the next page starts after."""
+
     object: Literal["list"] = "list"
+    data: list[Item]
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
 
+    @classmethod
+    def of(cls, items: list[Item], has_more: bool) -> Self:
+        return cls(
+            data=items,
+            first_id=items[0].id if items else None,
+            last_id=items[-1].id if items else None,
+            has_more=has_more,
+        )
 
-class BatchList(_CursorList):
+
+class BatchList(_CursorList[Batch]):
     """A page of GET /v1/batches."""
 
-    data: list[Batch]
 
-    @classmethod
-    def of(cls, batches: list[Batch], has_more: bool) -> BatchList:
-        return cls(
-            data=batches,
-            first_id=batches[0].id if batches else None,
-            last_id=batches[-1].id if batches else None,
-            has_more=has_more,
-        )
-
-
-class FileList(_CursorList):
+class FileList(_CursorList[FileObject]):
     """A page of GET /v1/files."""
-
-    data: list[FileObject]
-
-    @classmethod
-    def of(cls, files: list[FileObject], has_more: bool) -> FileList:
-        return cls(
-            data=files,
-            first_id=files[0].id if files else None,
-            last_id=files[-1].id if files else None,
-            has_more=has_more,
-        )
 
 
 class FileDeleted(BaseModel):

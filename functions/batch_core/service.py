@@ -335,7 +335,7 @@ class BatchService:
                 continue  # a line validation rejected
             if isinstance(custom_id, str) and custom_id in wanted:
                 wanted.discard(custom_id)
-                yield bytes(raw).rstrip(b"\r\n") + b"\n"
+                yield raw + b"\n"  # iter_lines has already taken the line ending off
 
     def result_parts(self, tenant: str, batch_id: str) -> list[ResultPart]:
         """The result and error parts written so far, readable while the batch runs."""
