@@ -687,9 +687,10 @@ class BatchService:
         *,
         check_status: bool = True,
         settle: bool = False,
-    ) -> str:
+    ) -> str | None:
         """Store and commit one part (with `settle`, the shard's last: the shard settles in
-        the same transaction); returns the batch's status as it is now when `check_status`."""
+        the same transaction); returns the batch's status as it is now when `check_status`
+        (None otherwise)."""
         results_key, errors_key = self._part_keys(shard, part_index)
         if part.succeeded:
             self.store.put(results_key, _jsonl(part.succeeded))
@@ -701,7 +702,7 @@ class BatchService:
         run.input_tokens += input_tokens
         run.output_tokens += output_tokens
         if not check_status:
-            return ""
+            return None
         batch = self.repository.get_batch(shard.batch_id)
         if batch is None:
             return "deleted"
@@ -838,12 +839,8 @@ class BatchService:
     def _end(self, record: BatchRecord, status: str, *, from_status: str) -> BatchRecord:
         """Merge the parts into the output and error files and move to a terminal status."""
         batch_id, tenant = record.id, record.tenant  # the output files are the batch owner's
-        output_file_id = self._merge(
-            batch_id, s3keys.results_prefix(batch_id), f"batch_{batch_id}_output.jsonl", tenant
-        )
-        error_file_id = self._merge(
-            batch_id, s3keys.errors_prefix(batch_id), f"batch_{batch_id}_error.jsonl", tenant
-        )
+        output_file_id = self._merge(batch_id, "output", tenant)
+        error_file_id = self._merge(batch_id, "error", tenant)
         moved = self.repository.transition(
             batch_id,
             to_status=status,
@@ -918,11 +915,14 @@ class BatchService:
         self.tracker.report_success(task_token, {"batch_id": batch_id, "status": record.status})
         return record
 
-    def _merge(self, batch_id: str, prefix: str, filename: str, tenant: str) -> str | None:
+    def _merge(self, batch_id: str, kind: Literal["output", "error"], tenant: str) -> str | None:
+        """Join the batch's result (or error) parts into one File; None if there are none."""
+        prefix = (
+            s3keys.results_prefix(batch_id) if kind == "output" else s3keys.errors_prefix(batch_id)
+        )
         keys = self.store.list_keys(prefix)
         if not keys:
             return None
-        kind = "output" if prefix == s3keys.results_prefix(batch_id) else "error"
         file_id = new_file_id(f"{batch_id}/{kind}")
         target = s3keys.file_key(file_id)
         size = self.store.put_stream(target, _concat(self.store, keys))
@@ -930,7 +930,7 @@ class BatchService:
             id=file_id,
             bytes=size,
             created_at=self._now(),
-            filename=filename,
+            filename=f"batch_{batch_id}_{kind}.jsonl",
             purpose="batch_output",
             status="processed",
         )
