@@ -22,12 +22,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from batch_core import wiring
 from batch_core.protocol import Engine
+from batch_core.settings import MAX_REQUEST_BODY_BYTES
 from batchctl.local import ACCOUNT, LocalStack, _LambdaContext
 from batchctl.moto_server import start_moto_server, stop_moto_server
 
 # Lambda takes at most 6 MB (6,291,456 bytes) of event, and API Gateway base64-encodes
 # binary bodies: about 4.5 MB of body is what one request can carry.
-LAMBDA_PAYLOAD_LIMIT = 4_500_000
+LAMBDA_PAYLOAD_LIMIT = MAX_REQUEST_BODY_BYTES
 # What the template's GatewayResponses answer for bodies API Gateway or Lambda refuse.
 TOO_LARGE = {
     "error": {

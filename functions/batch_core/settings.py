@@ -8,6 +8,9 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MAX_REQUEST_BODY_BYTES = 4_500_000
+"""What one API request carries: Lambda takes 6 MB of event, and bodies arrive base64-encoded."""
+
 
 class Settings(BaseSettings):
     """Where the data lives and the limits every batch obeys."""
@@ -77,7 +80,7 @@ class Settings(BaseSettings):
         "larger ones by redirect to a presigned S3 URL (Lambda responses stop at 6 MB).",
     )
     max_request_body_bytes: int = Field(
-        default=4_500_000,
+        default=MAX_REQUEST_BODY_BYTES,
         ge=1,
         description="The largest body one request carries (Lambda's 6 MB, base64-encoded); "
         "larger files go through /v1/uploads in parts.",
