@@ -164,6 +164,7 @@ class LocalStack:
             self._route("IntakeQueue", "handlers.validate")
             self._route("FinalizeQueue", "handlers.finalize")
             self._route("ShardDeadLetterQueue", "handlers.dead_shard")
+            self._route("IntakeDeadLetterQueue", "handlers.dead_intake")
             self._schedule("handlers.expire", every_seconds=60)
         for index in range(self.worker_count):
             self.start_worker(name=f"worker-{index}")

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 
+from pydantic import ValidationError
+
 from batch_core.messaging import QueueMessage, ShardQueue, ShardTask
 from batch_core.protocol import Engine
 from batch_core.service import BatchService, ShardRun
@@ -139,7 +141,13 @@ class Worker:
         return bool(messages)
 
     def _handle(self, message: QueueMessage) -> None:
-        task = ShardTask.model_validate_json(message.body)
+        try:
+            task = ShardTask.model_validate_json(message.body)
+        except ValidationError:
+            # Not a shard of ours (no sender but the intake writes here): drop it, stay up.
+            logger.error("dropping a message that names no shard: %.200r", message.body)
+            self._queue.delete(message)
+            return
         owner = uuid.uuid4().hex
         # The lease lapses a little before the message reappears, so the worker that gets the
         # message after a crash finds the shard free.

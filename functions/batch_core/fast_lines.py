@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from batch_core.errors import LineError
+from batch_core.json_bounds import plainly_within
 from batch_core.request_schema import (
     ACCEPTED_FIELDS,
     check_response_format,
@@ -126,6 +127,8 @@ def decode_fast(raw: bytes, endpoint: str) -> FastLine | None:
 
     (The validator inlines this for chat lines; this is the general form.)
     """
+    if not plainly_within(raw):
+        return None  # deep nesting or a huge integer: the slow path names the bound it breaks
     try:
         line = _DECODERS[endpoint].decode(raw)
     except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8 in a string

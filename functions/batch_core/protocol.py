@@ -8,11 +8,15 @@ without knowing which engine serves it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from batch_core.errors import LineError
 from batch_core.ids import new_request_id, new_request_line_id
+from batch_core.json_bounds import check_bounds
 
 
 class BatchRequestInput(BaseModel):
@@ -45,6 +49,77 @@ class ShardRequest(BaseModel):
     @property
     def body(self) -> dict[str, Any]:
         return self.request.body
+
+
+@dataclass(frozen=True)
+class UnreadableShardLine:
+    """A shard line that cannot be read back (never written by our validator, but a shard is
+    data and data can be damaged): it becomes that request's error line, not the worker's
+    death."""
+
+    line_number: int
+    """1-based line of the shard file."""
+    custom_id: str | None
+    """Its custom_id, when one can still be read."""
+    reason: str
+
+
+def read_shard_line(raw: bytes, line_number: int) -> ShardRequest | UnreadableShardLine:
+    """The one parser of shard lines (the worker's, the dead-shard path's and the ending's):
+    the shared JSON bounds first, then orjson, then the model over plain Python values, so no
+    parser recursion limit is ever reached whatever the line holds."""
+    try:
+        check_bounds(raw, envelope_depth=1)  # the shard line's object around the input line
+        data = orjson.loads(raw)
+        return ShardRequest.model_validate(data)
+    except (LineError, orjson.JSONDecodeError, ValidationError, RecursionError) as error:
+        reason = str(error).splitlines()[0][:300]
+        return UnreadableShardLine(line_number, _custom_id_of(raw), reason)
+
+
+def _custom_id_of(raw: bytes) -> str | None:
+    try:
+        data = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError):
+        return None
+    request = data.get("request") if isinstance(data, dict) else None
+    custom_id = request.get("custom_id") if isinstance(request, dict) else None
+    return custom_id if isinstance(custom_id, str) and custom_id else None
+
+
+@dataclass(frozen=True)
+class OutputFacts:
+    """What the core needs from an output or error line it wrote: who, whether it
+    succeeded, and its token usage. Read without a model of the response body, which is the
+    engine's and can hold anything."""
+
+    id: str
+    custom_id: str | None
+    succeeded: bool
+    usage: tuple[int, int, int]
+    """(input, cached, output) tokens."""
+
+
+def read_output_line(raw: bytes) -> OutputFacts | None:
+    """The facts of one line of a result part; None for a line that cannot be read (a part
+    is written whole by one put, so this only happens to damaged data)."""
+    try:
+        data = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    line_id = data.get("id")
+    custom_id = data.get("custom_id")
+    response = data.get("response")
+    succeeded = isinstance(response, dict) and response.get("status_code") == 200
+    body = response.get("body") if isinstance(response, dict) else None
+    return OutputFacts(
+        id=line_id if isinstance(line_id, str) else "",
+        custom_id=custom_id if isinstance(custom_id, str) else None,
+        succeeded=succeeded,
+        usage=usage_of(body) if succeeded and isinstance(body, dict) else (0, 0, 0),
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -146,8 +221,15 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int, int]:
     usage = body.get("usage") or {}
     if not isinstance(usage, dict):
         return 0, 0, 0
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
     details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return prompt, cached, completion
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return (
+        _count(usage.get("prompt_tokens")),
+        _count(cached),
+        _count(usage.get("completion_tokens")),
+    )
+
+
+def _count(value: object) -> int:
+    """A token count as the engine reported it; anything that is not one counts 0."""
+    return value if type(value) is int and 0 <= value <= 2**53 else 0

@@ -36,6 +36,9 @@ from batch_core.protocol import (
     EngineRequest,
     ErrorDetail,
     ShardRequest,
+    UnreadableShardLine,
+    read_output_line,
+    read_shard_line,
     usage_of,
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
@@ -98,6 +101,26 @@ class DroppedObject:
 
 
 @dataclass
+class _Tally:
+    """The counts one part adds to its batch."""
+
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, succeeded: bool, usage: tuple[int, int, int]) -> None:
+        if not succeeded:
+            self.failed += 1
+            return
+        self.completed += 1
+        self.input_tokens += usage[0]
+        self.cached_tokens += usage[1]
+        self.output_tokens += usage[2]
+
+
+@dataclass
 class _Part:
     """Results gathered for the next part file of a shard."""
 
@@ -106,6 +129,48 @@ class _Part:
 
     def __len__(self) -> int:
         return len(self.succeeded) + len(self.failed)
+
+    def tally(self) -> _Tally:
+        tally = _Tally(failed=len(self.failed))
+        for line in self.succeeded:
+            assert line.response is not None
+            tally.add(True, usage_of(line.response.body))
+        return tally
+
+
+@dataclass
+class _Finished:
+    """What earlier attempts at a shard already wrote: by custom_id, and by line id for
+    shard lines that could not be read (they may have no custom_id)."""
+
+    custom_ids: set[str] = field(default_factory=set)
+    line_ids: set[str] = field(default_factory=set)
+
+
+def _unreadable_line(shard: ShardRecord, line: UnreadableShardLine) -> BatchRequestOutput:
+    """The error line of a shard line that cannot be read; its id is fixed by its place, so
+    a later attempt recognises it as written."""
+    return _refused_line(
+        f"{shard.batch_id}/{shard.index}/unreadable/{line.line_number}",
+        line.custom_id,
+        message=f"The request could not be read: {line.reason}",
+        code="unreadable_request",
+    )
+
+
+def _refused_line(
+    seed: str, custom_id: str | None, *, message: str, code: str | None, param: str | None = None
+) -> BatchRequestOutput:
+    """An error line with a 400 response in OpenAI's shape, its ids derived from `seed`."""
+    return BatchRequestOutput(
+        id=new_request_line_id(seed),
+        custom_id=custom_id,
+        response=BatchResponse(
+            status_code=400,
+            request_id=new_request_id(seed),
+            body={"error": ErrorDetail(message=message, param=param, code=code).model_dump()},
+        ),
+    )
 
 
 class BatchService:
@@ -317,10 +382,9 @@ class BatchService:
             if key == rejected:
                 continue
             for _, raw in iter_lines(self.store.stream(key)):
-                if raw:
-                    line = BatchRequestOutput.model_validate_json(raw)
-                    if line.custom_id is not None:
-                        failed.add(line.custom_id)
+                facts = read_output_line(raw) if raw else None
+                if facts is not None and facts.custom_id is not None:
+                    failed.add(facts.custom_id)
         return failed
 
     def _lines_of(self, input_key: str, custom_ids: set[str]) -> Iterator[bytes]:
@@ -367,7 +431,7 @@ class BatchService:
         if name is None:
             logger.info("ignoring object outside the inbox: %s", dropped.key)
             return None
-        seed = f"{self.store.bucket}/{dropped.identity}"
+        seed = self._drop_seed(dropped)
         batch_id, input_file_id = new_batch_id(seed), new_file_id(seed)
         info = self.store.head(dropped.key)
         option_error: InvalidRequestError | None = None
@@ -410,6 +474,35 @@ class BatchService:
         if option_error is not None:
             return self._fail_validation(record, [_option_error(option_error)])
         return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
+
+    def _drop_seed(self, dropped: DroppedObject) -> str:
+        return f"{self.store.bucket}/{dropped.identity}"
+
+    def fail_intake(self, dropped: DroppedObject) -> BatchRecord | None:
+        """An intake that failed every attempt (its event reached the dead-letter queue): the
+        batch ends `failed` with an `intake_failed` error instead of staying `validating`, and
+        a batch cancelled meanwhile ends `cancelled`. None when no batch was ever recorded."""
+        batch_id = s3keys.batch_id_of_input(dropped.key)
+        if batch_id is None:
+            if s3keys.outbox_name(dropped.key) is None:
+                return None
+            batch_id = new_batch_id(self._drop_seed(dropped))
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            logger.error("intake of %s failed before its batch was recorded", dropped.key)
+            return None
+        if record.status == "cancelling" and not record.shards_queued:
+            return self._end(record, "cancelled", from_status="cancelling")
+        if record.status != "validating":
+            return record
+        self.store.delete_prefix(s3keys.shard_prefix(record.id))  # shards of a cut-off attempt
+        logger.error("intake of batch %s failed on every attempt", record.id)
+        error = BatchError(
+            code="intake_failed",
+            message="The input file could not be validated after several attempts, so no "
+            "request ran. Submit it again; if this repeats, the operator has the logs.",
+        )
+        return self._fail_validation(record, [error])
 
     def _resume_intake(self, record: BatchRecord, endpoint: str | None) -> BatchRecord:
         if record.status == "validating":
@@ -582,18 +675,24 @@ class BatchService:
                 return ShardRun("busy")  # another worker holds its lease: a duplicated message
             return ShardRun("skipped")  # already done
         # A first attempt has nothing to recover: no part can exist before an attempt began.
-        finished_ids, next_part = (
+        finished, next_part = (
             self._recover_parts(shard)
             if shard.attempts > 1 or shard.parts_committed
-            else (set(), 0)
+            else (_Finished(), 0)
         )
-        pending = [
-            EngineRequest(custom_id=r.custom_id, url=r.url, body=r.body)
-            for r in self._read_shard(task)
-            if r.custom_id not in finished_ids
-        ]
         run = ShardRun("done")
         part = _Part()
+        pending: list[EngineRequest] = []
+        for request in self._read_shard(task):
+            if isinstance(request, UnreadableShardLine):
+                # Not the engine's to run and never the worker's death: its own error line.
+                line = _unreadable_line(shard, request)
+                if line.id not in finished.line_ids:
+                    part.failed.append(line)
+            elif request.custom_id not in finished.custom_ids:
+                pending.append(
+                    EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
+                )
         part_started = time.monotonic()
         remaining = len(pending)
         results = engine.run(pending)
@@ -642,11 +741,11 @@ class BatchService:
             lease_until=self._clock() + lease_seconds,
         )
 
-    def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest]:
+    def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest | UnreadableShardLine]:
         key = s3keys.shard_key(task.batch_id, task.shard_index)
-        for _, raw in iter_lines(self.store.stream(key)):
+        for number, raw in iter_lines(self.store.stream(key)):
             if raw:
-                yield ShardRequest.model_validate_json(raw)
+                yield read_shard_line(raw, number)
 
     def _part_keys(self, shard: ShardRecord, part_index: int) -> tuple[str, str]:
         name = s3keys.part_name(part_index)
@@ -655,8 +754,9 @@ class BatchService:
             s3keys.errors_prefix(shard.batch_id, shard.index) + name,
         )
 
-    def _recover_parts(self, shard: ShardRecord) -> tuple[set[str], int]:
-        """custom_ids already written by earlier attempts, and the next free part number."""
+    def _recover_parts(self, shard: ShardRecord) -> tuple[_Finished, int]:
+        """What earlier attempts already wrote, and the next free part number. Parts are read
+        for their facts only (ids, success, usage), so no response body can break this."""
         keys = self.store.list_keys(
             s3keys.results_prefix(shard.batch_id, shard.index)
         ) + self.store.list_keys(s3keys.errors_prefix(shard.batch_id, shard.index))
@@ -664,18 +764,20 @@ class BatchService:
         for key in keys:
             if s3keys.is_part_key(key):  # not never-ran.jsonl, written when a shard is closed
                 by_part.setdefault(s3keys.part_index_of(key), []).append(key)
-        finished: set[str] = set()
+        finished = _Finished()
         for part_index in sorted(by_part):
-            succeeded: list[BatchRequestOutput] = []
-            failed: list[BatchRequestOutput] = []
+            tally = _Tally()
             for key in by_part[part_index]:
                 for _, raw in iter_lines([self.store.read(key)]):
-                    if raw:
-                        line = BatchRequestOutput.model_validate_json(raw)
-                        (succeeded if line.succeeded else failed).append(line)
-            finished.update(line.custom_id for line in succeeded + failed if line.custom_id)
+                    facts = read_output_line(raw) if raw else None
+                    if facts is None:
+                        continue
+                    tally.add(facts.succeeded, facts.usage)
+                    finished.line_ids.add(facts.id)
+                    if facts.custom_id:
+                        finished.custom_ids.add(facts.custom_id)
             if part_index >= shard.parts_committed:
-                self._commit(shard, part_index, _Part(succeeded, failed))
+                self._commit(shard, part_index, tally)
         return finished, (max(by_part) + 1 if by_part else 0)
 
     def _write_part(
@@ -696,7 +798,7 @@ class BatchService:
             self.store.put(results_key, _jsonl(part.succeeded))
         if part.failed:
             self.store.put(errors_key, _jsonl(part.failed))
-        input_tokens, output_tokens = self._commit(shard, part_index, part, settle=settle)
+        input_tokens, output_tokens = self._commit(shard, part_index, part.tally(), settle=settle)
         run.succeeded += len(part.succeeded)
         run.failed += len(part.failed)
         run.input_tokens += input_tokens
@@ -710,28 +812,21 @@ class BatchService:
         return batch.status
 
     def _commit(
-        self, shard: ShardRecord, part_index: int, part: _Part, *, settle: bool = False
+        self, shard: ShardRecord, part_index: int, tally: _Tally, *, settle: bool = False
     ) -> tuple[int, int]:
         """Add a part's counts to the batch (once); returns its input and output tokens."""
-        input_tokens = cached_tokens = output_tokens = 0
-        for line in part.succeeded:
-            assert line.response is not None
-            prompt, cached, completion = usage_of(line.response.body)
-            input_tokens += prompt
-            cached_tokens += cached
-            output_tokens += completion
         self.repository.commit_part(
             shard.batch_id,
             shard.index,
             part_index=part_index,
-            completed=len(part.succeeded),
-            failed=len(part.failed),
-            input_tokens=input_tokens,
-            cached_tokens=cached_tokens,
-            output_tokens=output_tokens,
+            completed=tally.completed,
+            failed=tally.failed,
+            input_tokens=tally.input_tokens,
+            cached_tokens=tally.cached_tokens,
+            output_tokens=tally.output_tokens,
             settle=settle,
         )
-        return input_tokens, output_tokens
+        return tally.input_tokens, tally.output_tokens
 
     # -- cancel -----------------------------------------------------------------------
 
@@ -774,10 +869,32 @@ class BatchService:
     # -- expire -----------------------------------------------------------------------
 
     def expire_overdue(self) -> list[BatchRecord]:
-        """Expire every batch whose completion window has run out (the schedule's job)."""
-        return [
-            self.expire(batch_id) for batch_id in self.repository.overdue_batch_ids(self._now())
-        ]
+        """Expire every batch whose completion window has run out (the schedule's job).
+
+        This is also the backstop that keeps anything from staying unfinished: a batch still
+        not terminal `stuck_after_seconds` past its window (its tracker died, its finalize kept
+        failing, a worker hangs on to a lease) is ended here, whatever state its shards or its
+        intake are in, with an error line for every request that did not finish."""
+        now = self._now()
+        ended: list[BatchRecord] = []
+        for batch_id in self.repository.overdue_batch_ids(now):
+            record = self.expire(batch_id)
+            if (
+                record.status not in TERMINAL_STATUSES
+                and (record.expires_at or now) + self.settings.stuck_after_seconds <= now
+            ):
+                record = self._end_stuck(record)
+            ended.append(record)
+        return ended
+
+    def _end_stuck(self, record: BatchRecord) -> BatchRecord:
+        logger.error(
+            "batch %s is still %s %d s after its window: ending it",
+            record.id,
+            record.status,
+            self._now() - (record.expires_at or 0),
+        )
+        return self.finalize(record.id, force=True)
 
     def expire(self, batch_id: str) -> BatchRecord:
         """A running batch finalizes as `expired`: workers stop after their current part, the
@@ -804,10 +921,12 @@ class BatchService:
 
     # -- finalize ---------------------------------------------------------------------
 
-    def finalize(self, batch_id: str) -> BatchRecord:
+    def finalize(self, batch_id: str, *, force: bool = False) -> BatchRecord:
         """Merge the result parts into the output and error files; the batch completes.
 
         Running it twice gives the same files (ids derive from the batch id) and counts.
+        With `force` (the stuck-batch backstop) a cancelled or expired batch ends without
+        waiting for live leases.
         """
         record = self._require(batch_id)
         if record.status in TERMINAL_STATUSES:
@@ -819,6 +938,7 @@ class BatchService:
                 message=_CANCELLED_MESSAGE,
                 status="cancelled",
                 from_status="cancelling",
+                force=force,
             )
         if record.status == "finalizing" and record.ending == "expired":
             return self._finish_unrun(
@@ -827,6 +947,7 @@ class BatchService:
                 message=_EXPIRED_MESSAGE,
                 status="expired",
                 from_status="finalizing",
+                force=force,
             )
         self.repository.transition(
             batch_id,
@@ -871,7 +992,14 @@ class BatchService:
                 )
 
     def _finish_unrun(
-        self, record: BatchRecord, *, code: str, message: str, status: str, from_status: str
+        self,
+        record: BatchRecord,
+        *,
+        code: str,
+        message: str,
+        status: str,
+        from_status: str,
+        force: bool = False,
     ) -> BatchRecord:
         """End a batch that stops early (cancelled, expired) once no worker runs its shards.
 
@@ -879,10 +1007,11 @@ class BatchService:
         next poll): the worker stops after its current part. A dead worker's lease lapses,
         so this ends within one lease time whatever happened to the workers. Requests that
         never ran get an error line with `code`; finished results stay in the output.
+        With `force` (the stuck-batch backstop) live leases are not waited for either.
         """
         now = self._clock()
         shards = self.repository.list_shards(record.id)
-        if any(s.status == "running" and s.lease_until > now for s in shards):
+        if not force and any(s.status == "running" and s.lease_until > now for s in shards):
             return record
         for shard in shards:
             if shard.status != "done":
@@ -894,16 +1023,21 @@ class BatchService:
         ran, then settle the shard counting them failed, once."""
         finished, _ = self._recover_parts(shard)  # also counts parts written but not counted
         task = ShardTask(batch_id=shard.batch_id, shard_index=shard.index)
-        lines = [
-            BatchRequestOutput(
-                id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
-                custom_id=request.custom_id,
-                response=None,
-                error=BatchLineError(code=code, message=message),
-            )
-            for request in self._read_shard(task)
-            if request.custom_id not in finished
-        ]
+        lines: list[BatchRequestOutput] = []
+        for request in self._read_shard(task):
+            if isinstance(request, UnreadableShardLine):
+                line = _unreadable_line(shard, request)
+                if line.id not in finished.line_ids:
+                    lines.append(line)
+            elif request.custom_id not in finished.custom_ids:
+                lines.append(
+                    BatchRequestOutput(
+                        id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
+                        custom_id=request.custom_id,
+                        response=None,
+                        error=BatchLineError(code=code, message=message),
+                    )
+                )
         if lines:  # the same key and bytes if this runs again
             key = s3keys.errors_prefix(shard.batch_id, shard.index) + "never-ran.jsonl"
             self.store.put(key, _jsonl(lines))
@@ -1028,22 +1162,13 @@ class _RejectedLines:
         self._data.close()
 
     def add(self, rejected: RejectedLine) -> None:
-        seed = f"{self._batch_id}/line/{rejected.line}"
         error = rejected.error
-        line = BatchRequestOutput(
-            id=new_request_line_id(seed),
-            custom_id=rejected.custom_id,
-            response=BatchResponse(
-                status_code=400,
-                request_id=new_request_id(seed),
-                body={
-                    "error": ErrorDetail(
-                        message=f"Line {rejected.line}: {error.message}",
-                        param=error.param,
-                        code=error.code,
-                    ).model_dump()
-                },
-            ),
+        line = _refused_line(
+            f"{self._batch_id}/line/{rejected.line}",
+            rejected.custom_id,
+            message=f"Line {rejected.line}: {error.message}",
+            code=error.code,
+            param=error.param,
         )
         self._data.write(line.model_dump_json().encode() + b"\n")
 

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         description="The largest body one request carries (Lambda's 6 MB, base64-encoded); "
         "larger files go through /v1/uploads in parts.",
     )
+    stuck_after_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How long past its window a batch may stay not terminal before the expiry "
+        "sweep ends it itself (whatever its tracker, shards or workers are doing).",
+    )
     presigned_url_seconds: int = Field(default=900, ge=60)
     upload_expiry_seconds: int = Field(default=3600, ge=60)
 

@@ -17,6 +17,7 @@ import orjson
 
 from batch_core.errors import LineError
 from batch_core.fast_lines import chat_facts, decode_fast, decoder_for
+from batch_core.json_bounds import SUSPECT_BELOW, SUSPECT_BYTES, check_bounds
 from batch_core.models import SUPPORTED_ENDPOINTS, BatchError
 from batch_core.request_schema import check_body
 
@@ -207,6 +208,8 @@ class BatchValidator:
                     self._fast_chat is not None
                     and len(raw) <= max_line_bytes
                     and raw.isascii()  # other lines need their UTF-8 checked: slow path
+                    # json_bounds.plainly_within, inlined: deep or huge-number lines go slow
+                    and len(raw.translate(None, SUSPECT_BYTES)) < SUSPECT_BELOW
                 ):
                     try:
                         line = self._fast_chat.decode(raw)
@@ -303,7 +306,8 @@ class BatchValidator:
                 f"The line is longer than {self._limits.max_line_bytes} bytes.",
             )
         endpoint = self._endpoint
-        if endpoint is not None and self._model is not None:
+        within = len(raw.translate(None, SUSPECT_BYTES)) < SUSPECT_BELOW
+        if within and endpoint is not None and self._model is not None:
             fast = decode_fast(raw, endpoint)
             if fast is not None and fast[1] == self._model:
                 custom_id = fast[0]
@@ -314,10 +318,12 @@ class BatchValidator:
                     return _new_valid_line(
                         (custom_id, endpoint, number, chars, prefix, output_tokens, choices, raw)
                     )
-        return self._check_slow(raw, number)
+        return self._check_slow(raw, number, within=within)
 
-    def _check_slow(self, raw: bytes, number: int) -> ValidLine:
+    def _check_slow(self, raw: bytes, number: int, *, within: bool = False) -> ValidLine:
         """Every check, on the parsed line: the authority on what is wrong with a line."""
+        if not within:
+            check_bounds(raw)  # before any parser recurses into it
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

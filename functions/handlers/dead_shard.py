@@ -9,6 +9,7 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import ValidationError
 
 from batch_core.messaging import ShardTask
 from batch_core.wiring import default_service
@@ -25,7 +26,12 @@ class ShardStillLeasedError(Exception):
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
-    task = ShardTask.model_validate_json(record.body)
+    try:
+        task = ShardTask.model_validate_json(record.body)
+    except ValidationError:
+        # Names no shard, so there is nothing to end; failing would only redeliver it.
+        logger.error("dropping a dead-letter message that names no shard: %.200r", record.body)
+        return
     if not default_service().fail_shard(task):
         raise ShardStillLeasedError(f"shard {task.batch_id}:{task.shard_index} is still leased")
     logger.warning(

@@ -169,8 +169,6 @@ class VllmEngine:
                 future.cancel()  # cancelling the coroutine aborts the request inside vLLM
 
     async def _one(self, request: EngineRequest) -> EngineResult:
-        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-        from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
         from vllm.v1.engine.exceptions import EngineDeadError
 
         entry = self._endpoints.get(request.url)
@@ -183,6 +181,22 @@ class VllmEngine:
                 code="unsupported_endpoint",
             )
         adapter, handler = entry
+        try:
+            return await self._serve(request, adapter, handler)
+        except (EngineDeadError, asyncio.CancelledError):
+            raise  # not this request's fault: the shard stops and the worker restarts
+        except Exception as exc:  # a bug on one request's path fails that request alone
+            return EngineResult.failure(
+                request.custom_id, 500, f"The engine failed on this request: {exc!r:.300}"
+            )
+
+    async def _serve(
+        self, request: EngineRequest, adapter: TypeAdapter[Any], handler: Handler
+    ) -> EngineResult:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         try:
             parsed = adapter.validate_python(request.body)
         except ValidationError as exc:
