@@ -25,6 +25,7 @@ import boto3
 from batch_core import s3keys, wiring
 from batch_core.models import TERMINAL_STATUSES, Batch
 from batch_core.protocol import Engine
+from batchctl import moto_quirks
 from batchctl.template import (
     Resolver,
     load_template,
@@ -153,6 +154,7 @@ class LocalStack:
         if self.endpoint_url:
             self._set_env({"AWS_ENDPOINT_URL": self.endpoint_url})
         else:
+            moto_quirks.apply()
             self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             self._mock.start()
         self.session = boto3.session.Session(region_name=REGION)
@@ -259,6 +261,11 @@ class LocalStack:
         for name, props in resources_of_type(template, "AWS::S3::Bucket").items():
             bucket = resolver.resolve(props["BucketName"])
             s3.create_bucket(Bucket=bucket)
+            versioning = props.get("VersioningConfiguration", {}).get("Status")
+            if versioning:
+                s3.put_bucket_versioning(
+                    Bucket=bucket, VersioningConfiguration={"Status": versioning}
+                )
             resolver.refs[name] = bucket
             notifications = resolver.resolve(props.get("NotificationConfiguration", {}))
             configs: list[Any] = [

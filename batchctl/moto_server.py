@@ -27,10 +27,11 @@ def _free_port() -> int:
 def start_moto_server(
     *, execute_state_machines: bool = True
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m moto.server` on a free port; returns the process and its URL."""
+    """Start moto's server (with `moto_quirks` applied) on a free port; returns the process
+    and its URL."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "batchctl.moto_quirks", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "MOTO_PORT": str(port)},

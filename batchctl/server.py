@@ -85,6 +85,9 @@ def api_gateway_event(
     }
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "openbatch-local"
@@ -102,7 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
         event = api_gateway_event(self.command, self.path, headers, body)
         context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
         try:
-            result = api.handler(event, context)
+            # One Lambda instance handles one request at a time, and the resolver keeps the
+            # request (and its tenant) in module state: calls must not overlap here either.
+            with _ONE_AT_A_TIME:
+                result = api.handler(event, context)
         except Exception:  # what API Gateway answers when the function fails (DEFAULT_5XX)
             logger.exception("the API handler failed")
             self._send(502, {"Content-Type": "application/json"}, json.dumps(SERVER_ERROR).encode())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class EngineSettings(BaseSettings):
@@ -34,9 +34,21 @@ class EngineSettings(BaseSettings):
     extra_engine_args: str = Field(
         default="", description="More vLLM engine flags, e.g. '--enforce-eager'."
     )
+    allowed_media_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts vLLM may fetch media URLs from (comma separated; the same "
+        "ALLOWED_MEDIA_DOMAINS as intake); empty: none, only inline data: URLs.",
+    )
     fake_seconds_per_request: float = Field(
         default=0.0, ge=0, description="ENGINE=fake only: time each request takes (tests)."
     )
+
+    @field_validator("allowed_media_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
 
 class WorkerSettings(BaseSettings):

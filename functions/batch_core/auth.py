@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from batch_core.errors import AuthenticationError, InvalidRequestError
+from batch_core.errors import AuthenticationError, InvalidRequestError, RateLimitError
 from batch_core.records import ApiKeyRecord
 from batch_core.repository import BatchRepository
 
@@ -72,6 +72,33 @@ class ApiKeys:
         if record is None or not hmac.compare_digest(record.key_hash, digest):
             raise AuthenticationError(f"Incorrect API key provided: {_redact(key)}.")
         return record.tenant
+
+
+class RateLimiter:
+    """Each tenant's share of the API: at most `per_second` requests in any one second,
+    counted in the table so every API function instance sees the same count. A tenant
+    over its share gets 429s; no other tenant notices."""
+
+    def __init__(
+        self,
+        repository: BatchRepository,
+        per_second: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.repository = repository
+        self.per_second = per_second
+        self._clock = clock
+
+    def admit(self, tenant: str) -> None:
+        """Count one request; RateLimitError when the tenant is over its share."""
+        if self.per_second <= 0:
+            return
+        second = int(self._clock())
+        if not self.repository.take_request_slot(tenant, second, self.per_second, second + 120):
+            raise RateLimitError(
+                f"Rate limit reached: {self.per_second} requests per second for your "
+                "organization. Retry after a short wait."
+            )
 
 
 def _redact(key: str) -> str:

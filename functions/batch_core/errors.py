@@ -20,6 +20,10 @@ class NotFoundError(BatchCoreError):
     code = "not_found"
 
 
+class MissingObjectError(NotFoundError):
+    """An S3 object (or the version an event named) is not there (any more)."""
+
+
 class ConflictError(BatchCoreError):
     """The request does not fit the object's current state (e.g. cancelling a completed batch)."""
 
@@ -48,3 +52,9 @@ class PayloadTooLargeError(BatchCoreError):
     """A request body over what the API accepts in one call (HTTP 413)."""
 
     code = "payload_too_large"
+
+
+class RateLimitError(BatchCoreError):
+    """The tenant sent more requests than its share (HTTP 429)."""
+
+    code = "rate_limit_exceeded"

@@ -52,6 +52,10 @@ def upload_pk(upload_id: str) -> str:
     return f"UPLOAD#{upload_id}"
 
 
+def outbox_pk(name: str) -> str:
+    return f"OUTBOX#{name}"
+
+
 def api_key_pk(key_hash: str) -> str:
     return f"APIKEY#{key_hash}"
 
@@ -265,6 +269,22 @@ class BatchRepository:
         for page in pages:
             ids.extend(str(_from_item(item)["id"]) for item in page["Items"])
         return ids
+
+    def claim_outbox(self, name: str, batch_id: str) -> bool:
+        """Take outbox/<name>/ for `batch_id`; False when another batch holds it (claiming
+        again for the same batch, a redelivered event, succeeds)."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item({"pk": outbox_pk(name), "sk": META, "batch_id": batch_id}),
+                ConditionExpression="attribute_not_exists(pk) OR batch_id = :me",
+                ExpressionAttributeValues=_to_item({":me": batch_id}),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     def mark_shards_queued(self, batch_id: str) -> None:
         self._db.update_item(
@@ -646,6 +666,28 @@ class BatchRepository:
                 for item in page["Items"]
             ]
         return parts
+
+    # -- per-tenant request rate --------------------------------------------------------
+
+    def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
+        """Count one request of `tenant` in the time window `window`; False when `limit`
+        were already counted there. One conditional write; the item expires by TTL."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": f"RATE#{tenant}", "sk": f"{window:012d}"}),
+                UpdateExpression="ADD requests :one SET #ttl = :ttl",
+                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues=_to_item(
+                    {":one": 1, ":limit": limit, ":ttl": expires_at}
+                ),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     # -- API keys ------------------------------------------------------------------------
 

@@ -20,6 +20,9 @@ from typing import Any
 import orjson
 
 from batch_core.errors import LineError
+from batch_core.media_urls import MediaPolicy, first_refused
+
+DENY_REMOTE_MEDIA = MediaPolicy()
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CONTENT_PART_TYPES = frozenset(
@@ -307,8 +310,11 @@ def prompt_chars(value: object, name: str) -> int:
     )
 
 
-def check_body(body: dict[str, Any], url: str) -> tuple[int, int]:
-    """Check a body against its endpoint; returns (prompt characters, prefix digest)."""
+def check_body(
+    body: dict[str, Any], url: str, media: MediaPolicy = DENY_REMOTE_MEDIA
+) -> tuple[int, int]:
+    """Check a body against its endpoint; returns (prompt characters, prefix digest).
+    Media URLs in content parts must be ones `media` lets the workers fetch."""
     if body.get("stream"):
         raise LineError("invalid_request", "Streaming is not supported in a batch.", "body.stream")
     if not body.keys() <= ACCEPTED_FIELDS[url]:
@@ -322,4 +328,9 @@ def check_body(body: dict[str, Any], url: str) -> tuple[int, int]:
     else:
         chars, prefix = prompt_chars(body.get("input"), "input"), 0
     check_sampling(body)
+    if "messages" in body:
+        refused = first_refused(body["messages"], media)
+        if refused is not None:
+            param, reason = refused
+            raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
     return chars, prefix

@@ -71,15 +71,20 @@ def part_index_of(key: str) -> int:
 
 
 def outbox_name(inbox_key: str) -> str | None:
-    """`inbox/team/prompts.jsonl` -> `team/prompts`; None for keys outside the inbox."""
+    """`inbox/team/prompts.jsonl` -> `team/prompts`; None for keys outside the inbox.
+
+    Only `.jsonl` is dropped: `x.json` and `x.txt` keep their names, so they cannot share
+    `x`'s outbox. Any name still taken (the same key dropped again, or `x` beside
+    `x.jsonl`) is made unique at intake with `unique_outbox_name`."""
     if not inbox_key.startswith(INBOX_PREFIX):
         return None
-    name = inbox_key[len(INBOX_PREFIX) :]
-    for suffix in (".jsonl", ".json", ".txt"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = inbox_key[len(INBOX_PREFIX) :].removesuffix(".jsonl")
     return name or None
+
+
+def unique_outbox_name(name: str, batch_id: str) -> str:
+    """The outbox name of a batch whose plain name another batch holds: `x~<8 of its id>`."""
+    return f"{name}~{batch_id.removeprefix('batch_')[:8]}"
 
 
 def outbox_key(name: str, filename: str) -> str:

@@ -24,8 +24,14 @@ from batch_core.drop_options import (
     check_metadata,
     drop_options,
 )
-from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
+from batch_core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    MissingObjectError,
+    NotFoundError,
+)
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
+from batch_core.media_urls import MediaPolicy, first_refused
 from batch_core.messaging import ShardQueue, ShardTask, StatusEvents, Tracker
 from batch_core.models import SUPPORTED_ENDPOINTS, TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
@@ -155,6 +161,18 @@ def _unreadable_line(shard: ShardRecord, line: UnreadableShardLine) -> BatchRequ
         line.custom_id,
         message=f"The request could not be read: {line.reason}",
         code="unreadable_request",
+    )
+
+
+def _media_refused_line(
+    shard: ShardRecord, request: ShardRequest, param: str, reason: str
+) -> BatchRequestOutput:
+    return _refused_line(
+        f"{shard.batch_id}/{request.custom_id}/media",
+        request.custom_id,
+        message=f"Invalid '{param}': {reason}.",
+        code="media_url_refused",
+        param=param,
     )
 
 
@@ -433,7 +451,19 @@ class BatchService:
             return None
         seed = self._drop_seed(dropped)
         batch_id, input_file_id = new_batch_id(seed), new_file_id(seed)
-        info = self.store.head(dropped.key)
+        # Exactly the version the event announced: the key may hold a newer upload by now.
+        # Intake reads its own copy of it (files/, the input File's object), never the key.
+        version = dropped.version_id or None
+        input_key = s3keys.file_key(input_file_id)
+        try:
+            info = self.store.head(dropped.key, version_id=version)
+            self.store.copy(dropped.key, input_key, version_id=version)
+        except MissingObjectError:
+            logger.warning("%s (version %s) is gone before intake: no batch", dropped.key, version)
+            return None
+        if not self.repository.claim_outbox(name, batch_id):
+            name = s3keys.unique_outbox_name(name, batch_id)  # x dropped again, or x beside x.jsonl
+            self.repository.claim_outbox(name, batch_id)
         option_error: InvalidRequestError | None = None
         try:
             options = drop_options(dropped.key, info.metadata)
@@ -450,7 +480,7 @@ class BatchService:
             created_at=now,
             expires_at=now + window_seconds(window),
             metadata=options.metadata,
-            input_key=dropped.key,
+            input_key=input_key,
             outbox_name=name,
             invalid_lines=options.invalid_lines,
         )
@@ -470,7 +500,7 @@ class BatchService:
             if option_error is not None and existing.status == "validating":
                 return self._fail_validation(existing, [_option_error(option_error)])
             return self._resume_intake(existing, options.endpoint)
-        self.repository.put_file(FileRecord(file=input_file, s3_key=dropped.key))
+        self.repository.put_file(FileRecord(file=input_file, s3_key=input_key))
         if option_error is not None:
             return self._fail_validation(record, [_option_error(option_error)])
         return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
@@ -538,6 +568,7 @@ class BatchService:
                 max_reported_errors=settings.max_reported_errors,
             ),
             on_rejected=on_rejected,
+            media=MediaPolicy.of(settings.allowed_media_domains),
         )
 
     def _validate_and_plan(
@@ -683,6 +714,7 @@ class BatchService:
         run = ShardRun("done")
         part = _Part()
         pending: list[EngineRequest] = []
+        media = MediaPolicy.of(self.settings.allowed_media_domains)
         for request in self._read_shard(task):
             if isinstance(request, UnreadableShardLine):
                 # Not the engine's to run and never the worker's death: its own error line.
@@ -690,6 +722,10 @@ class BatchService:
                 if line.id not in finished.line_ids:
                     part.failed.append(line)
             elif request.custom_id not in finished.custom_ids:
+                refused = first_refused(request.body.get("messages"), media)
+                if refused is not None:  # checked at intake; shards are data, so again here
+                    part.failed.append(_media_refused_line(shard, request, *refused))
+                    continue
                 pending.append(
                     EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
                 )

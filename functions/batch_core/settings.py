@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Models the workers serve (comma separated); empty accepts any model.",
     )
+    allowed_media_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts the workers may fetch media URLs from (comma separated); empty: "
+        "only inline data: URLs. Private, loopback and link-local addresses never.",
+    )
     default_endpoint: str = "/v1/chat/completions"
     default_completion_window: str = "24h"
     max_requests_per_batch: int = Field(default=1_000_000, ge=1)
@@ -91,6 +96,11 @@ class Settings(BaseSettings):
         description="How long past its window a batch may stay not terminal before the expiry "
         "sweep ends it itself (whatever its tracker, shards or workers are doing).",
     )
+    api_requests_per_second: int = Field(
+        default=20,
+        ge=0,
+        description="Each tenant's share of the API: requests per second (0: no limit).",
+    )
     presigned_url_seconds: int = Field(default=900, ge=60)
     upload_expiry_seconds: int = Field(default=3600, ge=60)
 
@@ -103,7 +113,7 @@ class Settings(BaseSettings):
             "latest": self.tracker_poll_latest_seconds,
         }
 
-    @field_validator("served_models", mode="before")
+    @field_validator("served_models", "allowed_media_domains", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):

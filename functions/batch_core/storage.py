@@ -11,6 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from batch_core.errors import MissingObjectError
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -25,6 +27,11 @@ class ObjectInfo:
 
     size: int
     metadata: dict[str, str]
+
+
+def _is_missing(error: Any) -> bool:
+    code = error.response.get("Error", {}).get("Code")
+    return code in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 
 
 class ObjectStore:
@@ -84,8 +91,17 @@ class ObjectStore:
     def size(self, key: str) -> int:
         return self.head(key).size
 
-    def head(self, key: str) -> ObjectInfo:
-        response = self._s3.head_object(Bucket=self.bucket, Key=key)
+    def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        """Size and metadata of the object (of that version); MissingObjectError if gone."""
+        try:
+            if version_id:
+                response = self._s3.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            else:
+                response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.ClientError as error:
+            if _is_missing(error):
+                raise MissingObjectError(f"{key} ({version_id or 'current'}) is gone") from error
+            raise
         return ObjectInfo(
             size=int(response["ContentLength"]), metadata=response.get("Metadata", {})
         )
@@ -114,18 +130,25 @@ class ObjectStore:
             self.upload(key, spool)
         return size
 
-    def copy(self, source_key: str, target_key: str) -> None:
-        self._s3.copy_object(
-            Bucket=self.bucket,
-            Key=target_key,
-            CopySource={"Bucket": self.bucket, "Key": source_key},
-        )
+    def copy(self, source_key: str, target_key: str, *, version_id: str | None = None) -> None:
+        """Server-side copy; `version_id` copies that version of the source, not the current
+        one. MissingObjectError when the source (version) is gone."""
+        source: Any = {"Bucket": self.bucket, "Key": source_key}
+        if version_id:
+            source["VersionId"] = version_id
+        try:
+            self._s3.copy_object(Bucket=self.bucket, Key=target_key, CopySource=source)
+        except self._s3.exceptions.ClientError as error:
+            if _is_missing(error):
+                message = f"{source_key} ({version_id or 'current'}) is gone"
+                raise MissingObjectError(message) from error
+            raise
 
     def exists(self, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=key)
         except self._s3.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _is_missing(error):
                 return False
             raise
         return True

@@ -18,6 +18,7 @@ import orjson
 from batch_core.errors import LineError
 from batch_core.fast_lines import chat_facts, decode_fast, decoder_for
 from batch_core.json_bounds import SUSPECT_BELOW, SUSPECT_BYTES, check_bounds
+from batch_core.media_urls import MediaPolicy
 from batch_core.models import SUPPORTED_ENDPOINTS, BatchError
 from batch_core.request_schema import check_body
 
@@ -164,8 +165,10 @@ class BatchValidator:
         served_models: Iterable[str] = (),
         limits: ValidationLimits | None = None,
         on_rejected: Callable[[RejectedLine], None] | None = None,
+        media: MediaPolicy | None = None,
     ) -> None:
-        """`on_rejected` sees every bad line as it is found (all of them, not only the first
+        """`media`: the media URLs requests may make the workers fetch (default: none).
+        `on_rejected` sees every bad line as it is found (all of them, not only the first
         `max_reported_errors`): the skip mode writes them to the error file, the CLI prints them.
         """
         self._endpoint = endpoint
@@ -174,6 +177,7 @@ class BatchValidator:
         self._limits = limits or ValidationLimits()
         self._max_line_bytes = self._limits.max_line_bytes
         self._on_rejected = on_rejected
+        self._media = media or MediaPolicy()
         self._model: str | None = None
         # The typed decoder for chat lines, once the batch's endpoint and model are known.
         self._fast_chat: msgspec.json.Decoder[Any] | None = None
@@ -360,7 +364,7 @@ class BatchValidator:
         model = body.get("model")
         if model != self._model or model is None:
             self._check_model(model)
-        prompt_chars, prefix = check_body(body, url)
+        prompt_chars, prefix = check_body(body, url, self._media)
         self._seen_ids.add(digest)
         choices = body.get("n") or 1
         limit = body.get("max_completion_tokens") or body.get("max_tokens")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from batch_core.auth import ApiKeys
+from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
 from batch_core.messaging import ShardQueue, StatusEvents, Tracker
 from batch_core.repository import BatchRepository
@@ -60,9 +60,16 @@ def default_api_keys() -> ApiKeys:
     return ApiKeys(default_service().repository)
 
 
+@lru_cache(maxsize=1)
+def default_rate_limiter() -> RateLimiter:
+    service = default_service()
+    return RateLimiter(service.repository, service.settings.api_requests_per_second)
+
+
 def reset() -> None:
     """Forget the cached settings and services (after the environment changed)."""
     get_settings.cache_clear()
     default_service.cache_clear()
     default_files.cache_clear()
     default_api_keys.cache_clear()
+    default_rate_limiter.cache_clear()

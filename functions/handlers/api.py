@@ -1,17 +1,20 @@
 """The OpenAI-compatible HTTP API (API Gateway REST -> Lambda): /v1/files, /v1/uploads and
 /v1/batches as the openai SDK calls them, plus two extensions (`/results`, `/retry`).
 
-Each route authenticates (a middleware), makes one call on the core and returns the object.
+A gate (`_admit`) authenticates and checks the body's bytes before any route parses it;
+each route then makes one call on the core and returns the object.
 Typed core errors become OpenAI's error shape in one place (`_error_response`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import File, Form, Query, UploadFile
 from aws_lambda_powertools.logging import correlation_paths
@@ -36,10 +39,17 @@ from batch_core.errors import (
     LineError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitError,
 )
+from batch_core.json_bounds import check_bounds
 from batch_core.models import Batch, FileObject
 from batch_core.records import Upload, UploadPart
-from batch_core.wiring import default_api_keys, default_files, default_service
+from batch_core.wiring import (
+    default_api_keys,
+    default_files,
+    default_rate_limiter,
+    default_service,
+)
 
 logger = Logger()
 tracer = Tracer()
@@ -52,6 +62,7 @@ API_VERSION = "1.0.0"
 
 _STATUS: list[tuple[type[BatchCoreError], int, str]] = [
     (AuthenticationError, 401, "invalid_request_error"),
+    (RateLimitError, 429, "rate_limit_error"),
     (NotFoundError, 404, "invalid_request_error"),
     (ConflictError, 409, "invalid_request_error"),
     (PayloadTooLargeError, 413, "invalid_request_error"),
@@ -71,16 +82,23 @@ def _error_response(
     )
 
 
-@app.exception_handler(BatchCoreError)  # type: ignore[untyped-decorator]
-def _core_error(error: BatchCoreError) -> Response[Any]:
+def _status_of(error: BatchCoreError) -> tuple[int, str]:
     for error_class, status, error_type in _STATUS:
         if isinstance(error, error_class):
-            return _error_response(
-                status, str(error), error_type=error_type, param=error.param, code=error.code
-            )
-    logger.exception("unexpected core error")
+            return status, error_type
+    return 500, "server_error"
+
+
+@app.exception_handler(BatchCoreError)  # type: ignore[untyped-decorator]
+def _core_error(error: BatchCoreError) -> Response[Any]:
+    status, error_type = _status_of(error)
+    if status == 500:
+        logger.exception("unexpected core error")
+        return _error_response(
+            500, "The server had an error.", error_type="server_error", param=None, code=error.code
+        )
     return _error_response(
-        500, "The server had an error.", error_type="server_error", param=None, code=error.code
+        status, str(error), error_type=error_type, param=error.param, code=error.code
     )
 
 
@@ -142,19 +160,6 @@ def _no_route(_: Exception) -> Response[Any]:
         param=None,
         code="unknown_url",
     )
-
-
-def _authenticate(
-    resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
-) -> Response[Any]:
-    """Every route but the OpenAPI document needs `Authorization: Bearer <key>`."""
-    if resolver.current_event.path != OPENAPI_PATH:
-        header = resolver.current_event.get_header_value("authorization", default_value="")
-        resolver.append_context(tenant=default_api_keys().tenant_of(header))  # type: ignore[no-untyped-call]
-    return next_middleware(resolver)
-
-
-app.use(middlewares=[_authenticate])
 
 
 def _tenant() -> str:
@@ -324,10 +329,80 @@ def openapi_json() -> str:
     return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
 
 
+# -- the gate: before any route parses a body ----------------------------------------
+
+
+def _admit(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The key, the tenant's rate and the body's bytes, checked before Powertools parses or
+    validates anything: an anonymous or hostile request costs one lookup and gets a 4xx in
+    OpenAI's shape. Returns the refusal, or None (the tenant is in the resolver's context)."""
+    app.clear_context()  # type: ignore[no-untyped-call]
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    try:
+        tenant = None
+        if event.get("path") != OPENAPI_PATH:
+            tenant = default_api_keys().tenant_of(headers.get("authorization"))
+            default_rate_limiter().admit(tenant)
+        _check_body(event, headers.get("content-type", ""))
+    except BatchCoreError as error:
+        status, error_type = _status_of(error)
+        body = {"message": str(error), "type": error_type, "param": error.param, "code": error.code}
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"error": body}),
+            "isBase64Encoded": False,
+        }
+    if tenant is not None:
+        app.append_context(tenant=tenant)  # type: ignore[no-untyped-call]
+    return None
+
+
+def _check_body(event: dict[str, Any], content_type: str) -> None:
+    """What every body must be before a parser sees it: within the size one request
+    carries; multipart with its boundary; anything else UTF-8 JSON within the JSON bounds."""
+    text = event.get("body")
+    if not text:
+        return
+    limit = default_service().settings.max_request_body_bytes
+    if event.get("isBase64Encoded"):
+        if len(text) > limit * 4 // 3 + 4:
+            raise PayloadTooLargeError(
+                f"The request body is over {limit} bytes; send large files in parts through "
+                "/v1/uploads.",
+            )
+        try:
+            data = base64.b64decode(text, validate=True)
+        except binascii.Error as error:
+            raise InvalidRequestError("The request body is not valid base64.") from error
+    else:
+        data = text.encode("utf-8", "surrogateescape")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        if "boundary=" not in content_type.lower():
+            raise InvalidRequestError(
+                "A multipart/form-data body needs a boundary in its Content-Type header.",
+                param="Content-Type",
+                code="invalid_value",
+            )
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(
+            f"The request body is not valid UTF-8 (byte {error.start}).",
+            code="invalid_encoding",
+        ) from error
+    check_bounds(data)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # responses carry file bytes and URLs
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    refusal = _admit(event)
+    if refusal is not None:
+        return refusal
     return app.resolve(event, context)
 
 

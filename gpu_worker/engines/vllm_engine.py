@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from batch_core.media_urls import MediaPolicy
 from batch_core.protocol import EngineRequest, EngineResult
 from gpu_worker.settings import EngineSettings
 
@@ -60,6 +61,8 @@ def engine_argv(
         "--gpu-memory-utilization", str(memory),
         "--enable-prompt-tokens-details",
         "--disable-log-stats",
+        # Deny by default: an empty list would let vLLM fetch from anywhere.
+        "--allowed-media-domains", *MediaPolicy.of(settings.allowed_media_domains).vllm_domains(),
     ]  # fmt: skip
     if settings.max_model_len:
         argv += ["--max-model-len", str(settings.max_model_len)]
@@ -76,6 +79,9 @@ class VllmEngine:
     def __init__(self, settings: EngineSettings) -> None:
         from vllm.platforms import current_platform
 
+        # A media URL that redirects could lead vLLM anywhere (an allowed host's open
+        # redirect to the instance metadata service): never follow one.
+        os.environ["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

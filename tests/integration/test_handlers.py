@@ -8,7 +8,9 @@ import time
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from batch_core import s3keys
 from batch_core.messaging import ShardTask
 from batchctl.local import LocalStack, _LambdaContext
 from gpu_worker.engines.fake import FakeEngine
@@ -59,7 +61,10 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(
     batch = bare_stack.service.get_batch(tasks[0].batch_id)
     assert batch is not None
     assert batch.status == "in_progress"
-    assert batch.input_key == DECODED_KEY
+    # Intake reads its own copy of the announced upload (the input File's object), not the key.
+    assert batch.input_key == s3keys.file_key(batch.input_file_id)
+    store = bare_stack.service.store
+    assert store.read(batch.input_key) == store.read(DECODED_KEY)
     assert batch.outbox_name == "team prompts(2)"
     assert (batch.request_total, batch.shards_total, batch.shards_pending) == (10, 3, 3)
     sfn = bare_stack.session.client("stepfunctions")
@@ -69,8 +74,23 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(
     assert [e["name"] for e in executions] == [batch.id]
 
 
-def test_a_failing_record_is_reported_for_retry_not_raised(bare_stack: LocalStack) -> None:
+def test_an_event_for_an_object_that_is_gone_creates_no_batch(bare_stack: LocalStack) -> None:
     event = load_event("intake_s3_object_created.json")  # the object was never uploaded
+    assert validate.handler(event, CONTEXT) == {"batchItemFailures": []}
+    assert bare_stack.service.store.list_keys("files/") == []
+    assert queued(bare_stack, "ShardQueue") == []
+
+
+def test_a_failing_record_is_reported_for_retry_not_raised(
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_input(bare_stack, 2)
+    event = load_event("intake_s3_object_created.json")
+
+    def throttled(*args: object, **kwargs: object) -> None:
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}}, "HeadObject")
+
+    monkeypatch.setattr(bare_stack.service.store, "head", throttled)
     try:
         validate.handler(event, CONTEXT)
     except Exception as error:  # every record failed: Powertools raises so Lambda retries them all

@@ -180,3 +180,20 @@ def test_a_message_that_names_no_shard_is_dropped_and_the_worker_stays_up(
 def test_write_jsonl_helper_keeps_raw_lines(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", ["{}", {"a": 1}])
     assert path.read_text() == '{}\n{"a": 1}\n'
+
+
+def test_the_worker_refuses_an_internal_media_url_that_reached_a_shard(tmp_path: Path) -> None:
+    with LocalStack(FakeEngine(MODEL), worker_count=0, shard_size=4, part_size=3) as stack:
+        name = drop_requests(stack, tmp_path, 4, "media")
+        batch_id = _wait_in_progress(stack, name)
+        part = {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/"}}
+        request = chat_request("r3")
+        request["body"]["messages"][0]["content"] = [part]
+        shard_line = {"line": 4, "url": "/v1/chat/completions", "request": request}
+        _damage(stack, batch_id, 0, {3: json.dumps(shard_line).encode()})
+        stack.start_worker()
+        final = stack.wait_for_outbox(name, timeout=60)
+        assert (final.request_counts.completed, final.request_counts.failed) == (3, 1)
+        (error,) = lines_of(stack.download_outbox(name, tmp_path / "out")["errors.jsonl"])
+        assert error["custom_id"] == "r3"
+        assert error["response"]["body"]["error"]["code"] == "media_url_refused"

@@ -11,6 +11,7 @@ from batch_core import s3keys
 from batch_core.protocol import ShardRequest
 from batch_core.service import DroppedObject
 from batchctl.local import LocalStack
+from handlers.s3_notification import dropped_objects
 from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
 
 
@@ -161,3 +162,48 @@ def test_a_file_over_the_size_limit_fails_without_being_read(
     assert (error.code, error.line) == ("file_too_large", None)
     assert str(path.stat().st_size) in (error.message or "")
     assert shard_messages(bare_stack) == 0
+
+
+def test_a_key_overwritten_before_intake_runs_each_upload_as_it_was(
+    bare_stack: LocalStack,
+) -> None:
+    """Drop A (6 lines) then B (4) on one key before either event is handled: each event's
+    batch runs exactly its own upload (the bucket is versioned; intake reads that version)."""
+    s3 = bare_stack.session.client("s3")
+    key = "inbox/same.jsonl"
+    for stem, count in (("a", 6), ("b", 4)):
+        body = "".join(json.dumps(chat_request(f"{stem}{i}")) + "\n" for i in range(count))
+        s3.put_object(Bucket=bare_stack.bucket, Key=key, Body=body.encode())
+    sqs = bare_stack.session.client("sqs")
+    url = bare_stack.physical_id("IntakeQueue")
+    bodies: list[str] = []
+    while len(bodies) < 2:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert messages, "S3 sent no events"
+        bodies += [m["Body"] for m in messages]
+    batches = [
+        bare_stack.service.ingest_dropped_object(dropped)
+        for body in bodies
+        for dropped in dropped_objects(body)
+    ]
+    totals = sorted(b.to_batch().request_counts.total for b in batches if b is not None)
+    assert totals == [4, 6]
+    names = sorted(b.outbox_name or "" for b in batches if b is not None)
+    assert names[0] == "same" and names[1].startswith("same~")
+
+
+def test_json_txt_and_jsonl_files_of_one_stem_keep_their_own_outboxes(
+    fake_stack: LocalStack, tmp_path: Path
+) -> None:
+    names = []
+    for index, suffix in enumerate((".jsonl", ".json", ".txt")):
+        path = write_jsonl(tmp_path / f"x{index}.jsonl", [chat_request(f"c{index}")])
+        fake_stack.session.client("s3").upload_file(
+            str(path), fake_stack.bucket, f"inbox/x{suffix}"
+        )
+        names.append("x" if suffix == ".jsonl" else f"x{suffix}")
+    for index, name in enumerate(names):
+        batch = fake_stack.wait_for_outbox(name, timeout=60)
+        assert batch.status == "completed" and batch.request_counts.total == 1
+        paths = fake_stack.download_outbox(name, tmp_path / f"out{index}")
+        assert [line["custom_id"] for line in lines_of(paths["output.jsonl"])] == [f"c{index}"]

@@ -124,19 +124,25 @@ def test_when_nothing_succeeds_output_file_id_is_null(
     assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
 
 
-def test_two_uploads_of_the_same_key_are_two_batches(
+def test_two_uploads_of_the_same_key_are_two_batches_with_their_own_outboxes(
     fake_stack: LocalStack, tmp_path: Path
 ) -> None:
     path = write_jsonl(tmp_path / "again.jsonl", [chat_request("a")])
     first = fake_stack.wait_for_outbox(fake_stack.drop(path), timeout=60)
     path.write_text(json.dumps(chat_request("b")) + "\n" + json.dumps(chat_request("c")) + "\n")
     fake_stack.drop(path)
-    second = first
-    for _ in range(200):
-        candidate = fake_stack.outbox_batch("again")
-        if candidate and candidate.id != first.id and candidate.status == "completed":
-            second = candidate
+    s3 = fake_stack.session.client("s3")
+    deadline = time.monotonic() + 30
+    while True:  # the second upload's outbox: `again~<8 characters of its batch id>`
+        listing = s3.list_objects_v2(Bucket=fake_stack.bucket, Prefix="outbox/again~")
+        names = {item["Key"].split("/")[1] for item in listing.get("Contents", [])}
+        if names:
             break
+        assert time.monotonic() < deadline, "no outbox for the second upload"
         time.sleep(0.1)
-    assert second.id != first.id
+    (name,) = names
+    second = fake_stack.wait_for_outbox(name, timeout=60)
+    assert second.id != first.id and name == f"again~{second.id.removeprefix('batch_')[:8]}"
     assert second.request_counts.total == 2
+    kept = fake_stack.outbox_batch("again")  # the first batch's outbox is left as it was
+    assert kept is not None and kept.id == first.id and kept.request_counts.total == 1

@@ -1,0 +1,105 @@
+"""The API's gate: the key is checked before any body is parsed, hostile bodies get a 4xx in
+OpenAI's shape (never a 5xx), and one tenant over its rate cannot cost another anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from batch_core import wiring
+from batchctl.local import LocalStack
+from batchctl.server import ApiServer, serve_locally
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL
+
+KEY = "sk-test-gate-0123456789"
+OTHER_KEY = "sk-test-gate-other-0123"
+
+DEEP = b'{"input_file_id": "f", "metadata": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+HUGE = b'{"input_file_id": "f", "endpoint": "/v1/chat/completions", "completion_window": ' + (
+    b"9" * 5000 + b"}"
+)
+NOT_UTF8 = b'{"input_file_id": "\xff\xfe", "endpoint": "/v1/chat/completions"}'
+JSON = {"Content-Type": "application/json"}
+NO_BOUNDARY = {"Content-Type": "multipart/form-data"}
+
+HOSTILE = [
+    ("POST", "/batches", DEEP, JSON, "json_too_deep"),
+    ("POST", "/batches", HUGE, JSON, "number_out_of_range"),
+    ("POST", "/batches", NOT_UTF8, JSON, "invalid_encoding"),
+    ("POST", "/uploads", DEEP, JSON, "json_too_deep"),
+    ("POST", "/uploads/upload_x/complete", NOT_UTF8, JSON, "invalid_encoding"),
+    ("POST", "/files", b"--x\r\n\r\n", NO_BOUNDARY, "invalid_value"),
+]
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[tuple[LocalStack, ApiServer]]:
+    with serve_locally(
+        FakeEngine(MODEL), api_keys={KEY: "gate", OTHER_KEY: "gate-other"}, shard_size=4
+    ) as running:
+        yield running
+
+
+def call(
+    api: tuple[LocalStack, ApiServer],
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    key: str | None = KEY,
+) -> httpx.Response:
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.request(
+        method, api[1].base_url + path, content=body, headers={**auth, **(headers or {})}
+    )
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and "Traceback" not in error["message"]
+    if code is not None:
+        assert error["code"] == code
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "code"), HOSTILE)
+def test_without_a_key_every_hostile_body_is_a_401_before_it_is_parsed(
+    api: tuple[LocalStack, ApiServer],
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    code: str,
+) -> None:
+    assert_openai_error(call(api, method, path, body, headers, key=None), 401, None)
+    assert_openai_error(call(api, method, path, body, headers, key="sk-wrong-123456"), 401, None)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "code"), HOSTILE)
+def test_with_a_key_every_hostile_body_is_a_specific_400(
+    api: tuple[LocalStack, ApiServer],
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    code: str,
+) -> None:
+    assert_openai_error(call(api, method, path, body, headers), 400, code)
+
+
+def test_a_tenant_over_its_rate_gets_429_and_another_tenant_does_not(
+    api: tuple[LocalStack, ApiServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = wiring.default_rate_limiter()
+    monkeypatch.setattr(limiter, "per_second", 5)
+    monkeypatch.setattr(limiter, "_clock", lambda: 1_000_000.0)  # one second, frozen
+    statuses = [call(api, "GET", "/batches").status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    assert_openai_error(call(api, "GET", "/batches"), 429, "rate_limit_exceeded")
+    assert call(api, "GET", "/batches", key=OTHER_KEY).status_code == 200
+    monkeypatch.setattr(limiter, "_clock", lambda: 1_000_001.0)  # the next second
+    assert call(api, "GET", "/batches").status_code == 200
