@@ -8,16 +8,18 @@ answered exactly like unknown ones.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote
 
 from batch_core import s3keys
 from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batch_core.ids import new_file_id, new_upload_id, new_upload_part_id
-from batch_core.models import FileObject
+from batch_core.intake_jobs import JoinUpload
+from batch_core.messaging import IntakeJobs
+from batch_core.models import FileObject, FileStatus
 from batch_core.records import (
     FileRecord,
     Upload,
@@ -27,7 +29,7 @@ from batch_core.records import (
 )
 from batch_core.repository import BatchRepository
 from batch_core.settings import Settings
-from batch_core.storage import ObjectStore
+from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
 
 INPUT_PURPOSE = "batch"
 """The only purpose a client may upload: this API runs batches."""
@@ -40,6 +42,16 @@ class FileContent:
     file: FileObject
     data: bytes | None = None
     url: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinedUpload:
+    """What a finished join job left: the File, why it failed (or None), and the batches
+    created on it while it was being joined."""
+
+    file_id: str
+    error: str | None
+    waiting_batches: list[str]
 
 
 @dataclass(frozen=True)
@@ -56,11 +68,13 @@ class FileService:
         settings: Settings,
         repository: BatchRepository,
         store: ObjectStore,
+        jobs: IntakeJobs | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.store = store
+        self.jobs = jobs
         self._clock = clock
 
     def _now(self) -> int:
@@ -78,14 +92,22 @@ class FileService:
         self.store.put(key, data)
         return self._record(tenant, file_id, filename, len(data), key)
 
-    def _record(self, tenant: str, file_id: str, filename: str, size: int, key: str) -> FileObject:
+    def _record(
+        self,
+        tenant: str,
+        file_id: str,
+        filename: str,
+        size: int,
+        key: str,
+        status: FileStatus = "processed",
+    ) -> FileObject:
         file = FileObject(
             id=file_id,
             bytes=size,
             created_at=self._now(),
-            filename=filename or "upload.jsonl",
+            filename=check_filename(filename or "upload.jsonl"),
             purpose="batch",
-            status="processed",
+            status=status,
         )
         self.repository.put_file(FileRecord(file=file, s3_key=key, tenant=tenant))
         return file
@@ -130,10 +152,17 @@ class FileService:
     def content(self, tenant: str, file_id: str) -> FileContent:
         """Small files inline; large ones as a presigned URL (the client follows a redirect)."""
         record = self.get(tenant, file_id)
+        if record.file.status != "processed":
+            raise ConflictError(
+                f"File {file_id} is {record.file.status}: "
+                + (record.file.status_details or "its parts are still being joined.")
+            )
         if record.file.bytes <= self.settings.max_inline_content_bytes:
             return FileContent(file=record.file, data=self.store.read(record.s3_key))
         url = self.store.presigned_url(
-            record.s3_key, self.settings.presigned_url_seconds, filename=record.file.filename
+            record.s3_key,
+            self.settings.presigned_url_seconds,
+            disposition=content_disposition(record.file.filename),
         )
         return FileContent(file=record.file, url=url)
 
@@ -143,6 +172,7 @@ class FileService:
         self, tenant: str, *, filename: str, purpose: str, size: int, mime_type: str
     ) -> Upload:
         _check_purpose(purpose)
+        check_filename(filename)
         if not 0 < size <= self.settings.max_batch_bytes:
             raise InvalidRequestError(
                 f"bytes must be between 1 and {self.settings.max_batch_bytes}.", param="bytes"
@@ -175,6 +205,12 @@ class FileService:
         record = self._pending_upload(tenant, upload_id)
         if not data:
             raise InvalidRequestError("The part is empty.", param="data")
+        if not self.repository.reserve_upload_bytes(upload_id, len(data), record.upload.bytes):
+            raise InvalidRequestError(
+                f"This part would take upload {upload_id} past the {record.upload.bytes} bytes "
+                "it was created for.",
+                param="data",
+            )
         part = UploadPart(id=new_upload_part_id(), created_at=self._now(), upload_id=upload_id)
         key = s3keys.upload_part_key(upload_id, part.id)
         self.store.put(key, data, content_type=record.mime_type or "application/octet-stream")
@@ -190,45 +226,103 @@ class FileService:
         parts = {p.part.id: p for p in self.repository.list_upload_parts(upload_id)}
         unknown = [part_id for part_id in part_ids if part_id not in parts]
         if not part_ids or unknown:
+            shown = ", ".join(repr(part_id[:64]) for part_id in unknown[:3])
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
             raise InvalidRequestError(
-                f"Unknown part ids for upload {upload_id}: {unknown or '(none given)'}",
+                f"Unknown part ids for upload {upload_id}: {shown or '(none given)'}{more}.",
                 param="part_ids",
             )
         if len(set(part_ids)) != len(part_ids):
             raise InvalidRequestError("part_ids lists a part twice.", param="part_ids")
-        ordered = [parts[part_id] for part_id in part_ids]
-        total = sum(p.bytes for p in ordered)
+        total = sum(parts[part_id].bytes for part_id in part_ids)
         if total != record.upload.bytes:
             raise InvalidRequestError(
                 f"The parts add up to {total} bytes; the upload was created for "
                 f"{record.upload.bytes}.",
                 param="part_ids",
             )
-        digest = hashlib.md5(usedforsecurity=False)
-
-        def joined() -> Iterator[bytes]:
-            for chunk in itertools.chain.from_iterable(
-                self.store.stream(p.s3_key) for p in ordered
-            ):
-                digest.update(chunk)
-                yield chunk
-
-        file_id = new_file_id()
+        file_id = new_file_id(f"{upload_id}/file")
         key = s3keys.file_key(file_id)
-        self.store.put_stream(key, joined())
-        if md5 and md5.lower() != digest.hexdigest():
-            self.store.delete(key)
-            raise InvalidRequestError(
-                f"The parts' MD5 is {digest.hexdigest()}, not {md5}.", param="md5"
-            )
-        file = self._record(tenant, file_id, record.upload.filename, total, key)
+        ordered = [(parts[part_id].s3_key, parts[part_id].bytes) for part_id in part_ids]
+        if total <= self.settings.inline_join_bytes:
+            # Small enough to join within the request (streamed, one part in memory), so a
+            # wrong MD5 is a 400 now and the upload stays open for another try.
+            actual = self._join(key, ordered, want_md5=bool(md5))
+            if md5 and md5.lower() != actual:
+                self.store.delete(key)
+                raise InvalidRequestError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
+            file = self._record(tenant, file_id, record.upload.filename, total, key)
+            completed = record.upload.model_copy(update={"status": "completed", "file": file})
+            if not self.repository.finish_upload(record, completed):
+                self.store.delete(key)
+                self.repository.delete_file(file_id)
+                raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
+            self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
+            return completed
+        # Larger files are joined off the request path (2 GB take longer than API Gateway
+        # waits): the File is `uploaded` until the join job makes it `processed`.
+        file = self._record(tenant, file_id, record.upload.filename, total, key, "uploaded")
         completed = record.upload.model_copy(update={"status": "completed", "file": file})
-        if not self.repository.finish_upload(record, completed):
-            self.store.delete(key)
+        planned = record.model_copy(update={"part_ids": part_ids, "md5": md5})
+        if not self.repository.finish_upload(planned, completed):
             self.repository.delete_file(file_id)
             raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
-        self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
+        if self.jobs is None:
+            raise RuntimeError("no intake queue to join the upload's parts")
+        self.jobs.send(JoinUpload(upload_id=upload_id))
         return completed
+
+    def _join(self, key: str, ordered: list[tuple[str, int]], *, want_md5: bool) -> str | None:
+        """Join part objects into `key`; their MD5 when asked. Without an MD5 to check and
+        with parts S3 can copy (5 MiB but the last), no byte passes through here."""
+        if not want_md5 and all(size >= MIN_COPY_PART_BYTES for _, size in ordered[:-1]):
+            self.store.join(key, ordered)
+            return None
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def hashed() -> Iterator[bytes]:
+            for part_key, _ in ordered:
+                for chunk in self.store.stream(part_key):
+                    digest.update(chunk)
+                    yield chunk
+
+        self.store.put_stream(key, hashed())
+        return digest.hexdigest()
+
+    def join_upload(self, upload_id: str) -> JoinedUpload | None:
+        """The join job: the parts, in their recorded order, become the File's bytes (its
+        MD5 checked when the client gave one); the File is then `processed`, or `error`
+        with the reason. Returns the batches that were waiting for it; None when there is
+        nothing (more) to do, so a redelivered job changes nothing."""
+        record = self.repository.get_upload(upload_id)
+        if record is None or record.upload.file is None or record.upload.status != "completed":
+            return None
+        current = self.repository.get_file(record.upload.file.id)
+        if current is None or current.file.status != "uploaded":
+            return None
+        parts = {p.part.id: p for p in self.repository.list_upload_parts(upload_id)}
+        ordered = [(parts[part_id].s3_key, parts[part_id].bytes) for part_id in record.part_ids]
+        error = None
+        actual = self._join(current.s3_key, ordered, want_md5=record.md5 is not None)
+        if record.md5 and record.md5.lower() != actual:
+            error = f"The parts' MD5 is {actual}, not {record.md5}."
+            self.store.delete(current.s3_key)
+        waiting = self.repository.finish_file(
+            current.file.id, status="error" if error else "processed", status_details=error
+        )
+        self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
+        return JoinedUpload(file_id=current.file.id, error=error, waiting_batches=waiting)
+
+    def fail_join(self, upload_id: str) -> JoinedUpload | None:
+        """The join job failed every attempt: the File ends `error`, its waiting batches
+        are returned so that they fail too."""
+        record = self.repository.get_upload(upload_id)
+        if record is None or record.upload.file is None:
+            return None
+        error = "The upload's parts could not be joined after several attempts; upload again."
+        file_id = record.upload.file.id
+        waiting = self.repository.finish_file(file_id, status="error", status_details=error)
+        return JoinedUpload(file_id=file_id, error=error, waiting_batches=waiting)
 
     def cancel_upload(self, tenant: str, upload_id: str) -> Upload:
         record = self._pending_upload(tenant, upload_id)
@@ -237,6 +331,38 @@ class FileService:
             raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
         self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
         return cancelled
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name as RFC 6266 wants it: an ASCII fallback without quotes,
+    backslashes or control characters, and the exact name percent-encoded (RFC 5987), so no
+    name can break out of the header or inject another."""
+    fallback = "".join(
+        char if 32 <= ord(char) < 127 and char not in '"\\' else "_" for char in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+MAX_FILENAME_CHARS = 255
+
+
+def check_filename(filename: str) -> str:
+    """A filename we can store and send back in a header: at most 255 characters, no
+    control characters (CR/LF would let a name inject headers into its download)."""
+    if len(filename) > MAX_FILENAME_CHARS:
+        raise InvalidRequestError(
+            f"The filename has {len(filename)} characters; at most {MAX_FILENAME_CHARS} are "
+            "accepted.",
+            param="filename",
+            code="invalid_value",
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in filename):
+        raise InvalidRequestError(
+            "The filename contains control characters (such as a line break).",
+            param="filename",
+            code="invalid_value",
+        )
+    return filename
 
 
 def _check_purpose(purpose: str) -> None:

@@ -89,6 +89,19 @@ class ShardQueue:
         )
 
 
+class IntakeJobs:
+    """Sends work to the validate function through the intake queue (see `intake_jobs`)."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self.url = queue_url
+
+    def send(self, job: BaseModel) -> None:
+        if not self.url:
+            raise RuntimeError("INTAKE_QUEUE_URL is not set: no queue for intake jobs")
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=job.model_dump_json())
+
+
 class Tracker:
     """The batch tracker state machine: one execution per batch, named by the batch id."""
 

@@ -40,6 +40,13 @@ class BatchRecord(BatchTimestamps):
     request_total: int = 0
     request_completed: int = 0
     request_failed: int = 0
+    request_rejected: int = 0
+    """Of the failed: lines validation skipped (invalid_lines=skip); a retry leaves them out."""
+    idempotency_fingerprint: str | None = None
+    """For a batch created with an Idempotency-Key: a digest of its parameters, so the same
+    key with other parameters is refused."""
+    retry_of: str | None = None
+    """For a retry batch: the batch whose failed requests it runs again."""
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
@@ -162,6 +169,10 @@ class UploadRecord(BaseModel):
     upload: Upload
     tenant: str
     mime_type: str
+    part_ids: list[str] = Field(default_factory=list)
+    """Once completed: the parts in the order the client gave, for the join job."""
+    md5: str | None = None
+    """Once completed: the MD5 the client expects of the joined file, if it gave one."""
 
 
 class UploadPartRecord(BaseModel):

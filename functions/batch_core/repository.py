@@ -6,8 +6,11 @@ duplicated S3 event never changes anything twice.
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -155,8 +158,12 @@ class BatchRepository:
         fields: Mapping[str, Any] | None = None,
         errors: list[BatchError] | None = None,
     ) -> bool:
-        """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise."""
-        values: dict[str, Any] = {"status": to_status, **(fields or {})}
+        """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise.
+
+        A token written with the move tells a retried call (its first attempt applied, the
+        answer lost) that the move was its own, so the caller still sees True."""
+        token = uuid.uuid4().hex
+        values: dict[str, Any] = {"status": to_status, **(fields or {}), "moved_by": token}
         if to_status in TERMINAL_STATUSES:
             values["active"] = None  # leaves the index of batches that can expire
         if errors is not None:
@@ -176,10 +183,12 @@ class BatchRepository:
                 ConditionExpression=condition,
                 ExpressionAttributeNames={**names, "#status": "status"},
                 ExpressionAttributeValues=_to_item({**placeholders, **allowed}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             if _is_condition_failure(error):
-                return False
+                current: Any = error.response.get("Item") or {}
+                return bool(current.get("moved_by", {}).get("S") == token)
             raise
         return True
 
@@ -309,9 +318,13 @@ class BatchRepository:
         ]
         for start in range(0, len(requests), 25):
             pending: Any = {self._table: requests[start : start + 25]}
-            while pending:
+            for attempt in itertools.count():
                 response = self._db.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or None
+                if not pending:
+                    break
+                # Unprocessed items are DynamoDB throttling us: back off, with jitter.
+                time.sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
     def get_shard(self, batch_id: str, index: int) -> ShardRecord | None:
         response = self._db.get_item(
@@ -551,6 +564,52 @@ class BatchRepository:
         }
         self._db.put_item(TableName=self._table, Item=_to_item(values))
 
+    def wait_for_file(self, file_id: str, batch_id: str) -> bool:
+        """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
+        when the file is no longer `uploaded` (the join finished: copy it now)."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": file_pk(file_id), "sk": META}),
+                UpdateExpression="SET waiting_batches = list_append("
+                "if_not_exists(waiting_batches, :empty), :batch)",
+                ConditionExpression="file_status = :uploaded",
+                ExpressionAttributeValues=_to_item(
+                    {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
+                ),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def finish_file(
+        self, file_id: str, *, status: str, status_details: str | None = None
+    ) -> list[str]:
+        """Move an `uploaded` file to `status`; returns the batches that waited for it (in
+        the same write, so none is missed). Empty when it was already finished."""
+        values: dict[str, Any] = {":status": status, ":uploaded": "uploaded"}
+        update = "SET file_status = :status"
+        if status_details:
+            update += ", file_status_details = :details"
+            values[":details"] = status_details
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": file_pk(file_id), "sk": META}),
+                UpdateExpression=update + " REMOVE waiting_batches",
+                ConditionExpression="file_status = :uploaded",
+                ExpressionAttributeValues=_to_item(values),
+                ReturnValues="UPDATED_OLD",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return []
+            raise
+        old = _from_item(response.get("Attributes") or {})
+        return [str(batch_id) for batch_id in old.get("waiting_batches") or []]
+
     def get_file(self, file_id: str) -> FileRecord | None:
         response = self._db.get_item(
             TableName=self._table, Key=_to_item({"pk": file_pk(file_id), "sk": META})
@@ -615,6 +674,26 @@ class BatchRepository:
         if not item:
             return None
         return UploadRecord.model_validate_json(_from_item(item)["document"])
+
+    def reserve_upload_bytes(self, upload_id: str, size: int, limit: int) -> bool:
+        """Count `size` more bytes of parts against the upload's declared `limit`; False
+        when they would not fit (the part is refused before it is stored)."""
+        if size > limit:
+            return False
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": upload_pk(upload_id), "sk": META}),
+                UpdateExpression="ADD received :size",
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(received) OR received <= :room)",
+                ExpressionAttributeValues=_to_item({":size": size, ":room": limit - size}),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     def finish_upload(self, record: UploadRecord, upload: Upload) -> bool:
         """Move a pending upload to its final state (completed or cancelled), once."""

@@ -5,6 +5,7 @@ Handlers and the worker loop translate an event into one call on this class.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import posixpath
 import tempfile
@@ -31,8 +32,9 @@ from batch_core.errors import (
     NotFoundError,
 )
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
+from batch_core.intake_jobs import BuildRetryInput
 from batch_core.media_urls import MediaPolicy, first_refused
-from batch_core.messaging import ShardQueue, ShardTask, StatusEvents, Tracker
+from batch_core.messaging import IntakeJobs, ShardQueue, ShardTask, StatusEvents, Tracker
 from batch_core.models import SUPPORTED_ENDPOINTS, TERMINAL_STATUSES, BatchError, FileObject
 from batch_core.protocol import (
     BatchLineError,
@@ -203,8 +205,10 @@ class BatchService:
         tracker: Tracker,
         events: StatusEvents | None = None,
         clock: Callable[[], float] = time.time,
+        jobs: IntakeJobs | None = None,
     ) -> None:
         self.settings = settings
+        self.jobs = jobs
         self.repository = repository
         self.store = store
         self.shard_queue = shard_queue
@@ -255,6 +259,10 @@ class BatchService:
         `batches/<id>/input.jsonl`, whose S3 event starts the same validation a dropped
         file gets. The same `idempotency_key` always returns the same batch."""
         seed = f"{tenant}/idempotency/{idempotency_key}" if idempotency_key else None
+        fingerprint = None
+        if idempotency_key:
+            parameters = [input_file_id, endpoint, completion_window, metadata, invalid_lines]
+            fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS))
         return self._create_batch(
             tenant,
             new_batch_id(seed),
@@ -263,6 +271,7 @@ class BatchService:
             completion_window=completion_window,
             metadata=metadata,
             invalid_lines=invalid_lines,
+            fingerprint=fingerprint.hexdigest() if fingerprint else None,
         )
 
     def _create_batch(
@@ -275,6 +284,7 @@ class BatchService:
         completion_window: str,
         metadata: dict[str, str] | None,
         invalid_lines: InvalidLines,
+        fingerprint: str | None = None,
     ) -> BatchRecord:
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise InvalidRequestError(
@@ -294,6 +304,12 @@ class BatchService:
                 param="input_file_id",
                 code="invalid_value",
             )
+        if input_file.file.status == "error":
+            raise InvalidRequestError(
+                f"File {input_file_id} could not be assembled: {input_file.file.status_details}",
+                param="input_file_id",
+                code="invalid_value",
+            )
         now = self._now()
         record = BatchRecord(
             id=batch_id,
@@ -307,14 +323,43 @@ class BatchService:
             input_key=s3keys.batch_input_key(batch_id),
             invalid_lines=invalid_lines,
             tenant=tenant,
+            idempotency_fingerprint=fingerprint,
         )
         if not self.repository.create_batch(record):
             existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
+            if existing.idempotency_fingerprint != fingerprint:
+                raise InvalidRequestError(
+                    "This Idempotency-Key was already used with other parameters; a key may "
+                    "only be reused to retry the same request. Use a new key for a new batch.",
+                    param="Idempotency-Key",
+                    code="idempotency_key_reused",
+                )
             if existing.status != "validating" or self.store.exists(existing.input_key):
                 return existing
             record = existing  # the first attempt died before copying the input
+        if input_file.file.status == "uploaded" and self.repository.wait_for_file(
+            input_file_id, batch_id
+        ):
+            return record  # its upload is still being joined: the join job copies it
         self.store.copy(input_file.s3_key, record.input_key)
         return record
+
+    def start_waiting_batches(self, file_id: str, batch_ids: list[str], error: str | None) -> None:
+        """An upload's join finished: the batches created on its File meanwhile get their
+        input (and start validating), or fail when the File could not be assembled."""
+        file = self.repository.get_file(file_id)
+        for batch_id in batch_ids:
+            record = self.repository.get_batch(batch_id)
+            if record is None or record.status not in {"validating", "cancelling"}:
+                continue
+            if error is None and file is not None:
+                self.store.copy(file.s3_key, record.input_key)
+            elif record.status == "validating":
+                self._fail_validation(
+                    record, [BatchError(code="invalid_input_file", message=error)]
+                )
+            else:
+                self._end(record, "cancelled", from_status="cancelling")
 
     def _ingest_created_batch(self, batch_id: str) -> BatchRecord | None:
         """The S3 event of a batch created through the API: validate it (once)."""
@@ -347,41 +392,77 @@ class BatchService:
                 f"The working data of batch {batch_id} has expired (the bucket keeps it "
                 "WorkingDataRetentionDays); it can no longer be retried."
             )
-        failed = self._failed_custom_ids(parent.id)
-        if not failed:
+        if parent.request_failed - parent.request_rejected <= 0:
             raise ConflictError(f"Batch {batch_id} has no failed requests to retry.")
-        source = self._input_source(parent)
+        # The child's input (the parent's failed lines, found by reading its error parts and
+        # its input, which may be gigabytes) is written by an intake job, not in this request.
         input_file_id = new_file_id(f"{child_id}/input")
-        key = s3keys.file_key(input_file_id)
-        size = self.store.put_stream(key, self._lines_of(source, failed))
+        now = self._now()
         self.repository.put_file(
             FileRecord(
                 file=FileObject(
                     id=input_file_id,
-                    bytes=size,
-                    created_at=self._now(),
+                    bytes=0,
+                    created_at=now,
                     filename=f"{parent.id}_retry.jsonl",
                     purpose="batch",
-                    status="processed",
+                    status="uploaded",
                 ),
-                s3_key=key,
+                s3_key=s3keys.file_key(input_file_id),
                 tenant=tenant,
             )
         )
         inherited = {k: v for k, v in (parent.metadata or {}).items() if k != "retried_by"}
-        child = self._create_batch(
-            tenant,
-            child_id,
-            input_file_id=input_file_id,
+        child = BatchRecord(
+            id=child_id,
             endpoint=parent.endpoint,
+            input_file_id=input_file_id,
             completion_window=parent.completion_window,
+            status="validating",
+            created_at=now,
+            expires_at=now + window_seconds(parent.completion_window),
             metadata=_linked(inherited, "retry_of", parent.id),
+            input_key=s3keys.batch_input_key(child_id),
             invalid_lines=parent.invalid_lines,
+            tenant=tenant,
+            retry_of=parent.id,
         )
+        if not self.repository.create_batch(child):
+            return self.get_for(tenant, child_id)  # a concurrent retry made it
         self.repository.set_metadata(
             parent.id, _linked(dict(parent.metadata or {}), "retried_by", child.id)
         )
+        if self.jobs is None:
+            raise RuntimeError("no intake queue to build the retry's input")
+        self.jobs.send(BuildRetryInput(batch_id=child_id))
         return child
+
+    def build_retry_input(self, batch_id: str) -> BatchRecord | None:
+        """The retry job: write the child's input file (the parent's failed, expired,
+        cancelled and shard_failed lines, byte for byte, in input order) and copy it to the
+        child's input key, whose S3 event starts validation as for any API batch."""
+        child = self.repository.get_batch(batch_id)
+        if child is None or child.retry_of is None or child.status != "validating":
+            return child
+        input_file = self.repository.get_file(child.input_file_id)
+        if input_file is None or self.store.exists(child.input_key):
+            return child  # already built (a redelivered job)
+        parent = self._require(child.retry_of)
+        try:
+            source = self._input_source(parent)
+        except ConflictError as error:
+            return self._fail_validation(child, [BatchError(code="input_gone", message=str(error))])
+        failed = self._failed_custom_ids(parent.id)
+        size = self.store.put_stream(input_file.s3_key, self._lines_of(source, failed))
+        if size == 0:
+            nothing = BatchError(
+                code="no_failed_requests", message=f"Batch {parent.id} has no lines to retry."
+            )
+            return self._fail_validation(child, [nothing])
+        file = input_file.file.model_copy(update={"bytes": size, "status": "processed"})
+        self.repository.put_file(input_file.model_copy(update={"file": file}))
+        self.store.copy(input_file.s3_key, child.input_key)
+        return self._require(batch_id)
 
     def _input_source(self, record: BatchRecord) -> str:
         """Where the batch's input lines still are: its own copy, else its input File."""
@@ -517,9 +598,13 @@ class BatchService:
             if s3keys.outbox_name(dropped.key) is None:
                 return None
             batch_id = new_batch_id(self._drop_seed(dropped))
+        return self.fail_batch_intake(batch_id)
+
+    def fail_batch_intake(self, batch_id: str) -> BatchRecord | None:
+        """`fail_intake` by batch id (also for a retry whose input job failed every time)."""
         record = self.repository.get_batch(batch_id)
         if record is None:
-            logger.error("intake of %s failed before its batch was recorded", dropped.key)
+            logger.error("intake of batch %s failed before it was recorded", batch_id)
             return None
         if record.status == "cancelling" and not record.shards_queued:
             return self._end(record, "cancelled", from_status="cancelling")
@@ -1164,6 +1249,7 @@ def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:
         "model": report.model,
         "request_total": report.valid_requests + report.rejected_lines,
         "request_failed": report.rejected_lines,
+        "request_rejected": report.rejected_lines,
         "shards_total": shards,
         "shards_pending": shards,
     }

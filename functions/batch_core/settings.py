@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     bucket_name: str = Field(description="The one bucket: inbox/, outbox/, files/, batches/.")
     table_name: str = Field(description="The one DynamoDB table (batches, shards, files).")
     shard_queue_url: str = Field(description="SQS queue the GPU workers pull shards from.")
+    intake_queue_url: str = Field(
+        default="", description="SQS queue of the validate function (S3 events and jobs)."
+    )
     state_machine_arn: str = Field(default="", description="The batch tracker state machine.")
     event_bus_name: str = Field(
         default="default", description="The EventBridge bus that gets batch status events."
@@ -100,6 +103,12 @@ class Settings(BaseSettings):
         default=20,
         ge=0,
         description="Each tenant's share of the API: requests per second (0: no limit).",
+    )
+    inline_join_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=0,
+        description="Uploads up to this size are joined within the complete call (a wrong "
+        "MD5 is a 400 at once); larger ones by an intake job, their File `uploaded` until done.",
     )
     presigned_url_seconds: int = Field(default=900, ge=60)
     upload_expiry_seconds: int = Field(default=3600, ge=60)

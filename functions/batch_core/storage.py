@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,8 +16,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _CHUNK = 1024 * 1024
-# Writes up to this size stay in memory; larger outputs spill to a temporary file.
-_SPOOL_BYTES = 32 * 1024 * 1024
+# put_stream's multipart parts: one is held in memory at a time.
+_PART_BYTES = 16 * 1024 * 1024
+MIN_COPY_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part but the last
 
 
 @dataclass(frozen=True)
@@ -120,15 +120,42 @@ class ObjectStore:
         self.put(key, data, content_type="application/json")
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
-        """Upload a stream of unknown length (multipart above the threshold); returns its size."""
-        size = 0
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        """Upload a stream of unknown length; returns its size. One PUT when it is small,
+        else a multipart upload of `_PART_BYTES` parts: memory holds one part, and nothing
+        touches the disk (a Lambda's /tmp is smaller than a 2 GB file)."""
+        with _MultipartWriter(self._s3, self.bucket, key) as writer:
             for chunk in chunks:
-                spool.write(chunk)
-                size += len(chunk)
-            spool.seek(0)
-            self.upload(key, spool)
-        return size
+                writer.write(chunk)
+            return writer.size
+
+    def join(self, key: str, sources: list[tuple[str, int]]) -> None:
+        """Join objects (key, size), in order, into `key` without their bytes passing through
+        here: S3 copies each source into one part of a multipart upload (UploadPartCopy). S3
+        wants every part but the last to be at least 5 MiB; ValueError when one is not (use
+        `put_stream` then)."""
+        if any(size < MIN_COPY_PART_BYTES for _, size in sources[:-1]):
+            raise ValueError("every source but the last must have at least 5 MiB")
+        upload = self._s3.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType="application/jsonl"
+        )
+        upload_id = upload["UploadId"]
+        try:
+            parts: list[Any] = []
+            for number, (source, _) in enumerate(sources, start=1):
+                copied = self._s3.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
 
     def copy(self, source_key: str, target_key: str, *, version_id: str | None = None) -> None:
         """Server-side copy; `version_id` copies that version of the source, not the current
@@ -156,11 +183,12 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
-    def presigned_url(self, key: str, seconds: int, filename: str | None = None) -> str:
-        """A short-lived GET URL for one object (large downloads bypass the API)."""
+    def presigned_url(self, key: str, seconds: int, disposition: str | None = None) -> str:
+        """A short-lived GET URL for one object (large downloads bypass the API);
+        `disposition` is the Content-Disposition S3 answers with."""
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
-        if filename:
-            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
         return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     def list_sizes(self, prefix: str) -> list[tuple[str, int]]:
@@ -185,6 +213,68 @@ class ObjectStore:
             batch: list[Any] = [{"Key": key} for key in keys[start : start + 1000]]
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+
+class _MultipartWriter:
+    """Bytes written in order become one object: a single PUT if they stay under one part,
+    else a multipart upload (aborted if the writer is left by an exception)."""
+
+    def __init__(self, s3: S3Client, bucket: str, key: str) -> None:
+        self._s3, self._bucket, self._key = s3, bucket, key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[Any] = []
+        self.size = 0
+
+    def __enter__(self) -> _MultipartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            if self._upload_id is not None:
+                self._s3.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                )
+            return
+        if self._upload_id is None:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=bytes(self._buffer),
+                ContentType="application/jsonl",
+            )
+            return
+        if self._buffer:
+            self._flush()
+        self._s3.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+
+    def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        self.size += len(chunk)
+        if len(self._buffer) >= _PART_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._upload_id is None:
+            created = self._s3.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, ContentType="application/jsonl"
+            )
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        response = self._s3.upload_part(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=bytes(self._buffer),
+        )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self._buffer.clear()
 
 
 class ParallelUploads:

@@ -10,7 +10,7 @@ from botocore.config import Config
 
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
-from batch_core.messaging import ShardQueue, StatusEvents, Tracker
+from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
 from batch_core.settings import Settings, get_settings
@@ -20,25 +20,37 @@ if TYPE_CHECKING:
     from boto3 import Session
 
 
+# Every client retries throttling and transient errors with exponential backoff and jitter
+# (botocore's standard mode); every write a retry could repeat is conditional (repository).
+RETRIES = Config(retries={"mode": "standard", "max_attempts": 8})
+
+
 def build_service(settings: Settings, session: Session | None = None) -> BatchService:
     """A service over the resources the settings name."""
     session = session or boto3.session.Session()
     region = settings.aws_region
+    sqs = session.client("sqs", region_name=region, config=RETRIES)
     return BatchService(
         settings=settings,
         repository=BatchRepository(
-            session.client("dynamodb", region_name=region), settings.table_name
+            session.client("dynamodb", region_name=region, config=RETRIES), settings.table_name
         ),
         # SigV4: presigned URLs of SSE-KMS objects (the bucket's default) need it.
         store=ObjectStore(
-            session.client("s3", region_name=region, config=Config(signature_version="s3v4")),
+            session.client(
+                "s3", region_name=region, config=RETRIES.merge(Config(signature_version="s3v4"))
+            ),
             settings.bucket_name,
         ),
-        shard_queue=ShardQueue(session.client("sqs", region_name=region), settings.shard_queue_url),
+        shard_queue=ShardQueue(sqs, settings.shard_queue_url),
+        jobs=IntakeJobs(sqs, settings.intake_queue_url),
         tracker=Tracker(
-            session.client("stepfunctions", region_name=region), settings.state_machine_arn
+            session.client("stepfunctions", region_name=region, config=RETRIES),
+            settings.state_machine_arn,
         ),
-        events=StatusEvents(session.client("events", region_name=region), settings.event_bus_name),
+        events=StatusEvents(
+            session.client("events", region_name=region, config=RETRIES), settings.event_bus_name
+        ),
     )
 
 
@@ -52,7 +64,7 @@ def default_service() -> BatchService:
 def default_files() -> FileService:
     """Files and uploads, over the same clients as the service."""
     service = default_service()
-    return FileService(service.settings, service.repository, service.store)
+    return FileService(service.settings, service.repository, service.store, service.jobs)
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,10 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import File, Form, Query, UploadFile
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -41,6 +44,7 @@ from batch_core.errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
+from batch_core.files import content_disposition
 from batch_core.json_bounds import check_bounds
 from batch_core.models import Batch, FileObject
 from batch_core.records import Upload, UploadPart
@@ -120,6 +124,33 @@ def _invalid_request(error: RequestValidationError) -> Response[Any]:
         error_type="invalid_request_error",
         param=param,
         code="missing_required_parameter" if missing else "invalid_value",
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+def _unsupported_type(error: RequestUnsupportedContentType) -> Response[Any]:
+    content_type = app.current_event.get_header_value("content-type", default_value="") or ""
+    return _error_response(
+        415,
+        f"Unsupported Content-Type {content_type[:100]!r} for this route; send "
+        "application/json (or multipart/form-data for file uploads).",
+        error_type="invalid_request_error",
+        param="Content-Type",
+        code="unsupported_media_type",
+    )
+
+
+@app.exception_handler(ValueError)  # type: ignore[untyped-decorator]
+def _unreadable_body(error: ValueError) -> Response[Any]:
+    """Powertools' body parsers raise ValueError on a body they cannot read (a multipart
+    body cut short, a broken part header): the client's fault, not a 5xx."""
+    logger.warning("unreadable request body", exc_info=True)
+    return _error_response(
+        400,
+        f"The request body could not be read: {str(error)[:200]}",
+        error_type="invalid_request_error",
+        param=None,
+        code="invalid_body",
     )
 
 
@@ -223,7 +254,7 @@ def file_content(file_id: str) -> Response[Any]:
     return Response(
         status_code=200,
         content_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{content.file.filename}"'},
+        headers={"Content-Disposition": content_disposition(content.file.filename)},
         body=content.data or b"",
     )
 
@@ -361,6 +392,13 @@ def _admit(event: dict[str, Any]) -> dict[str, Any] | None:
 def _check_body(event: dict[str, Any], content_type: str) -> None:
     """What every body must be before a parser sees it: within the size one request
     carries; multipart with its boundary; anything else UTF-8 JSON within the JSON bounds."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data" and "boundary=" not in content_type.lower():
+        raise InvalidRequestError(
+            "A multipart/form-data body needs a boundary in its Content-Type header.",
+            param="Content-Type",
+            code="invalid_value",
+        )
     text = event.get("body")
     if not text:
         return
@@ -377,14 +415,7 @@ def _check_body(event: dict[str, Any], content_type: str) -> None:
             raise InvalidRequestError("The request body is not valid base64.") from error
     else:
         data = text.encode("utf-8", "surrogateescape")
-    media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        if "boundary=" not in content_type.lower():
-            raise InvalidRequestError(
-                "A multipart/form-data body needs a boundary in its Content-Type header.",
-                param="Content-Type",
-                code="invalid_value",
-            )
         return
     try:
         data.decode("utf-8")

@@ -11,7 +11,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
-from batch_core.wiring import default_service
+from batch_core.intake_jobs import BuildRetryInput, JoinUpload, parse_job
+from batch_core.wiring import default_files, default_service
 from handlers.s3_notification import dropped_objects
 from handlers.sqs_batch import sqs_batch_handler
 
@@ -22,6 +23,21 @@ metrics = Metrics()
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
+    job = parse_job(record.body)
+    if isinstance(job, JoinUpload):
+        joined = default_files().fail_join(job.upload_id)
+        if joined is not None:
+            default_service().start_waiting_batches(
+                joined.file_id, joined.waiting_batches, joined.error
+            )
+        logger.error("upload join failed for good", extra={"upload_id": job.upload_id})
+        metrics.add_metric(name="IntakeFailures", unit=MetricUnit.Count, value=1)
+        return
+    if isinstance(job, BuildRetryInput):
+        default_service().fail_batch_intake(job.batch_id)
+        logger.error("retry input failed for good", extra={"batch_id": job.batch_id})
+        metrics.add_metric(name="IntakeFailures", unit=MetricUnit.Count, value=1)
+        return
     try:
         objects = dropped_objects(record.body)
     except (ValueError, ValidationError):  # json's errors are ValueErrors

@@ -1,4 +1,5 @@
-"""S3 ObjectCreated (delivered through the intake SQS queue) -> validate and plan the batch."""
+"""S3 ObjectCreated (delivered through the intake SQS queue) -> validate and plan the batch;
+and the intake jobs the API hands over (join an upload, build a retry's input)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from batch_core.wiring import default_service
+from batch_core.intake_jobs import BuildRetryInput, JoinUpload, parse_job
+from batch_core.wiring import default_files, default_service
 from handlers.s3_notification import dropped_objects
 from handlers.sqs_batch import sqs_batch_handler
 
@@ -18,6 +20,19 @@ metrics = Metrics()
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     metrics.add_metric(name="IntakeMessages", unit=MetricUnit.Count, value=1)
+    job = parse_job(record.body)
+    if isinstance(job, JoinUpload):
+        joined = default_files().join_upload(job.upload_id)
+        if joined is not None:
+            default_service().start_waiting_batches(
+                joined.file_id, joined.waiting_batches, joined.error
+            )
+            logger.info("upload joined", extra={"file_id": joined.file_id, "error": joined.error})
+        return
+    if isinstance(job, BuildRetryInput):
+        default_service().build_retry_input(job.batch_id)
+        logger.info("retry input built", extra={"batch_id": job.batch_id})
+        return
     for dropped in dropped_objects(record.body):
         batch = default_service().ingest_dropped_object(dropped)
         if batch is None:

@@ -258,6 +258,17 @@ def test_an_idempotency_key_makes_a_retried_create_return_the_same_batch(
     )
     assert first.id == second.id
 
+    with pytest.raises(openai.BadRequestError) as excinfo:  # the same key, other parameters
+        client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"other": "params"},
+            extra_headers={"Idempotency-Key": "create-once-42"},
+        )
+    error = error_of(excinfo)
+    assert (error["code"], error["param"]) == ("idempotency_key_reused", "Idempotency-Key")
+
 
 def test_cancel_keeps_finished_results(client: openai.OpenAI) -> None:
     file_id = upload(client, [chat_request(f"c{i}") for i in range(400)])
@@ -308,6 +319,10 @@ def test_retry_creates_a_child_of_exactly_the_failed_lines(
     assert client.batches.retrieve(parent.id).metadata == {"retried_by": child.id}
     again = client.post(f"/batches/{parent.id}/retry", cast_to=httpx.Response, body={})
     assert again.json()["id"] == child.id  # retrying twice: the same child
+    deadline = time.monotonic() + 30  # the child's input is written by an intake job
+    while client.files.retrieve(child.input_file_id).status == "uploaded":
+        assert time.monotonic() < deadline, "the retry's input was never built"
+        time.sleep(0.1)
     child_input = client.files.content(child.input_file_id).text.splitlines()
     assert sorted(json.loads(line)["custom_id"] for line in child_input) == [
         "bad0",

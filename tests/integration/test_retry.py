@@ -36,6 +36,14 @@ def run_batch(stack: LocalStack, lines: list[dict[str, object]]) -> BatchRecord:
 
 
 def child_custom_ids(stack: LocalStack, child: BatchRecord) -> list[str]:
+    """The custom_ids of the child's input, once its intake job has written it."""
+    deadline = time.monotonic() + 30
+    while (record := stack.service.repository.get_file(child.input_file_id)) is None or (
+        record.file.status == "uploaded"
+    ):
+        assert time.monotonic() < deadline, "the retry's input was never built"
+        time.sleep(0.1)
+    assert record.file.status == "processed"
     data = stack.service.store.read(s3keys.file_key(child.input_file_id))
     return [json.loads(line)["custom_id"] for line in data.splitlines()]
 
