@@ -14,7 +14,7 @@ BENCH_REQUESTS ?= 1000000
 # The worker benchmark: the same chats through LLM.chat, our pipeline and vLLM's run-batch.
 BENCH_WORKER_REQUESTS ?= 1024
 
-.PHONY: venv demo test test-fast lint bench clean openapi serve
+.PHONY: venv demo test test-fast lint bench clean openapi serve reliability
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e"
+
+# The reliability suite at full size (make test runs its fast subset): worker kills, poison
+# input, duplicate events, AWS faults, generated requests, security, 1,000,000 requests of
+# load. It ends with one table of figures.
+reliability: $(STAMP)
+	RELIABILITY=full $(BIN)/pytest tests/reliability -q
 
 # Benchmarks print their figures next to a reference measured in the same run.
 bench: $(STAMP)

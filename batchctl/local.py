@@ -464,19 +464,22 @@ class LocalStack:
         """An outbox object's bytes, None if it is not there yet.
 
         moto's in-process S3 closes an object's buffer when the key is overwritten, so a read
-        racing the worker's rewrite of batch.json can fail with ValueError; read it again.
+        racing the worker's rewrite of batch.json can fail with ValueError or come back empty
+        (a batch.json never is); read it again.
         """
         s3 = self.session.client("s3")
         for attempt in range(20):
             try:
                 response = s3.get_object(Bucket=self.bucket, Key=s3keys.outbox_key(name, filename))
-                return response["Body"].read()
+                data: bytes = response["Body"].read()
+                if data or filename != "batch.json":
+                    return data
             except s3.exceptions.NoSuchKey:
                 return None
             except ValueError:
                 if attempt == 19:
                     raise
-                time.sleep(0.05)
+            time.sleep(0.05)
         return None  # pragma: no cover - the loop returns or raises
 
     def outbox_batch(self, name: str) -> Batch | None:

@@ -1,5 +1,8 @@
 """Where moto differs from AWS in a way our code depends on, mended for the local stack only.
 
+- CopyObject keeps the source's composite checksum value but drops its type, so reading a
+  copy of a multipart-uploaded object fails botocore's checksum check (AWS's copies read
+  fine). Intake copies every dropped file, multipart ones included.
 - S3 event notifications: AWS puts the object's `versionId` (in a versioned bucket) and a
   `sequencer` in every record; moto leaves both out. Intake reads exactly the version an
   event names, so without them the local stack could not show that a key overwritten before
@@ -16,8 +19,20 @@ import sys
 import threading
 from typing import Any
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _sequence = itertools.count(1)
+_sequencers: dict[tuple[str, str, str], str] = {}
+
+
+def _sequencer(bucket: str, key: Any) -> str:
+    """One sequencer per object version, growing with each new one, as AWS's grows for a key.
+    (moto sends two events for one multipart upload, Put and CompleteMultipartUpload; AWS
+    sends one. The same sequencer makes them the duplicate they are.)"""
+    identity = (bucket, key.name, str(getattr(key, "version_id", "")) + key.etag)
+    with _lock:
+        if identity not in _sequencers:
+            _sequencers[identity] = f"{next(_sequence):016X}"
+        return _sequencers[identity]
 
 
 def apply() -> None:
@@ -40,12 +55,29 @@ def apply() -> None:
                 version = getattr(key, "version_id", None)
                 if version and version != "null":
                     target["versionId"] = version
-                # AWS's sequencer only grows for one key; a process-wide counter does too.
-                target["sequencer"] = f"{next(_sequence):016X}"
+                target["sequencer"] = _sequencer(bucket.name, key)
             return event
 
         with_version.mends_moto = True  # type: ignore[attr-defined]
         notifications._get_s3_event = with_version
+        _mend_copy_checksums()
+
+
+def _mend_copy_checksums() -> None:
+    from moto.s3.models import S3Backend
+
+    original = S3Backend.copy_object
+
+    def copy_object(
+        self: Any, src_key: Any, dest_bucket_name: str, dest_key_name: str, *args: Any, **kw: Any
+    ) -> None:
+        original(self, src_key, dest_bucket_name, dest_key_name, *args, **kw)
+        copied = self.get_object(dest_bucket_name, dest_key_name)
+        if copied is not None and src_key.checksum_value:
+            copied.checksum_type = src_key.checksum_type
+            copied.checksum_parts = src_key.checksum_parts
+
+    S3Backend.copy_object = copy_object
 
 
 if __name__ == "__main__":
