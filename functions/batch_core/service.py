@@ -31,6 +31,7 @@ from batch_core.errors import (
     MissingObjectError,
     NotFoundError,
 )
+from batch_core.files import JoinedUpload
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
 from batch_core.intake_jobs import BuildRetryInput
 from batch_core.media_urls import MediaPolicy, first_refused
@@ -344,11 +345,14 @@ class BatchService:
         self.store.copy(input_file.s3_key, record.input_key)
         return record
 
-    def start_waiting_batches(self, file_id: str, batch_ids: list[str], error: str | None) -> None:
+    def start_waiting_batches(self, joined: JoinedUpload | None) -> None:
         """An upload's join finished: the batches created on its File meanwhile get their
         input (and start validating), or fail when the File could not be assembled."""
+        if joined is None:
+            return
+        file_id, error = joined.file_id, joined.error
         file = self.repository.get_file(file_id)
-        for batch_id in batch_ids:
+        for batch_id in joined.waiting_batches:
             record = self.repository.get_batch(batch_id)
             if record is None or record.status not in {"validating", "cancelling"}:
                 continue

@@ -25,11 +25,7 @@ metrics = Metrics()
 def record_handler(record: SQSRecord) -> None:
     job = parse_job(record.body)
     if isinstance(job, JoinUpload):
-        joined = default_files().fail_join(job.upload_id)
-        if joined is not None:
-            default_service().start_waiting_batches(
-                joined.file_id, joined.waiting_batches, joined.error
-            )
+        default_service().start_waiting_batches(default_files().fail_join(job.upload_id))
         logger.error("upload join failed for good", extra={"upload_id": job.upload_id})
         metrics.add_metric(name="IntakeFailures", unit=MetricUnit.Count, value=1)
         return

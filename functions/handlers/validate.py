@@ -23,11 +23,8 @@ def record_handler(record: SQSRecord) -> None:
     job = parse_job(record.body)
     if isinstance(job, JoinUpload):
         joined = default_files().join_upload(job.upload_id)
-        if joined is not None:
-            default_service().start_waiting_batches(
-                joined.file_id, joined.waiting_batches, joined.error
-            )
-            logger.info("upload joined", extra={"file_id": joined.file_id, "error": joined.error})
+        default_service().start_waiting_batches(joined)
+        logger.info("upload joined", extra={"upload_id": job.upload_id, "done": bool(joined)})
         return
     if isinstance(job, BuildRetryInput):
         default_service().build_retry_input(job.batch_id)
