@@ -310,9 +310,8 @@ class BatchValidator:
                 f"The line is longer than {self._limits.max_line_bytes} bytes.",
             )
         endpoint = self._endpoint
-        within = len(raw.translate(None, SUSPECT_BYTES)) < SUSPECT_BELOW
-        if within and endpoint is not None and self._model is not None:
-            fast = decode_fast(raw, endpoint)
+        if endpoint is not None and self._model is not None:
+            fast = decode_fast(raw, endpoint)  # None for lines past the JSON bounds
             if fast is not None and fast[1] == self._model:
                 custom_id = fast[0]
                 digest = hash(custom_id) & 0xFFFF_FFFF_FFFF_FFFF  # custom_id_digest, inlined
@@ -322,12 +321,11 @@ class BatchValidator:
                     return _new_valid_line(
                         (custom_id, endpoint, number, chars, prefix, output_tokens, choices, raw)
                     )
-        return self._check_slow(raw, number, within=within)
+        return self._check_slow(raw, number)
 
-    def _check_slow(self, raw: bytes, number: int, *, within: bool = False) -> ValidLine:
+    def _check_slow(self, raw: bytes, number: int) -> ValidLine:
         """Every check, on the parsed line: the authority on what is wrong with a line."""
-        if not within:
-            check_bounds(raw)  # before any parser recurses into it
+        check_bounds(raw)  # before any parser recurses into it
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
