@@ -135,27 +135,9 @@ class ObjectStore:
         `put_stream` then)."""
         if any(size < MIN_COPY_PART_BYTES for _, size in sources[:-1]):
             raise ValueError("every source but the last must have at least 5 MiB")
-        upload = self._s3.create_multipart_upload(
-            Bucket=self.bucket, Key=key, ContentType="application/jsonl"
-        )
-        upload_id = upload["UploadId"]
-        try:
-            parts: list[Any] = []
-            for number, (source, _) in enumerate(sources, start=1):
-                copied = self._s3.upload_part_copy(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": source},
-                )
-                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
-            self._s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
+        with _MultipartWriter(self._s3, self.bucket, key) as writer:
+            for source, _ in sources:
+                writer.copy_part(source)
 
     def copy(self, source_key: str, target_key: str, *, version_id: str | None = None) -> None:
         """Server-side copy; `version_id` copies that version of the source, not the current
@@ -216,8 +198,9 @@ class ObjectStore:
 
 
 class _MultipartWriter:
-    """Bytes written in order become one object: a single PUT if they stay under one part,
-    else a multipart upload (aborted if the writer is left by an exception)."""
+    """Bytes written in order, or objects copied in as parts, become one object: a single PUT
+    if only a few bytes were written, else a multipart upload (aborted if the writer is left
+    by an exception)."""
 
     def __init__(self, s3: S3Client, bucket: str, key: str) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
@@ -259,21 +242,39 @@ class _MultipartWriter:
         if len(self._buffer) >= _PART_BYTES:
             self._flush()
 
-    def _flush(self) -> None:
+    def copy_part(self, source_key: str) -> None:
+        """The next part is the object `source_key`, copied by S3 (nothing written may be
+        waiting in the buffer: a part is one or the other)."""
+        if self._buffer:
+            raise ValueError("copy_part after unflushed writes")
+        response = self._s3.upload_part_copy(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._started(),
+            PartNumber=len(self._parts) + 1,
+            CopySource={"Bucket": self._bucket, "Key": source_key},
+        )
+        self._parts.append(
+            {"PartNumber": len(self._parts) + 1, "ETag": response["CopyPartResult"]["ETag"]}
+        )
+
+    def _started(self) -> str:
         if self._upload_id is None:
             created = self._s3.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, ContentType="application/jsonl"
             )
             self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+        return self._upload_id
+
+    def _flush(self) -> None:
         response = self._s3.upload_part(
             Bucket=self._bucket,
             Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
+            UploadId=self._started(),
+            PartNumber=len(self._parts) + 1,
             Body=bytes(self._buffer),
         )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self._parts.append({"PartNumber": len(self._parts) + 1, "ETag": response["ETag"]})
         self._buffer.clear()
 
 
