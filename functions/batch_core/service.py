@@ -804,20 +804,17 @@ class BatchService:
         part = _Part()
         pending: list[EngineRequest] = []
         media = MediaPolicy.of(self.settings.allowed_media_domains)
-        for request in self._read_shard(task):
-            if isinstance(request, UnreadableShardLine):
-                # Not the engine's to run and never the worker's death: its own error line.
-                line = _unreadable_line(shard, request)
-                if line.id not in finished.line_ids:
-                    part.failed.append(line)
-            elif request.custom_id not in finished.custom_ids:
-                refused = first_refused(request.body.get("messages"), media)
-                if refused is not None:  # checked at intake; shards are data, so again here
-                    part.failed.append(_media_refused_line(shard, request, *refused))
-                    continue
-                pending.append(
-                    EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
-                )
+        for request in self._unfinished(shard, finished):
+            if isinstance(request, BatchRequestOutput):
+                part.failed.append(request)  # an unreadable line: not the engine's to run
+                continue
+            refused = first_refused(request.body.get("messages"), media)
+            if refused is not None:  # checked at intake; shards are data, so again here
+                part.failed.append(_media_refused_line(shard, request, *refused))
+                continue
+            pending.append(
+                EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
+            )
         part_started = time.monotonic()
         remaining = len(pending)
         results = engine.run(pending)
@@ -865,6 +862,21 @@ class BatchService:
             owner=owner,
             lease_until=self._clock() + lease_seconds,
         )
+
+    def _unfinished(
+        self, shard: ShardRecord, finished: _Finished
+    ) -> Iterator[ShardRequest | BatchRequestOutput]:
+        """The shard's requests that earlier attempts did not finish, in file order. A line
+        that cannot be read comes as its own error line (never the worker's death), unless
+        an earlier attempt already wrote it."""
+        task = ShardTask(batch_id=shard.batch_id, shard_index=shard.index)
+        for request in self._read_shard(task):
+            if isinstance(request, UnreadableShardLine):
+                line = _unreadable_line(shard, request)
+                if line.id not in finished.line_ids:
+                    yield line
+            elif request.custom_id not in finished.custom_ids:
+                yield request
 
     def _read_shard(self, task: ShardTask) -> Iterator[ShardRequest | UnreadableShardLine]:
         key = s3keys.shard_key(task.batch_id, task.shard_index)
@@ -1147,22 +1159,17 @@ class BatchService:
         """Write an error line (`response: null`) for each request of the shard that never
         ran, then settle the shard counting them failed, once."""
         finished, _ = self._recover_parts(shard)  # also counts parts written but not counted
-        task = ShardTask(batch_id=shard.batch_id, shard_index=shard.index)
-        lines: list[BatchRequestOutput] = []
-        for request in self._read_shard(task):
-            if isinstance(request, UnreadableShardLine):
-                line = _unreadable_line(shard, request)
-                if line.id not in finished.line_ids:
-                    lines.append(line)
-            elif request.custom_id not in finished.custom_ids:
-                lines.append(
-                    BatchRequestOutput(
-                        id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
-                        custom_id=request.custom_id,
-                        response=None,
-                        error=BatchLineError(code=code, message=message),
-                    )
-                )
+        lines = [
+            request
+            if isinstance(request, BatchRequestOutput)
+            else BatchRequestOutput(
+                id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
+                custom_id=request.custom_id,
+                response=None,
+                error=BatchLineError(code=code, message=message),
+            )
+            for request in self._unfinished(shard, finished)
+        ]
         if lines:  # the same key and bytes if this runs again
             key = s3keys.errors_prefix(shard.batch_id, shard.index) + "never-ran.jsonl"
             self.store.put(key, _jsonl(lines))
