@@ -45,9 +45,9 @@ class FileContent:
 
 
 @dataclass(frozen=True)
-class JoinedUpload:
-    """What a finished join job left: the File, why it failed (or None), and the batches
-    created on it while it was being joined."""
+class AssembledFile:
+    """What a job that assembles a File off the request path (an upload's join, a retry's
+    input) left: the File, why it failed (or None), and the batches created on it meanwhile."""
 
     file_id: str
     error: str | None
@@ -289,7 +289,7 @@ class FileService:
         self.store.put_stream(key, hashed())
         return digest.hexdigest()
 
-    def join_upload(self, upload_id: str) -> JoinedUpload | None:
+    def join_upload(self, upload_id: str) -> AssembledFile | None:
         """The join job: the parts, in their recorded order, become the File's bytes (its
         MD5 checked when the client gave one); the File is then `processed`, or `error`
         with the reason. Returns the batches that were waiting for it; None when there is
@@ -311,9 +311,9 @@ class FileService:
             current.file.id, status="error" if error else "processed", status_details=error
         )
         self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
-        return JoinedUpload(file_id=current.file.id, error=error, waiting_batches=waiting)
+        return AssembledFile(file_id=current.file.id, error=error, waiting_batches=waiting)
 
-    def fail_join(self, upload_id: str) -> JoinedUpload | None:
+    def fail_join(self, upload_id: str) -> AssembledFile | None:
         """The join job failed every attempt: the File ends `error`, its waiting batches
         are returned so that they fail too."""
         record = self.repository.get_upload(upload_id)
@@ -322,7 +322,7 @@ class FileService:
         error = "The upload's parts could not be joined after several attempts; upload again."
         file_id = record.upload.file.id
         waiting = self.repository.finish_file(file_id, status="error", status_details=error)
-        return JoinedUpload(file_id=file_id, error=error, waiting_batches=waiting)
+        return AssembledFile(file_id=file_id, error=error, waiting_batches=waiting)
 
     def cancel_upload(self, tenant: str, upload_id: str) -> Upload:
         record = self._pending_upload(tenant, upload_id)

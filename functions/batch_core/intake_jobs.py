@@ -18,11 +18,12 @@ class JoinUpload(BaseModel):
 
 
 class BuildRetryInput(BaseModel):
-    """Write the input file of a retry batch (the parent's failed lines), then start it."""
+    """Write the input file of a retry batch (the parent's failed lines); the child, waiting
+    on that File, then starts."""
 
     job: Literal["retry_input"] = "retry_input"
-    batch_id: str
-    """The retry (child) batch."""
+    parent_id: str
+    """The batch being retried (its child's and its File's ids derive from it)."""
 
 
 IntakeJob = Annotated[JoinUpload | BuildRetryInput, Field(discriminator="job")]

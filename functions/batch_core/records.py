@@ -45,8 +45,6 @@ class BatchRecord(BatchTimestamps):
     idempotency_fingerprint: str | None = None
     """For a batch created with an Idempotency-Key: a digest of its parameters, so the same
     key with other parameters is refused."""
-    retry_of: str | None = None
-    """For a retry batch: the batch whose failed requests it runs again."""
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0

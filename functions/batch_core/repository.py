@@ -585,12 +585,21 @@ class BatchRepository:
         return True
 
     def finish_file(
-        self, file_id: str, *, status: str, status_details: str | None = None
+        self,
+        file_id: str,
+        *,
+        status: str,
+        status_details: str | None = None,
+        size: int | None = None,
     ) -> list[str]:
-        """Move an `uploaded` file to `status`; returns the batches that waited for it (in
-        the same write, so none is missed). Empty when it was already finished."""
+        """Move an `uploaded` file to `status` (and its `bytes` to `size`, when given);
+        returns the batches that waited for it (in the same write, so none is missed). Empty
+        when it was already finished."""
         values: dict[str, Any] = {":status": status, ":uploaded": "uploaded"}
         update = "SET file_status = :status"
+        if size is not None:
+            update += ", file_bytes = :size"
+            values[":size"] = size
         if status_details:
             update += ", file_status_details = :details"
             values[":details"] = status_details

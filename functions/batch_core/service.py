@@ -31,7 +31,7 @@ from batch_core.errors import (
     MissingObjectError,
     NotFoundError,
 )
-from batch_core.files import JoinedUpload
+from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id, new_request_id, new_request_line_id
 from batch_core.intake_jobs import BuildRetryInput
 from batch_core.media_urls import MediaPolicy, first_refused
@@ -345,9 +345,10 @@ class BatchService:
         self.store.copy(input_file.s3_key, record.input_key)
         return record
 
-    def start_waiting_batches(self, joined: JoinedUpload | None) -> None:
-        """An upload's join finished: the batches created on its File meanwhile get their
-        input (and start validating), or fail when the File could not be assembled."""
+    def start_waiting_batches(self, joined: AssembledFile | None) -> None:
+        """A File assembled off the request path is done (an upload's join, a retry's input):
+        the batches created on it meanwhile get their input (and start validating), or fail
+        when it could not be assembled."""
         if joined is None:
             return
         file_id, error = joined.file_id, joined.error
@@ -399,15 +400,16 @@ class BatchService:
         if parent.request_failed - parent.request_rejected <= 0:
             raise ConflictError(f"Batch {batch_id} has no failed requests to retry.")
         # The child's input (the parent's failed lines, found by reading its error parts and
-        # its input, which may be gigabytes) is written by an intake job, not in this request.
-        input_file_id = new_file_id(f"{child_id}/input")
-        now = self._now()
+        # its input, which may be gigabytes) is assembled by an intake job, not in this
+        # request: until then its File is `uploaded` and the child waits for it, as any batch
+        # created on an upload still being joined does.
+        input_file_id = _retry_input_file_id(child_id)
         self.repository.put_file(
             FileRecord(
                 file=FileObject(
                     id=input_file_id,
                     bytes=0,
-                    created_at=now,
+                    created_at=self._now(),
                     filename=f"{parent.id}_retry.jsonl",
                     purpose="batch",
                     status="uploaded",
@@ -417,56 +419,56 @@ class BatchService:
             )
         )
         inherited = {k: v for k, v in (parent.metadata or {}).items() if k != "retried_by"}
-        child = BatchRecord(
-            id=child_id,
-            endpoint=parent.endpoint,
+        child = self._create_batch(
+            tenant,
+            child_id,
             input_file_id=input_file_id,
+            endpoint=parent.endpoint,
             completion_window=parent.completion_window,
-            status="validating",
-            created_at=now,
-            expires_at=now + window_seconds(parent.completion_window),
             metadata=_linked(inherited, "retry_of", parent.id),
-            input_key=s3keys.batch_input_key(child_id),
             invalid_lines=parent.invalid_lines,
-            tenant=tenant,
-            retry_of=parent.id,
         )
-        if not self.repository.create_batch(child):
-            return self.get_for(tenant, child_id)  # a concurrent retry made it
         self.repository.set_metadata(
             parent.id, _linked(dict(parent.metadata or {}), "retried_by", child.id)
         )
         if self.jobs is None:
             raise RuntimeError("no intake queue to build the retry's input")
-        self.jobs.send(BuildRetryInput(batch_id=child_id))
+        self.jobs.send(BuildRetryInput(parent_id=parent.id))
         return child
 
-    def build_retry_input(self, batch_id: str) -> BatchRecord | None:
+    def build_retry_input(self, parent_id: str) -> AssembledFile | None:
         """The retry job: write the child's input file (the parent's failed, expired,
-        cancelled and shard_failed lines, byte for byte, in input order) and copy it to the
-        child's input key, whose S3 event starts validation as for any API batch."""
-        child = self.repository.get_batch(batch_id)
-        if child is None or child.retry_of is None or child.status != "validating":
-            return child
-        input_file = self.repository.get_file(child.input_file_id)
-        if input_file is None or self.store.exists(child.input_key):
-            return child  # already built (a redelivered job)
-        parent = self._require(child.retry_of)
+        cancelled and shard_failed lines, byte for byte, in input order). The child, waiting
+        on that File, then starts (`start_waiting_batches`). None when there is nothing (more)
+        to do, so a redelivered job changes nothing."""
+        parent = self._require(parent_id)
+        file_id = _retry_input_file_id(new_batch_id(f"{parent.tenant}/retry/{parent.id}"))
+        input_file = self.repository.get_file(file_id)
+        if input_file is None or input_file.file.status != "uploaded":
+            return None
+        error: str | None = None
+        size = 0
         try:
             source = self._input_source(parent)
-        except ConflictError as error:
-            return self._fail_validation(child, [BatchError(code="input_gone", message=str(error))])
-        failed = self._failed_custom_ids(parent.id)
-        size = self.store.put_stream(input_file.s3_key, self._lines_of(source, failed))
-        if size == 0:
-            nothing = BatchError(
-                code="no_failed_requests", message=f"Batch {parent.id} has no lines to retry."
-            )
-            return self._fail_validation(child, [nothing])
-        file = input_file.file.model_copy(update={"bytes": size, "status": "processed"})
-        self.repository.put_file(input_file.model_copy(update={"file": file}))
-        self.store.copy(input_file.s3_key, child.input_key)
-        return self._require(batch_id)
+        except ConflictError as gone:
+            error = str(gone)
+        else:
+            failed = self._failed_custom_ids(parent.id)
+            size = self.store.put_stream(input_file.s3_key, self._lines_of(source, failed))
+            if size == 0:
+                error = f"Batch {parent.id} has no lines to retry."
+        waiting = self.repository.finish_file(
+            file_id, status="error" if error else "processed", status_details=error, size=size
+        )
+        return AssembledFile(file_id=file_id, error=error, waiting_batches=waiting)
+
+    def fail_retry_input(self, parent_id: str) -> AssembledFile | None:
+        """The retry job failed every attempt: its File ends `error` (and its child fails)."""
+        parent = self._require(parent_id)
+        file_id = _retry_input_file_id(new_batch_id(f"{parent.tenant}/retry/{parent.id}"))
+        error = "The retry's input could not be built after several attempts; retry again."
+        waiting = self.repository.finish_file(file_id, status="error", status_details=error)
+        return AssembledFile(file_id=file_id, error=error, waiting_batches=waiting)
 
     def _input_source(self, record: BatchRecord) -> str:
         """Where the batch's input lines still are: its own copy, else its input File."""
@@ -602,10 +604,6 @@ class BatchService:
             if s3keys.outbox_name(dropped.key) is None:
                 return None
             batch_id = new_batch_id(self._drop_seed(dropped))
-        return self.fail_batch_intake(batch_id)
-
-    def fail_batch_intake(self, batch_id: str) -> BatchRecord | None:
-        """`fail_intake` by batch id (also for a retry whose input job failed every time)."""
         record = self.repository.get_batch(batch_id)
         if record is None:
             logger.error("intake of batch %s failed before it was recorded", batch_id)
@@ -1227,6 +1225,10 @@ class BatchService:
         if record.outbox_name:
             key = s3keys.outbox_key(record.outbox_name, "batch.json")
             self.store.put_json(key, record.to_batch().model_dump(mode="json"))
+
+
+def _retry_input_file_id(child_id: str) -> str:
+    return new_file_id(f"{child_id}/input")
 
 
 def _linked(metadata: dict[str, str], key: str, value: str) -> dict[str, str]:

@@ -30,8 +30,9 @@ def record_handler(record: SQSRecord) -> None:
         metrics.add_metric(name="IntakeFailures", unit=MetricUnit.Count, value=1)
         return
     if isinstance(job, BuildRetryInput):
-        default_service().fail_batch_intake(job.batch_id)
-        logger.error("retry input failed for good", extra={"batch_id": job.batch_id})
+        service = default_service()
+        service.start_waiting_batches(service.fail_retry_input(job.parent_id))
+        logger.error("retry input failed for good", extra={"parent_id": job.parent_id})
         metrics.add_metric(name="IntakeFailures", unit=MetricUnit.Count, value=1)
         return
     try:

@@ -27,8 +27,9 @@ def record_handler(record: SQSRecord) -> None:
         logger.info("upload joined", extra={"upload_id": job.upload_id, "done": bool(joined)})
         return
     if isinstance(job, BuildRetryInput):
-        default_service().build_retry_input(job.batch_id)
-        logger.info("retry input built", extra={"batch_id": job.batch_id})
+        service = default_service()
+        service.start_waiting_batches(service.build_retry_input(job.parent_id))
+        logger.info("retry input built", extra={"parent_id": job.parent_id})
         return
     for dropped in dropped_objects(record.body):
         batch = default_service().ingest_dropped_object(dropped)

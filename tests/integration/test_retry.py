@@ -71,3 +71,22 @@ def test_retry_says_when_the_working_data_expired(fake_stack: LocalStack) -> Non
     fake_stack.service.store.delete_prefix(s3keys.errors_prefix(parent.id))
     with pytest.raises(ConflictError, match="expired"):
         fake_stack.service.retry(TENANT, parent.id)
+
+
+def test_a_retry_whose_input_is_gone_ends_failed_saying_why(fake_stack: LocalStack) -> None:
+    parent = run_batch(fake_stack, [chat_request("ok"), chat_request("bad", LONG)])
+    store = fake_stack.service.store
+    store.delete(parent.input_key)  # the batch's copy and its input File, both gone
+    input_file = fake_stack.service.repository.get_file(parent.input_file_id)
+    assert input_file is not None
+    store.delete(input_file.s3_key)
+    child = fake_stack.service.retry(TENANT, parent.id)  # the job finds out, not this call
+    deadline = time.monotonic() + 30
+    while (record := fake_stack.service.get_for(TENANT, child.id)).status == "validating":
+        assert time.monotonic() < deadline, "the retry never ended"
+        time.sleep(0.1)
+    assert record.status == "failed"
+    assert record.errors is not None and record.errors[0].code == "invalid_input_file"
+    assert "no longer exists" in (record.errors[0].message or "")
+    file = fake_stack.service.repository.get_file(child.input_file_id)
+    assert file is not None and file.file.status == "error"
