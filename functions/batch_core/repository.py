@@ -11,7 +11,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -103,6 +103,18 @@ def _is_condition_failure(error: ClientError) -> bool:
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
 
 
+def _unless_refused(call: Callable[..., Any], **request: Any) -> Any | None:
+    """`call(**request)`'s response, or None when the write's condition refused it (a
+    duplicate, a moved status, a taken lease): the one place a conditional write's "no" is
+    told from a failure."""
+    try:
+        return call(**request)
+    except ClientError as error:
+        if _is_condition_failure(error):
+            return None
+        raise
+
+
 ACTIVE_BY_EXPIRY = "ActiveByExpiry"
 BY_TENANT = "ByTenant"
 
@@ -121,15 +133,13 @@ class BatchRepository:
         values = record.model_dump(exclude={"errors"})
         listing = listing_keys(record.tenant, "batch", record.id)
         item = _to_item({"pk": batch_pk(record.id), "sk": META, **values, **listing})
-        try:
-            self._db.put_item(
-                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return response is not None
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         response = self._db.get_item(
@@ -282,18 +292,14 @@ class BatchRepository:
     def claim_outbox(self, name: str, batch_id: str) -> bool:
         """Take outbox/<name>/ for `batch_id`; False when another batch holds it (claiming
         again for the same batch, a redelivered event, succeeds)."""
-        try:
-            self._db.put_item(
-                TableName=self._table,
-                Item=_to_item({"pk": outbox_pk(name), "sk": META, "batch_id": batch_id}),
-                ConditionExpression="attribute_not_exists(pk) OR batch_id = :me",
-                ExpressionAttributeValues=_to_item({":me": batch_id}),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=_to_item({"pk": outbox_pk(name), "sk": META, "batch_id": batch_id}),
+            ConditionExpression="attribute_not_exists(pk) OR batch_id = :me",
+            ExpressionAttributeValues=_to_item({":me": batch_id}),
+        )
+        return response is not None
 
     def mark_shards_queued(self, batch_id: str) -> None:
         self._db.update_item(
@@ -353,69 +359,63 @@ class BatchRepository:
         begin, so the end of the batch only waits for attempts already holding a lease.
         None if the batch stopped, the shard is done or it is held elsewhere."""
         shard_key = _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)})
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table,
-                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
-                            "ConditionExpression": "#status = :in_progress",
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _to_item({":in_progress": "in_progress"}),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": shard_key,
-                            "UpdateExpression": (
-                                "SET #status = :running, lease_owner = :owner, "
-                                "lease_until = :until ADD attempts :one"
-                            ),
-                            "ConditionExpression": (
-                                "attribute_exists(pk) AND #status <> :done AND ("
-                                "attribute_not_exists(lease_until) OR lease_until < :now "
-                                "OR lease_owner = :owner)"
-                            ),
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _to_item(
-                                {
-                                    ":running": "running",
-                                    ":one": 1,
-                                    ":done": "done",
-                                    ":owner": owner,
-                                    ":until": Decimal(str(lease_until)),
-                                    ":now": Decimal(str(now)),
-                                }
-                            ),
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return None
-            raise
+        response = _unless_refused(
+            self._db.transact_write_items,
+            TransactItems=[
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                        "ConditionExpression": "#status = :in_progress",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _to_item({":in_progress": "in_progress"}),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": shard_key,
+                        "UpdateExpression": (
+                            "SET #status = :running, lease_owner = :owner, "
+                            "lease_until = :until ADD attempts :one"
+                        ),
+                        "ConditionExpression": (
+                            "attribute_exists(pk) AND #status <> :done AND ("
+                            "attribute_not_exists(lease_until) OR lease_until < :now "
+                            "OR lease_owner = :owner)"
+                        ),
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _to_item(
+                            {
+                                ":running": "running",
+                                ":one": 1,
+                                ":done": "done",
+                                ":owner": owner,
+                                ":until": Decimal(str(lease_until)),
+                                ":now": Decimal(str(now)),
+                            }
+                        ),
+                    }
+                },
+            ],
+        )
+        if response is None:
+            return None
         return self.get_shard(batch_id, index)
 
     def renew_lease(self, batch_id: str, index: int, *, owner: str, lease_until: float) -> bool:
         """Extend (or with `lease_until=0`, give up) our lease; False if it is not ours now."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-                UpdateExpression="SET lease_until = :until",
-                ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues=_to_item(
-                    {":owner": owner, ":until": Decimal(str(lease_until))}
-                ),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=_to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression="lease_owner = :owner",
+            ExpressionAttributeValues=_to_item(
+                {":owner": owner, ":until": Decimal(str(lease_until))}
+            ),
+        )
+        return response is not None
 
     def commit_part(
         self,
@@ -451,51 +451,47 @@ class BatchRepository:
             )
             batch_update += ", shards_pending :minus_one"
         key = _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)})
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": key,
-                            "UpdateExpression": shard_update,
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _to_item(
-                                {
-                                    ":next": part_index + 1,
-                                    ":part": part_index,
-                                    ":completed": completed,
-                                    ":failed": failed,
-                                    ":done": "done",
-                                }
-                            ),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
-                            "UpdateExpression": batch_update,
-                            "ExpressionAttributeValues": _to_item(
-                                {
-                                    ":completed": completed,
-                                    ":failed": failed,
-                                    ":input": input_tokens,
-                                    ":cached": cached_tokens,
-                                    ":output": output_tokens,
-                                    **({":minus_one": -1} if settle else {}),
-                                }
-                            ),
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.transact_write_items,
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key,
+                        "UpdateExpression": shard_update,
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _to_item(
+                            {
+                                ":next": part_index + 1,
+                                ":part": part_index,
+                                ":completed": completed,
+                                ":failed": failed,
+                                ":done": "done",
+                            }
+                        ),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                        "UpdateExpression": batch_update,
+                        "ExpressionAttributeValues": _to_item(
+                            {
+                                ":completed": completed,
+                                ":failed": failed,
+                                ":input": input_tokens,
+                                ":cached": cached_tokens,
+                                ":output": output_tokens,
+                                **({":minus_one": -1} if settle else {}),
+                            }
+                        ),
+                    }
+                },
+            ],
+        )
+        return response is not None
 
     def list_shards(self, batch_id: str) -> list[ShardRecord]:
         """Every shard item of a batch, in index order."""
@@ -516,38 +512,34 @@ class BatchRepository:
 
         `never_ran`: requests of the shard that end as batch_cancelled/batch_expired lines;
         they are counted as failed in the same transaction."""
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-                            "UpdateExpression": "SET #status = :done",
-                            "ConditionExpression": "#status <> :done",
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _to_item({":done": "done"}),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
-                            "UpdateExpression": (
-                                "ADD shards_pending :minus_one, request_failed :never_ran"
-                            ),
-                            "ExpressionAttributeValues": _to_item(
-                                {":minus_one": -1, ":never_ran": never_ran}
-                            ),
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.transact_write_items,
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
+                        "UpdateExpression": "SET #status = :done",
+                        "ConditionExpression": "#status <> :done",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _to_item({":done": "done"}),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _to_item({"pk": batch_pk(batch_id), "sk": META}),
+                        "UpdateExpression": (
+                            "ADD shards_pending :minus_one, request_failed :never_ran"
+                        ),
+                        "ExpressionAttributeValues": _to_item(
+                            {":minus_one": -1, ":never_ran": never_ran}
+                        ),
+                    }
+                },
+            ],
+        )
+        return response is not None
 
     # -- files -------------------------------------------------------------------------
 
@@ -567,22 +559,18 @@ class BatchRepository:
     def wait_for_file(self, file_id: str, batch_id: str) -> bool:
         """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
         when the file is no longer `uploaded` (the join finished: copy it now)."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": file_pk(file_id), "sk": META}),
-                UpdateExpression="SET waiting_batches = list_append("
-                "if_not_exists(waiting_batches, :empty), :batch)",
-                ConditionExpression="file_status = :uploaded",
-                ExpressionAttributeValues=_to_item(
-                    {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
-                ),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=_to_item({"pk": file_pk(file_id), "sk": META}),
+            UpdateExpression="SET waiting_batches = list_append("
+            "if_not_exists(waiting_batches, :empty), :batch)",
+            ConditionExpression="file_status = :uploaded",
+            ExpressionAttributeValues=_to_item(
+                {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
+            ),
+        )
+        return response is not None
 
     def finish_file(
         self,
@@ -603,19 +591,17 @@ class BatchRepository:
         if status_details:
             update += ", file_status_details = :details"
             values[":details"] = status_details
-        try:
-            response = self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": file_pk(file_id), "sk": META}),
-                UpdateExpression=update + " REMOVE waiting_batches",
-                ConditionExpression="file_status = :uploaded",
-                ExpressionAttributeValues=_to_item(values),
-                ReturnValues="UPDATED_OLD",
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return []
-            raise
+        response = _unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=_to_item({"pk": file_pk(file_id), "sk": META}),
+            UpdateExpression=update + " REMOVE waiting_batches",
+            ConditionExpression="file_status = :uploaded",
+            ExpressionAttributeValues=_to_item(values),
+            ReturnValues="UPDATED_OLD",
+        )
+        if response is None:
+            return []
         old = _from_item(response.get("Attributes") or {})
         return [str(batch_id) for batch_id in old.get("waiting_batches") or []]
 
@@ -689,42 +675,34 @@ class BatchRepository:
         when they would not fit (the part is refused before it is stored)."""
         if size > limit:
             return False
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": upload_pk(upload_id), "sk": META}),
-                UpdateExpression="ADD received :size",
-                ConditionExpression="attribute_exists(pk) AND "
-                "(attribute_not_exists(received) OR received <= :room)",
-                ExpressionAttributeValues=_to_item({":size": size, ":room": limit - size}),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=_to_item({"pk": upload_pk(upload_id), "sk": META}),
+            UpdateExpression="ADD received :size",
+            ConditionExpression="attribute_exists(pk) AND "
+            "(attribute_not_exists(received) OR received <= :room)",
+            ExpressionAttributeValues=_to_item({":size": size, ":room": limit - size}),
+        )
+        return response is not None
 
     def finish_upload(self, record: UploadRecord, upload: Upload) -> bool:
         """Move a pending upload to its final state (completed or cancelled), once."""
-        try:
-            self._db.put_item(
-                TableName=self._table,
-                Item=_to_item(
-                    {
-                        "pk": upload_pk(upload.id),
-                        "sk": META,
-                        "status": upload.status,
-                        "document": record.model_copy(update={"upload": upload}).model_dump_json(),
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(#status)",
-                ExpressionAttributeNames={"#status": "status"},
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=_to_item(
+                {
+                    "pk": upload_pk(upload.id),
+                    "sk": META,
+                    "status": upload.status,
+                    "document": record.model_copy(update={"upload": upload}).model_dump_json(),
+                }
+            ),
+            ConditionExpression="attribute_not_exists(#status)",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+        return response is not None
 
     def put_upload_part(self, record: UploadPartRecord) -> None:
         part: UploadPart = record.part
@@ -760,22 +738,16 @@ class BatchRepository:
     def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request of `tenant` in the time window `window`; False when `limit`
         were already counted there. One conditional write; the item expires by TTL."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": f"RATE#{tenant}", "sk": f"{window:012d}"}),
-                UpdateExpression="ADD requests :one SET #ttl = :ttl",
-                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-                ExpressionAttributeNames={"#ttl": "ttl"},
-                ExpressionAttributeValues=_to_item(
-                    {":one": 1, ":limit": limit, ":ttl": expires_at}
-                ),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
+        response = _unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=_to_item({"pk": f"RATE#{tenant}", "sk": f"{window:012d}"}),
+            UpdateExpression="ADD requests :one SET #ttl = :ttl",
+            ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues=_to_item({":one": 1, ":limit": limit, ":ttl": expires_at}),
+        )
+        return response is not None
 
     # -- API keys ------------------------------------------------------------------------
 
