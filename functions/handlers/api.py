@@ -82,8 +82,14 @@ def _error_response(
     return Response(
         status_code=status,
         content_type="application/json",
-        body={"error": {"message": message, "type": error_type, "param": param, "code": code}},
+        body=_error_body(message, error_type=error_type, param=param, code=code),
     )
+
+
+def _error_body(
+    message: str, *, error_type: str, param: str | None, code: str | None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def _status_of(error: BatchCoreError) -> tuple[int, str]:
@@ -377,11 +383,11 @@ def _admit(event: dict[str, Any]) -> dict[str, Any] | None:
         _check_body(event, headers.get("content-type", ""))
     except BatchCoreError as error:
         status, error_type = _status_of(error)
-        body = {"message": str(error), "type": error_type, "param": error.param, "code": error.code}
-        return {
+        body = _error_body(str(error), error_type=error_type, param=error.param, code=error.code)
+        return {  # no resolver has run: the proxy response itself
             "statusCode": status,
             "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"error": body}),
+            "body": json.dumps(body),
             "isBase64Encoded": False,
         }
     if tenant is not None:
