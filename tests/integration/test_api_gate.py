@@ -66,28 +66,23 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None)
         assert error["code"] == code
 
 
-@pytest.mark.parametrize(("method", "path", "body", "headers", "code"), HOSTILE)
+Hostile = tuple[str, str, bytes, dict[str, str], str]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
 def test_without_a_key_every_hostile_body_is_a_401_before_it_is_parsed(
-    api: tuple[LocalStack, ApiServer],
-    method: str,
-    path: str,
-    body: bytes,
-    headers: dict[str, str],
-    code: str,
+    api: tuple[LocalStack, ApiServer], case: Hostile
 ) -> None:
+    method, path, body, headers, _ = case
     assert_openai_error(call(api, method, path, body, headers, key=None), 401, None)
     assert_openai_error(call(api, method, path, body, headers, key="sk-wrong-123456"), 401, None)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "headers", "code"), HOSTILE)
+@pytest.mark.parametrize("case", HOSTILE)
 def test_with_a_key_every_hostile_body_is_a_specific_400(
-    api: tuple[LocalStack, ApiServer],
-    method: str,
-    path: str,
-    body: bytes,
-    headers: dict[str, str],
-    code: str,
+    api: tuple[LocalStack, ApiServer], case: Hostile
 ) -> None:
+    method, path, body, headers, code = case
     assert_openai_error(call(api, method, path, body, headers), 400, code)
 
 

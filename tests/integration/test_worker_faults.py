@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,16 +26,27 @@ from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
 REQUESTS = 24  # two shards of 12, parts of 3
 
 
-@pytest.fixture
-def server_stack() -> Iterator[LocalStack]:
+@contextmanager
+def moto_server_stack(shard_size: int, part_size: int) -> Iterator[LocalStack]:
+    """The stack on a moto server of its own, which worker processes can share."""
     server, url = start_moto_server()
     try:
         with LocalStack(
-            None, served_models=[MODEL], endpoint_url=url, shard_size=12, part_size=3
+            None,
+            served_models=[MODEL],
+            endpoint_url=url,
+            shard_size=shard_size,
+            part_size=part_size,
         ) as stack:
             yield stack
     finally:
         stop_moto_server(server)
+
+
+@pytest.fixture
+def server_stack() -> Iterator[LocalStack]:
+    with moto_server_stack(shard_size=12, part_size=3) as stack:
+        yield stack
 
 
 def start_worker(visibility_seconds: int) -> subprocess.Popen[str]:

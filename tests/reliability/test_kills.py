@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from batchctl.local import LocalStack
-from batchctl.moto_server import start_moto_server, stop_moto_server
-from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
-from tests.integration.test_worker_faults import start_worker
+from tests.conftest import chat_request, lines_of, write_jsonl
+from tests.integration.test_worker_faults import moto_server_stack, start_worker
 from tests.reliability.conftest import record, scale
 
 pytestmark = pytest.mark.reliability
@@ -30,14 +29,8 @@ REQUESTS = 30
 
 @pytest.fixture(scope="module")
 def server_stack() -> Iterator[LocalStack]:
-    server, url = start_moto_server()
-    try:
-        with LocalStack(
-            None, served_models=[MODEL], endpoint_url=url, shard_size=10, part_size=3
-        ) as stack:
-            yield stack
-    finally:
-        stop_moto_server(server)
+    with moto_server_stack(shard_size=10, part_size=3) as stack:
+        yield stack
 
 
 def stop(worker: subprocess.Popen[str], how: signal.Signals) -> None:
