@@ -14,7 +14,7 @@ from batch_core import s3keys
 from batch_core.messaging import ShardTask
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
-from tests.conftest import MODEL, chat_request, drop_requests, lines_of, write_jsonl
+from tests.conftest import MODEL, chat_request, drop_requests, lines_of
 
 DEPTHS = (62, 63, 64, 199, 200, 254, 255, 900, 1000, 1024, 1025, 5000)
 
@@ -175,11 +175,6 @@ def test_a_message_that_names_no_shard_is_dropped_and_the_worker_stays_up(
     assert final.status == "completed"
     assert stack.handler_errors == []
     assert all(not worker.stop.is_set() for worker in stack.workers)
-
-
-def test_write_jsonl_helper_keeps_raw_lines(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "x.jsonl", ["{}", {"a": 1}])
-    assert path.read_text() == '{}\n{"a": 1}\n'
 
 
 def test_the_worker_refuses_an_internal_media_url_that_reached_a_shard(tmp_path: Path) -> None:
