@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from batch_core import wiring
 from batch_core.protocol import Engine
@@ -57,22 +57,23 @@ def api_gateway_event(
 ) -> dict[str, Any]:
     """The REST API proxy event API Gateway sends Lambda for one request."""
     url = urlsplit(raw_path)
+    path = unquote(url.path)  # API Gateway hands a REST proxy the decoded path
     query = parse_qs(url.query, keep_blank_values=True)
     return {
         "resource": "/{proxy+}",
-        "path": url.path,
+        "path": path,
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
         "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
         "multiValueQueryStringParameters": query or None,
-        "pathParameters": {"proxy": url.path.lstrip("/")},
+        "pathParameters": {"proxy": path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {
             "accountId": ACCOUNT,
             "apiId": "local",
             "httpMethod": method,
-            "path": url.path,
+            "path": path,
             "protocol": "HTTP/1.1",
             "requestId": str(uuid.uuid4()),
             "requestTimeEpoch": int(time.time() * 1000),
@@ -88,6 +89,14 @@ def api_gateway_event(
 _ONE_AT_A_TIME = threading.Lock()
 
 
+class _BadBodyError(Exception):
+    """A request whose body cannot be read as HTTP/1.1 frames it: answered 400, then closed."""
+
+
+class _TooLargeError(Exception):
+    """A body over what one API request carries: answered 413, then closed."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "openbatch-local"
@@ -95,13 +104,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         from handlers import api
 
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > LAMBDA_PAYLOAD_LIMIT:
-            self._discard(length)
+        try:
+            body = self._read_body()
+        except _TooLargeError:
+            self.close_connection = True
             self._send(413, {"Content-Type": "application/json"}, json.dumps(TOO_LARGE).encode())
             return
-        body = self.rfile.read(length) if length else b""
-        headers = {name: value for name, value in self.headers.items()}
+        except _BadBodyError as error:
+            self.close_connection = True
+            self._send(400, {"Content-Type": "application/json"}, _bad_request(str(error)))
+            return
+        headers = {
+            name: value
+            for name, value in self.headers.items()
+            if name.lower() not in {"transfer-encoding", "content-length"}
+        }
+        if body:  # API Gateway hands Lambda the whole body, however it was framed
+            headers["Content-Length"] = str(len(body))
         event = api_gateway_event(self.command, self.path, headers, body)
         context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
         try:
@@ -120,6 +139,53 @@ class _Handler(BaseHTTPRequestHandler):
             response_headers[name] = ", ".join(values)
         self._send(int(result["statusCode"]), response_headers, data)
 
+    def _read_body(self) -> bytes:
+        """The request's body, framed by Content-Length or chunked transfer encoding (what
+        the Node SDK sends for a stream), never more than one API request carries."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            raise _BadBodyError(f"Invalid Content-Length header {raw[:40]!r}.")
+        length = int(raw)
+        if length > LAMBDA_PAYLOAD_LIMIT:
+            self._discard(length)
+            raise _TooLargeError
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _BadBodyError("The request body ended before its Content-Length.")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        too_large = False
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                chunk_size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadBodyError("A chunk of the request body has no valid size line.") from None
+            if chunk_size < 0:
+                raise _BadBodyError("A chunk of the request body has a negative size.")
+            if chunk_size == 0:
+                while self.rfile.readline(1024) not in {b"\r\n", b"\n", b""}:
+                    pass  # trailers
+                break
+            size += chunk_size
+            data = self.rfile.read(chunk_size)
+            if len(data) < chunk_size:
+                raise _BadBodyError("The request body ended inside a chunk.")
+            if size > LAMBDA_PAYLOAD_LIMIT:
+                too_large = True  # keep reading, so the client is not cut off mid-send
+                chunks.clear()
+            else:
+                chunks.append(data)
+            self.rfile.readline(1024)  # the CRLF after each chunk
+        if too_large:
+            raise _TooLargeError
+        return b"".join(chunks)
+
     def _discard(self, length: int) -> None:
         while length > 0:
             chunk = self.rfile.read(min(length, 1024 * 1024))
@@ -133,14 +199,24 @@ class _Handler(BaseHTTPRequestHandler):
             if name.lower() != "content-length":
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    # http.server dispatches on these names.
+    # http.server dispatches on these names: every method goes to the API, as API Gateway's
+    # ANY method sends it, and unknown ones get the API's own 404.
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle  # noqa: N815
+    do_HEAD = do_OPTIONS = do_TRACE = _handle  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by the handler (Powertools)
+
+
+def _bad_request(message: str) -> bytes:
+    error = {"message": message, "type": "invalid_request_error", "param": None}
+    return json.dumps({"error": {**error, "code": "invalid_body"}}).encode()
 
 
 class ApiServer:

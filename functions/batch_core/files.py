@@ -346,6 +346,14 @@ def content_disposition(filename: str) -> str:
 MAX_FILENAME_CHARS = 255
 
 
+def content_type_of(filename: str) -> str:
+    """The media type a file's bytes are served with: JSONL for batch input and results
+    (OpenAI serves `application/jsonl`), raw bytes otherwise."""
+    if filename.lower().endswith((".jsonl", ".ndjson")):
+        return "application/jsonl"
+    return "application/octet-stream"
+
+
 def check_filename(filename: str) -> str:
     """A filename we can store and send back in a header: at most 255 characters, no
     control characters (CR/LF would let a name inject headers into its download)."""

@@ -44,7 +44,7 @@ from batch_core.errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
-from batch_core.files import content_disposition
+from batch_core.files import content_disposition, content_type_of
 from batch_core.json_bounds import check_bounds
 from batch_core.models import Batch, FileObject
 from batch_core.records import Upload, UploadPart
@@ -116,9 +116,30 @@ def _core_error(error: BatchCoreError) -> Response[Any]:
 def _invalid_request(error: RequestValidationError) -> Response[Any]:
     problems = error.errors()
     first = problems[0] if problems else {}
+    kind = first.get("type")
+    if kind == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+        where = [part for part in first.get("loc", ()) if isinstance(part, int)]
+        at = f" at character {where[0]}" if where else ""
+        return _error_response(
+            400,
+            f"We could not parse the JSON body of your request ({reason}{at}); this route "
+            "expects a JSON object.",
+            error_type="invalid_request_error",
+            param=None,
+            code="invalid_json",
+        )
     location = [str(part) for part in first.get("loc", ()) if part not in {"body", "query"}]
     param = ".".join(location) or None
-    missing = first.get("type") == "missing"
+    if param is None:  # the body as a whole: empty, `null`, a list, a string...
+        return _error_response(
+            400,
+            "The request body must be a JSON object with this route's parameters.",
+            error_type="invalid_request_error",
+            param=None,
+            code="invalid_body",
+        )
+    missing = kind == "missing"
     message = (
         f"Missing required parameter: {param!r}."
         if missing
@@ -257,12 +278,16 @@ def file_content(file_id: str) -> Response[Any]:
     content = default_files().content(_tenant(), file_id)
     if content.url is not None:
         return Response(status_code=302, headers={"Location": content.url}, body="")
-    return Response(
+    response: Response[Any] = Response(
         status_code=200,
-        content_type="application/octet-stream",
+        content_type=content_type_of(content.file.filename),
         headers={"Content-Disposition": content_disposition(content.file.filename)},
-        body=content.data or b"",
+        # The stored bytes exactly, whatever they are: base64 here, binary on the wire
+        # (BinaryMediaTypes */*). Bytes left to Powertools would be decoded as UTF-8 first.
+        body=base64.b64encode(content.data or b"").decode("ascii"),
     )
+    response.base64_encoded = True
+    return response
 
 
 # -- uploads -------------------------------------------------------------------------
