@@ -7,6 +7,7 @@ from typing import Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from batch_core.models import Batch, FileObject
+from batch_core.retention import ExpiresAfter
 
 
 class BatchCreateParams(BaseModel):
@@ -22,8 +23,8 @@ class BatchCreateParams(BaseModel):
     """`24h` (OpenAI's only value) up to `7d`."""
     metadata: dict[str, str] | None = None
     """Up to 16 pairs; keys up to 64 characters, values up to 512."""
-    output_expires_after: dict[str, object] | None = None
-    """Accepted for compatibility; output files are kept until deleted."""
+    output_expires_after: ExpiresAfter | None = None
+    """How long the output and error Files are kept (default: the deployment's 30 days)."""
 
 
 class UploadCreateParams(BaseModel):
@@ -36,8 +37,8 @@ class UploadCreateParams(BaseModel):
     filename: str = Field(min_length=1)
     mime_type: str = "application/jsonl"
     purpose: str
-    expires_after: dict[str, object] | None = None
-    """Accepted for compatibility; an upload expires after an hour."""
+    expires_after: ExpiresAfter | None = None
+    """How long the File the upload becomes is kept (the upload itself: an hour)."""
 
 
 class UploadCompleteParams(BaseModel):

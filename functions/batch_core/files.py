@@ -28,6 +28,7 @@ from batch_core.records import (
     UploadRecord,
 )
 from batch_core.repository import BatchRepository
+from batch_core.retention import ExpiresAfter, expires_at
 from batch_core.settings import Settings
 from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
 
@@ -82,7 +83,15 @@ class FileService:
 
     # -- files ------------------------------------------------------------------------
 
-    def create(self, tenant: str, *, filename: str, purpose: str, data: bytes) -> FileObject:
+    def create(
+        self,
+        tenant: str,
+        *,
+        filename: str,
+        purpose: str,
+        data: bytes,
+        expires_after: ExpiresAfter | None = None,
+    ) -> FileObject:
         """Store an uploaded batch input file."""
         _check_purpose(purpose)
         if not data:
@@ -90,7 +99,7 @@ class FileService:
         file_id = new_file_id()
         key = s3keys.file_key(file_id)
         self.store.put(key, data)
-        return self._record(tenant, file_id, filename, len(data), key)
+        return self._record(tenant, file_id, filename, len(data), key, expires_after=expires_after)
 
     def _record(
         self,
@@ -100,22 +109,27 @@ class FileService:
         size: int,
         key: str,
         status: FileStatus = "processed",
+        *,
+        expires_after: ExpiresAfter | None = None,
     ) -> FileObject:
+        now = self._now()
         file = FileObject(
             id=file_id,
             bytes=size,
-            created_at=self._now(),
+            created_at=now,
             filename=check_filename(filename or "upload.jsonl"),
             purpose="batch",
             status=status,
+            expires_at=expires_at(now, expires_after, self.settings.file_retention_seconds),
         )
         self.repository.put_file(FileRecord(file=file, s3_key=key, tenant=tenant))
         return file
 
     def get(self, tenant: str, file_id: str) -> FileRecord:
-        """The tenant's file; NotFoundError for unknown ids and other tenants' files alike."""
+        """The tenant's file; NotFoundError for unknown ids, other tenants' files and expired
+        files alike (an expired one is gone at once, before the sweep deletes its bytes)."""
         record = self.repository.get_file(file_id)
-        if record is None or record.tenant != tenant:
+        if record is None or record.tenant != tenant or record.expired(self._now()):
             raise NotFoundError(f"No such File object: {file_id}", param="file_id")
         return record
 
@@ -132,7 +146,8 @@ class FileService:
         records, has_more = self.repository.list_files(
             tenant, after=cursor, limit=limit, ascending=order == "asc", purpose=purpose
         )
-        return FilePage(data=[r.file for r in records], has_more=has_more)
+        now = self._now()
+        return FilePage(data=[r.file for r in records if not r.expired(now)], has_more=has_more)
 
     def _cursor(self, tenant: str, after: str | None) -> str | None:
         if after is None:
@@ -141,6 +156,19 @@ class FileService:
         if position is None:
             raise InvalidRequestError(f"No such File object: {after}", param="after")
         return position
+
+    def delete_expired(self) -> list[str]:
+        """The expiry sweep's part for files: delete every expired File's bytes and record.
+        Batches keep their own copy of their input, so no running batch loses anything."""
+        deleted = []
+        for file_id in self.repository.expired_file_ids(self._now()):
+            record = self.repository.get_file(file_id)
+            if record is None:
+                continue
+            self.store.delete(record.s3_key)
+            self.repository.delete_file(file_id)
+            deleted.append(file_id)
+        return deleted
 
     def delete(self, tenant: str, file_id: str) -> None:
         """Delete the file's bytes and its record. Batches keep their own copy of their input,
@@ -169,7 +197,14 @@ class FileService:
     # -- uploads ----------------------------------------------------------------------
 
     def create_upload(
-        self, tenant: str, *, filename: str, purpose: str, size: int, mime_type: str
+        self,
+        tenant: str,
+        *,
+        filename: str,
+        purpose: str,
+        size: int,
+        mime_type: str,
+        expires_after: ExpiresAfter | None = None,
     ) -> Upload:
         _check_purpose(purpose)
         check_filename(filename)
@@ -187,7 +222,11 @@ class FileService:
             purpose=purpose,
             status="pending",
         )
-        self.repository.put_upload(UploadRecord(upload=upload, tenant=tenant, mime_type=mime_type))
+        self.repository.put_upload(
+            UploadRecord(
+                upload=upload, tenant=tenant, mime_type=mime_type, expires_after=expires_after
+            )
+        )
         return upload
 
     def _pending_upload(self, tenant: str, upload_id: str) -> UploadRecord:
@@ -251,7 +290,14 @@ class FileService:
             if md5 and md5.lower() != actual:
                 self.store.delete(key)
                 raise InvalidRequestError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
-            file = self._record(tenant, file_id, record.upload.filename, total, key)
+            file = self._record(
+                tenant,
+                file_id,
+                record.upload.filename,
+                total,
+                key,
+                expires_after=record.expires_after,
+            )
             completed = record.upload.model_copy(update={"status": "completed", "file": file})
             if not self.repository.finish_upload(record, completed):
                 self.store.delete(key)
@@ -261,7 +307,15 @@ class FileService:
             return completed
         # Larger files are joined off the request path (2 GB take longer than API Gateway
         # waits): the File is `uploaded` until the join job makes it `processed`.
-        file = self._record(tenant, file_id, record.upload.filename, total, key, "uploaded")
+        file = self._record(
+            tenant,
+            file_id,
+            record.upload.filename,
+            total,
+            key,
+            "uploaded",
+            expires_after=record.expires_after,
+        )
         completed = record.upload.model_copy(update={"status": "completed", "file": file})
         planned = record.model_copy(update={"part_ids": part_ids, "md5": md5})
         if not self.repository.finish_upload(planned, completed):

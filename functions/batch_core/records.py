@@ -19,6 +19,7 @@ from batch_core.models import (
     InputTokensDetails,
     OutputTokensDetails,
 )
+from batch_core.retention import ExpiresAfter
 
 DEFAULT_TENANT = "default"
 """The tenant of dropped files, and of the local server's key."""
@@ -42,6 +43,9 @@ class BatchRecord(BatchTimestamps):
     request_failed: int = 0
     request_rejected: int = 0
     """Of the failed: lines validation skipped (invalid_lines=skip); a retry leaves them out."""
+    output_expires_after_seconds: int | None = None
+    """How long its output and error Files are kept (`output_expires_after`; None: the
+    deployment's default)."""
     idempotency_fingerprint: str | None = None
     """For a batch created with an Idempotency-Key: a digest of its parameters, so the same
     key with other parameters is refused."""
@@ -129,6 +133,10 @@ class FileRecord(BaseModel):
     batch_id: str | None = Field(default=None, description="The batch that produced it, if any.")
     tenant: str = DEFAULT_TENANT
 
+    def expired(self, now: int) -> bool:
+        """Past its `expires_at`: answered as unknown, and deleted by the next sweep."""
+        return self.file.expires_at is not None and self.file.expires_at <= now
+
 
 UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
 
@@ -171,6 +179,8 @@ class UploadRecord(BaseModel):
     """Once completed: the parts in the order the client gave, for the join job."""
     md5: str | None = None
     """Once completed: the MD5 the client expects of the joined file, if it gave one."""
+    expires_after: ExpiresAfter | None = None
+    """The expiration policy of the File the upload becomes (None: the default)."""
 
 
 class UploadPartRecord(BaseModel):

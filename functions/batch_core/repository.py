@@ -117,6 +117,8 @@ def _unless_refused(call: Callable[..., Any], **request: Any) -> Any | None:
 
 ACTIVE_BY_EXPIRY = "ActiveByExpiry"
 BY_TENANT = "ByTenant"
+FILES_BY_EXPIRY = "file"
+"""The expiry index's partition of File items (batches not yet ended are under "1")."""
 
 
 class BatchRepository:
@@ -288,6 +290,18 @@ class BatchRepository:
         for page in pages:
             ids.extend(str(_from_item(item)["id"]) for item in page["Items"])
         return ids
+
+    def expired_file_ids(self, now: int, limit: int = 1000) -> list[str]:
+        """Up to `limit` files whose `expires_at` is past, oldest first (an index query)."""
+        response = self._db.query(
+            TableName=self._table,
+            IndexName=ACTIVE_BY_EXPIRY,
+            KeyConditionExpression="#active = :files AND expires_at <= :now",
+            ExpressionAttributeNames={"#active": "active"},
+            ExpressionAttributeValues=_to_item({":files": FILES_BY_EXPIRY, ":now": now}),
+            Limit=limit,
+        )
+        return [str(_from_item(item)["id"]) for item in response["Items"]]
 
     def claim_outbox(self, name: str, batch_id: str) -> bool:
         """Take outbox/<name>/ for `batch_id`; False when another batch holds it (claiming
@@ -554,6 +568,8 @@ class BatchRepository:
             **listing_keys(record.tenant, "file", file.id),
             **{f"file_{k}": v for k, v in file.model_dump().items()},
         }
+        if file.expires_at is not None:  # in the expiry index, under its own partition
+            values |= {"id": file.id, "active": FILES_BY_EXPIRY, "expires_at": file.expires_at}
         self._db.put_item(TableName=self._table, Item=_to_item(values))
 
     def wait_for_file(self, file_id: str, batch_id: str) -> bool:

@@ -52,6 +52,7 @@ from batch_core.protocol import (
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.repository import BatchRepository
+from batch_core.retention import ExpiresAfter
 from batch_core.settings import Settings
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
 from batch_core.storage import ObjectStore
@@ -255,6 +256,7 @@ class BatchService:
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         invalid_lines: InvalidLines = "fail",
+        output_expires_after: ExpiresAfter | None = None,
     ) -> BatchRecord:
         """Create a batch over an uploaded file: its input is copied to
         `batches/<id>/input.jsonl`, whose S3 event starts the same validation a dropped
@@ -262,7 +264,15 @@ class BatchService:
         seed = f"{tenant}/idempotency/{idempotency_key}" if idempotency_key else None
         fingerprint = None
         if idempotency_key:
-            parameters = [input_file_id, endpoint, completion_window, metadata, invalid_lines]
+            parameters: list[object] = [
+                input_file_id,
+                endpoint,
+                completion_window,
+                metadata,
+                invalid_lines,
+            ]
+            if output_expires_after is not None:  # keeps earlier batches' fingerprints
+                parameters.append(output_expires_after.model_dump())
             fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS))
         return self._create_batch(
             tenant,
@@ -273,6 +283,7 @@ class BatchService:
             metadata=metadata,
             invalid_lines=invalid_lines,
             fingerprint=fingerprint.hexdigest() if fingerprint else None,
+            output_expires_after=output_expires_after,
         )
 
     def _create_batch(
@@ -286,6 +297,7 @@ class BatchService:
         metadata: dict[str, str] | None,
         invalid_lines: InvalidLines,
         fingerprint: str | None = None,
+        output_expires_after: ExpiresAfter | None = None,
     ) -> BatchRecord:
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise InvalidRequestError(
@@ -296,7 +308,7 @@ class BatchService:
         seconds = window_seconds(completion_window)
         metadata = check_metadata(metadata) if metadata else None
         input_file = self.repository.get_file(input_file_id)
-        if input_file is None or input_file.tenant != tenant:
+        if input_file is None or input_file.tenant != tenant or input_file.expired(self._now()):
             raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")
         if input_file.file.purpose != "batch":
             raise InvalidRequestError(
@@ -325,6 +337,9 @@ class BatchService:
             invalid_lines=invalid_lines,
             tenant=tenant,
             idempotency_fingerprint=fingerprint,
+            output_expires_after_seconds=(
+                output_expires_after.seconds if output_expires_after else None
+            ),
         )
         if not self.repository.create_batch(record):
             existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
@@ -404,15 +419,17 @@ class BatchService:
         # request: until then its File is `uploaded` and the child waits for it, as any batch
         # created on an upload still being joined does.
         input_file_id = _retry_input_file_id(child_id)
+        now = self._now()
         self.repository.put_file(
             FileRecord(
                 file=FileObject(
                     id=input_file_id,
                     bytes=0,
-                    created_at=self._now(),
+                    created_at=now,
                     filename=f"{parent.id}_retry.jsonl",
                     purpose="batch",
                     status="uploaded",
+                    expires_at=now + self.settings.file_retention_seconds,
                 ),
                 s3_key=s3keys.file_key(input_file_id),
                 tenant=tenant,
@@ -427,6 +444,11 @@ class BatchService:
             completion_window=parent.completion_window,
             metadata=_linked(inherited, "retry_of", parent.id),
             invalid_lines=parent.invalid_lines,
+            output_expires_after=(  # the child's results are kept as long as the parent's
+                ExpiresAfter(anchor="created_at", seconds=parent.output_expires_after_seconds)
+                if parent.output_expires_after_seconds
+                else None
+            ),
         )
         self.repository.set_metadata(
             parent.id, _linked(dict(parent.metadata or {}), "retried_by", child.id)
@@ -578,6 +600,7 @@ class BatchService:
             filename=posixpath.basename(dropped.key),
             purpose="batch",
             status="processed",
+            expires_at=now + self.settings.file_retention_seconds,
         )
         if not self.repository.create_batch(record):
             existing = self.repository.get_batch(batch_id)
@@ -1095,8 +1118,9 @@ class BatchService:
     def _end(self, record: BatchRecord, status: str, *, from_status: str) -> BatchRecord:
         """Merge the parts into the output and error files and move to a terminal status."""
         batch_id, tenant = record.id, record.tenant  # the output files are the batch owner's
-        output_file_id = self._merge(batch_id, "output", tenant)
-        error_file_id = self._merge(batch_id, "error", tenant)
+        seconds = record.output_expires_after_seconds or self.settings.file_retention_seconds
+        output_file_id = self._merge(batch_id, "output", tenant, seconds)
+        error_file_id = self._merge(batch_id, "error", tenant, seconds)
         moved = self.repository.transition(
             batch_id,
             to_status=status,
@@ -1179,8 +1203,11 @@ class BatchService:
         self.tracker.report_success(task_token, {"batch_id": batch_id, "status": record.status})
         return record
 
-    def _merge(self, batch_id: str, kind: Literal["output", "error"], tenant: str) -> str | None:
-        """Join the batch's result (or error) parts into one File; None if there are none."""
+    def _merge(
+        self, batch_id: str, kind: Literal["output", "error"], tenant: str, keep_seconds: int
+    ) -> str | None:
+        """Join the batch's result (or error) parts into one File, kept `keep_seconds`; None
+        if there are none."""
         prefix = (
             s3keys.results_prefix(batch_id) if kind == "output" else s3keys.errors_prefix(batch_id)
         )
@@ -1190,13 +1217,15 @@ class BatchService:
         file_id = new_file_id(f"{batch_id}/{kind}")
         target = s3keys.file_key(file_id)
         size = self.store.put_stream(target, _concat(self.store, keys))
+        now = self._now()
         file = FileObject(
             id=file_id,
             bytes=size,
-            created_at=self._now(),
+            created_at=now,
             filename=f"batch_{batch_id}_{kind}.jsonl",
             purpose="batch_output",
             status="processed",
+            expires_at=now + keep_seconds,
         )
         self.repository.put_file(
             FileRecord(file=file, s3_key=target, batch_id=batch_id, tenant=tenant)

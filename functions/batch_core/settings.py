@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batch_core.retention import DEFAULT_FILE_RETENTION_SECONDS, MIN_EXPIRES_AFTER_SECONDS
+
 MAX_REQUEST_BODY_BYTES = 4_500_000
 """What one API request carries: Lambda takes 6 MB of event, and bodies arrive base64-encoded."""
 
@@ -109,6 +111,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Uploads up to this size are joined within the complete call (a wrong "
         "MD5 is a 400 at once); larger ones by an intake job, their File `uploaded` until done.",
+    )
+    file_retention_seconds: int = Field(
+        default=DEFAULT_FILE_RETENTION_SECONDS,
+        ge=MIN_EXPIRES_AFTER_SECONDS,
+        description="How long a File is kept when its request set no `expires_after` "
+        "(`output_expires_after` for a batch's results); then it answers 404 and is deleted.",
     )
     presigned_url_seconds: int = Field(default=900, ge=60)
     upload_expiry_seconds: int = Field(default=3600, ge=60)

@@ -48,6 +48,11 @@ from batch_core.files import content_disposition, content_type_of
 from batch_core.json_bounds import check_bounds
 from batch_core.models import Batch, FileObject
 from batch_core.records import Upload, UploadPart
+from batch_core.retention import (
+    MAX_EXPIRES_AFTER_SECONDS,
+    MIN_EXPIRES_AFTER_SECONDS,
+    ExpiresAfter,
+)
 from batch_core.wiring import (
     default_api_keys,
     default_files,
@@ -242,11 +247,43 @@ def _check_size(data: bytes, what: str) -> None:
 def create_file(
     file: Annotated[UploadFile, File(description="The JSONL input file")],
     purpose: Annotated[str, Form(description="Must be 'batch'")],
+    anchor: Annotated[
+        Literal["created_at"] | None,
+        Form(alias="expires_after[anchor]", description="What expiry counts from"),
+    ] = None,
+    seconds: Annotated[
+        int | None,
+        Form(
+            alias="expires_after[seconds]",
+            ge=MIN_EXPIRES_AFTER_SECONDS,
+            le=MAX_EXPIRES_AFTER_SECONDS,
+            description="Seconds after `created_at` the File expires (default 30 days)",
+        ),
+    ] = None,
 ) -> FileObject:
     _check_size(file.content, "file")
     return default_files().create(
-        _tenant(), filename=file.filename or "upload.jsonl", purpose=purpose, data=file.content
+        _tenant(),
+        filename=file.filename or "upload.jsonl",
+        purpose=purpose,
+        data=file.content,
+        expires_after=_expires_after(anchor, seconds),
     )
+
+
+def _expires_after(anchor: str | None, seconds: int | None) -> ExpiresAfter | None:
+    """A multipart form's `expires_after[anchor]` and `expires_after[seconds]`, as the SDKs
+    send a nested object: both or neither."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor is None or seconds is None:
+        missing = "expires_after[anchor]" if anchor is None else "expires_after[seconds]"
+        raise InvalidRequestError(
+            f"Missing required parameter: {missing!r}.",
+            param=missing,
+            code="missing_required_parameter",
+        )
+    return ExpiresAfter(anchor="created_at", seconds=seconds)
 
 
 @app.get("/v1/files", summary="List files")
@@ -301,6 +338,7 @@ def create_upload(params: UploadCreateParams) -> Upload:
         purpose=params.purpose,
         size=params.bytes,
         mime_type=params.mime_type,
+        expires_after=params.expires_after,
     )
 
 
@@ -339,6 +377,7 @@ def create_batch(params: BatchCreateParams) -> Batch:
         completion_window=params.completion_window,
         metadata=params.metadata,
         idempotency_key=key,
+        output_expires_after=params.output_expires_after,
     )
     return record.to_batch()
 

@@ -1,4 +1,5 @@
-"""The EventBridge schedule -> expire every batch whose completion window has run out."""
+"""The EventBridge schedule -> expire every batch whose completion window has run out, and
+delete every File past its `expires_at`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_core.wiring import default_service
+from batch_core.wiring import default_files, default_service
 
 logger = Logger()
 tracer = Tracer()
@@ -22,6 +23,11 @@ metrics = Metrics()
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     expired = default_service().expire_overdue()
+    deleted = default_files().delete_expired()
     metrics.add_metric(name="BatchesExpired", unit=MetricUnit.Count, value=len(expired))
-    logger.info("expired overdue batches", extra={"batch_ids": [b.id for b in expired]})
-    return {"expired": [b.id for b in expired]}
+    metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))
+    logger.info(
+        "expired overdue batches and files",
+        extra={"batch_ids": [b.id for b in expired], "file_ids": deleted},
+    )
+    return {"expired": [b.id for b in expired], "deleted_files": deleted}

@@ -40,7 +40,10 @@ def test_an_overdue_batch_expires_keeping_finished_results(
     backdate(slow_stack, batch_id)
 
     result = expire.handler(load_event("expire_schedule.json"), CONTEXT)
-    assert result == {"expired": [batch_id]}  # found through the index; the other is not due
+    assert result == {
+        "expired": [batch_id],
+        "deleted_files": [],
+    }  # found through the index; the other is not due
 
     parsed, paths = assert_ended_early(
         slow_stack, name, tmp_path / "out", total, "expired", "batch_expired"
@@ -52,7 +55,7 @@ def test_an_overdue_batch_expires_keeping_finished_results(
     )
     assert slow_stack.wait_for_outbox(other, timeout=60).status == "completed"
     # A finished batch leaves the index: the next run finds nothing.
-    assert expire.handler(load_event("expire_schedule.json"), CONTEXT) == {"expired": []}
+    assert expire.handler(load_event("expire_schedule.json"), CONTEXT)["expired"] == []
 
 
 def test_a_batch_stuck_in_validation_expires_at_once(bare_stack: LocalStack) -> None:
