@@ -283,6 +283,7 @@ class FileService:
         file_id = new_file_id(f"{upload_id}/file")
         key = s3keys.file_key(file_id)
         ordered = [(parts[part_id].s3_key, parts[part_id].bytes) for part_id in part_ids]
+        upload_file, keep = (record.upload.filename, total, key), record.expires_after
         if total <= self.settings.inline_join_bytes:
             # Small enough to join within the request (streamed, one part in memory), so a
             # wrong MD5 is a 400 now and the upload stays open for another try.
@@ -290,14 +291,7 @@ class FileService:
             if md5 and md5.lower() != actual:
                 self.store.delete(key)
                 raise InvalidRequestError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
-            file = self._record(
-                tenant,
-                file_id,
-                record.upload.filename,
-                total,
-                key,
-                expires_after=record.expires_after,
-            )
+            file = self._record(tenant, file_id, *upload_file, expires_after=keep)
             completed = record.upload.model_copy(update={"status": "completed", "file": file})
             if not self.repository.finish_upload(record, completed):
                 self.store.delete(key)
@@ -307,15 +301,7 @@ class FileService:
             return completed
         # Larger files are joined off the request path (2 GB take longer than API Gateway
         # waits): the File is `uploaded` until the join job makes it `processed`.
-        file = self._record(
-            tenant,
-            file_id,
-            record.upload.filename,
-            total,
-            key,
-            "uploaded",
-            expires_after=record.expires_after,
-        )
+        file = self._record(tenant, file_id, *upload_file, "uploaded", expires_after=keep)
         completed = record.upload.model_copy(update={"status": "completed", "file": file})
         planned = record.model_copy(update={"part_ids": part_ids, "md5": md5})
         if not self.repository.finish_upload(planned, completed):
