@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from openai.types import Batch as OpenAIBatch
 
 from batchctl.local import LocalStack
+from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
 
 EVENTS = Path(__file__).parent / "events"
@@ -25,6 +27,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # As the template's Globals set them for the functions.
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "openbatch")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OpenBatch")
+
+
+@contextmanager
+def serve_api(
+    engine: FakeEngine, api_keys: dict[str, str], **options: Any
+) -> Iterator[tuple[LocalStack, ApiServer]]:
+    """The local server for tests of the API's answers, without the per-tenant request rate
+    (tested on its own), which a fast test run or many clients at once would exceed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("API_REQUESTS_PER_SECOND", "0")
+        with serve_locally(engine, api_keys=api_keys, **options) as running:
+            yield running
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Generic, Literal, Self, TypeVar
+from typing import Annotated, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from batch_core.models import Batch, FileObject
+from batch_core.drop_options import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
+from batch_core.files import MAX_FILENAME_CHARS
+from batch_core.models import Batch, Endpoint, FileObject
 from batch_core.retention import ExpiresAfter
+from batch_core.settings import DEFAULT_MAX_BATCH_BYTES
+from batch_core.windows import WINDOW_PATTERN
+
+MAX_ID_CHARS = 128
+"""Ids longer than any this API issues are refused before they reach a table key."""
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+Filename = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_FILENAME_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+"""A name that can go back in a header: no control characters."""
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY)],
+        Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)],
+    ],
+    Field(max_length=MAX_METADATA_PAIRS),
+]
 
 
 class BatchCreateParams(BaseModel):
@@ -15,13 +35,13 @@ class BatchCreateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input_file_id: str = Field(min_length=1)
+    input_file_id: ObjectId
     """A file uploaded with purpose `batch`."""
-    endpoint: str
+    endpoint: Endpoint
     """`/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`."""
-    completion_window: str = "24h"
-    """`24h` (OpenAI's only value) up to `7d`."""
-    metadata: dict[str, str] | None = None
+    completion_window: Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)] = "24h"
+    """`24h` (OpenAI's only value); `1h` to `168h` or `1d` to `7d`."""
+    metadata: Metadata | None = None
     """Up to 16 pairs; keys up to 64 characters, values up to 512."""
     output_expires_after: ExpiresAfter | None = None
     """How long the output and error Files are kept (default: the deployment's 30 days)."""
@@ -32,11 +52,11 @@ class UploadCreateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bytes: int = Field(gt=0)
+    bytes: int = Field(gt=0, le=DEFAULT_MAX_BATCH_BYTES)
     """The whole file's size; the parts must add up to it."""
-    filename: str = Field(min_length=1)
-    mime_type: str = "application/jsonl"
-    purpose: str
+    filename: Filename
+    mime_type: Annotated[str, StringConstraints(max_length=255)] = "application/jsonl"
+    purpose: Literal["batch"]
     expires_after: ExpiresAfter | None = None
     """How long the File the upload becomes is kept (the upload itself: an hour)."""
 
@@ -46,9 +66,9 @@ class UploadCompleteParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    part_ids: list[str]
+    part_ids: list[ObjectId] = Field(min_length=1)
     """The parts, in the order they are joined."""
-    md5: str | None = None
+    md5: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$")] | None = None
     """The whole file's MD5 (hex), checked when given."""
 
 
@@ -104,3 +124,21 @@ class ResultPartObject(BaseModel):
 class BatchResultParts(BaseModel):
     object: Literal["list"] = "list"
     data: list[ResultPartObject]
+
+
+class ErrorObject(BaseModel):
+    """What went wrong, as OpenAI's API says it."""
+
+    message: str
+    type: str
+    """`invalid_request_error`, `rate_limit_error` or `server_error`."""
+    param: str | None
+    """The parameter at fault, if one is."""
+    code: str | None
+    """A machine-readable reason, such as `not_found` or `invalid_json`."""
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorObject

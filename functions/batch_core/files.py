@@ -154,7 +154,7 @@ class FileService:
             return None
         position = self.repository.listing_position(tenant, "file", after)
         if position is None:
-            raise InvalidRequestError(f"No such File object: {after}", param="after")
+            raise NotFoundError(f"No such File object: {after}", param="after")
         return position
 
     def delete_expired(self) -> list[str]:

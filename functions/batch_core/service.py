@@ -241,7 +241,7 @@ class BatchService:
         if after is not None:
             cursor = self.repository.listing_position(tenant, "batch", after)
             if cursor is None:
-                raise InvalidRequestError(f"No batch found with id {after!r}.", param="after")
+                raise NotFoundError(f"No such Batch object: {after}", param="after")
         return self.repository.list_batches(tenant, after=cursor, limit=limit)
 
     # -- batches created through the API ------------------------------------------------

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batch_core.retention import DEFAULT_FILE_RETENTION_SECONDS, MIN_EXPIRES_AFTER_SECONDS
 
+DEFAULT_MAX_BATCH_BYTES = 2 * 1024**3
+"""OpenAI's limit on one batch input file (the deployment may set another)."""
 MAX_REQUEST_BODY_BYTES = 4_500_000
 """What one API request carries: Lambda takes 6 MB of event, and bodies arrive base64-encoded."""
 
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     default_endpoint: str = "/v1/chat/completions"
     default_completion_window: str = "24h"
     max_requests_per_batch: int = Field(default=1_000_000, ge=1)
-    max_batch_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_batch_bytes: int = Field(default=DEFAULT_MAX_BATCH_BYTES, ge=1)
     max_line_bytes: int = Field(default=8 * 1024**2, ge=1)
     max_requests_per_shard: int = Field(
         default=10_000,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -19,12 +21,20 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import File, Form, Query, UploadFile
+from aws_lambda_powertools.event_handler.openapi.params import (
+    File,
+    Form,
+    Header,
+    Path,
+    Query,
+    UploadFile,
+)
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from batch_core.api_models import (
+    MAX_ID_CHARS,
     BatchCreateParams,
     BatchList,
     BatchResultParts,
@@ -59,6 +69,7 @@ from batch_core.wiring import (
     default_rate_limiter,
     default_service,
 )
+from handlers.api_document import FILE_BYTES, answers, finish, path_rules
 
 logger = Logger()
 tracer = Tracer()
@@ -66,6 +77,8 @@ metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 
 OPENAPI_PATH = "/openapi.json"
+IdInPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+"""An object id in the URL: longer ones than any issued are refused before a table lookup."""
 API_TITLE = "openbatch: OpenAI-compatible Batch API"
 API_VERSION = "1.0.0"
 
@@ -216,6 +229,17 @@ def _aws_error(error: ClientError) -> Response[Any]:
 @app.not_found
 def _no_route(_: Exception) -> Response[Any]:
     event = app.current_event
+    for pattern, methods in _path_rules():
+        if pattern.match(event.path):
+            response = _error_response(
+                405,
+                f"{event.http_method} is not allowed on {event.path}; use {' or '.join(methods)}.",
+                error_type="invalid_request_error",
+                param=None,
+                code="method_not_allowed",
+            )
+            response.headers["Allow"] = ", ".join(methods)
+            return response
     return _error_response(
         404,
         f"Unknown request URL: {event.http_method} {event.path}.",
@@ -243,10 +267,14 @@ def _check_size(data: bytes, what: str) -> None:
 # -- files ---------------------------------------------------------------------------
 
 
-@app.post("/v1/files", summary="Upload a batch input file (multipart)")
+@app.post(
+    "/v1/files",
+    summary="Upload a batch input file (multipart)",
+    responses=answers(FileObject, body=True),
+)
 def create_file(
     file: Annotated[UploadFile, File(description="The JSONL input file")],
-    purpose: Annotated[str, Form(description="Must be 'batch'")],
+    purpose: Annotated[Literal["batch"], Form(description="Must be 'batch'")],
     anchor: Annotated[
         Literal["created_at"] | None,
         Form(alias="expires_after[anchor]", description="What expiry counts from"),
@@ -286,12 +314,14 @@ def _expires_after(anchor: str | None, seconds: int | None) -> ExpiresAfter | No
     return ExpiresAfter(anchor="created_at", seconds=seconds)
 
 
-@app.get("/v1/files", summary="List files")
+@app.get("/v1/files", summary="List files", responses=answers(FileList, 404))
 def list_files(
-    after: Annotated[str | None, Query(description="A file id: list the files after it")] = None,
+    after: Annotated[
+        str | None, Query(max_length=MAX_ID_CHARS, description="A file id: list the files after it")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-    purpose: Annotated[str | None, Query()] = None,
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
 ) -> FileList:
     page = default_files().list_files(
         _tenant(), after=after, limit=limit, order=order, purpose=purpose
@@ -299,19 +329,23 @@ def list_files(
     return FileList.of(page.data, page.has_more)
 
 
-@app.get("/v1/files/<file_id>", summary="Retrieve a file")
-def retrieve_file(file_id: str) -> FileObject:
+@app.get("/v1/files/<file_id>", summary="Retrieve a file", responses=answers(FileObject, 404))
+def retrieve_file(file_id: IdInPath) -> FileObject:
     return default_files().get(_tenant(), file_id).file
 
 
-@app.delete("/v1/files/<file_id>", summary="Delete a file")
-def delete_file(file_id: str) -> FileDeleted:
+@app.delete("/v1/files/<file_id>", summary="Delete a file", responses=answers(FileDeleted, 404))
+def delete_file(file_id: IdInPath) -> FileDeleted:
     default_files().delete(_tenant(), file_id)
     return FileDeleted(id=file_id)
 
 
-@app.get("/v1/files/<file_id>/content", summary="A file's bytes (large files: a redirect)")
-def file_content(file_id: str) -> Response[Any]:
+@app.get(
+    "/v1/files/<file_id>/content",
+    summary="A file's bytes (large files: a redirect)",
+    responses=answers(None, 404, 409, content=FILE_BYTES, redirect=True),
+)
+def file_content(file_id: IdInPath) -> Response[Any]:
     content = default_files().content(_tenant(), file_id)
     if content.url is not None:
         return Response(status_code=302, headers={"Location": content.url}, body="")
@@ -330,7 +364,11 @@ def file_content(file_id: str) -> Response[Any]:
 # -- uploads -------------------------------------------------------------------------
 
 
-@app.post("/v1/uploads", summary="Start an upload of a large file in parts")
+@app.post(
+    "/v1/uploads",
+    summary="Start an upload of a large file in parts",
+    responses=answers(Upload, body=True),
+)
 def create_upload(params: UploadCreateParams) -> Upload:
     return default_files().create_upload(
         _tenant(),
@@ -342,23 +380,35 @@ def create_upload(params: UploadCreateParams) -> Upload:
     )
 
 
-@app.post("/v1/uploads/<upload_id>/parts", summary="Add a part to an upload")
+@app.post(
+    "/v1/uploads/<upload_id>/parts",
+    summary="Add a part to an upload",
+    responses=answers(UploadPart, 404, 409, body=True),
+)
 def add_upload_part(
-    upload_id: str, data: Annotated[UploadFile, File(description="The part's bytes")]
+    upload_id: IdInPath, data: Annotated[UploadFile, File(description="The part's bytes")]
 ) -> UploadPart:
     _check_size(data.content, "data")
     return default_files().add_upload_part(_tenant(), upload_id, data.content)
 
 
-@app.post("/v1/uploads/<upload_id>/complete", summary="Join the parts into a File")
-def complete_upload(upload_id: str, params: UploadCompleteParams) -> Upload:
+@app.post(
+    "/v1/uploads/<upload_id>/complete",
+    summary="Join the parts into a File",
+    responses=answers(Upload, 404, 409, body=True),
+)
+def complete_upload(upload_id: IdInPath, params: UploadCompleteParams) -> Upload:
     return default_files().complete_upload(
         _tenant(), upload_id, part_ids=params.part_ids, md5=params.md5
     )
 
 
-@app.post("/v1/uploads/<upload_id>/cancel", summary="Cancel an upload")
-def cancel_upload(upload_id: str) -> Upload:
+@app.post(
+    "/v1/uploads/<upload_id>/cancel",
+    summary="Cancel an upload",
+    responses=answers(Upload, 404, 409),
+)
+def cancel_upload(upload_id: IdInPath) -> Upload:
     return default_files().cancel_upload(_tenant(), upload_id)
 
 
@@ -366,10 +416,22 @@ def cancel_upload(upload_id: str) -> Upload:
 
 
 @app.post(
-    "/v1/batches", summary="Create a batch (an Idempotency-Key header makes it safe to retry)"
+    "/v1/batches",
+    summary="Create a batch (an Idempotency-Key header makes it safe to retry)",
+    responses=answers(Batch, 404, body=True),
 )
-def create_batch(params: BatchCreateParams) -> Batch:
-    key = app.current_event.get_header_value("idempotency-key", default_value="") or None
+def create_batch(
+    params: BatchCreateParams,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="The same key returns the same batch; with other parameters, a 400",
+        ),
+    ] = None,
+) -> Batch:
+    key = idempotency_key or None
     record = default_service().create_batch(
         _tenant(),
         input_file_id=params.input_file_id,
@@ -382,38 +444,47 @@ def create_batch(params: BatchCreateParams) -> Batch:
     return record.to_batch()
 
 
-@app.get("/v1/batches", summary="List batches, newest first")
+@app.get("/v1/batches", summary="List batches, newest first", responses=answers(BatchList, 404))
 def list_batches(
-    after: Annotated[str | None, Query(description="A batch id: list the batches after it")] = None,
+    after: Annotated[
+        str | None,
+        Query(max_length=MAX_ID_CHARS, description="A batch id: list the batches after it"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
     records, has_more = default_service().list_batches(_tenant(), after=after, limit=limit)
     return BatchList.of([r.to_batch() for r in records], has_more)
 
 
-@app.get("/v1/batches/<batch_id>", summary="Retrieve a batch")
-def retrieve_batch(batch_id: str) -> Batch:
+@app.get("/v1/batches/<batch_id>", summary="Retrieve a batch", responses=answers(Batch, 404))
+def retrieve_batch(batch_id: IdInPath) -> Batch:
     return default_service().get_for(_tenant(), batch_id).to_batch()
 
 
-@app.post("/v1/batches/<batch_id>/cancel", summary="Cancel a batch; finished results are kept")
-def cancel_batch(batch_id: str) -> Batch:
+@app.post(
+    "/v1/batches/<batch_id>/cancel",
+    summary="Cancel a batch; finished results are kept",
+    responses=answers(Batch, 404, 409),
+)
+def cancel_batch(batch_id: IdInPath) -> Batch:
     return default_service().cancel(batch_id, tenant=_tenant()).to_batch()
 
 
 @app.post(
     "/v1/batches/<batch_id>/retry",
     summary="A new batch of this batch's failed, expired and cancelled requests (extension)",
+    responses=answers(Batch, 404, 409),
 )
-def retry_batch(batch_id: str) -> Batch:
+def retry_batch(batch_id: IdInPath) -> Batch:
     return default_service().retry(_tenant(), batch_id).to_batch()
 
 
 @app.get(
     "/v1/batches/<batch_id>/results",
     summary="The result parts written so far, readable mid-run (extension)",
+    responses=answers(BatchResultParts, 404),
 )
-def batch_results(batch_id: str) -> BatchResultParts:
+def batch_results(batch_id: IdInPath) -> BatchResultParts:
     parts = default_service().result_parts(_tenant(), batch_id)
     return BatchResultParts(
         data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
@@ -427,7 +498,19 @@ def openapi_document() -> Response[Any]:
 
 def openapi_json() -> str:
     """The OpenAPI document of this API (checked in as docs/openapi.json)."""
-    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+    return json.dumps(_openapi_document(), indent=2)
+
+
+@cache
+def _openapi_document() -> dict[str, Any]:
+    schema = app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+    document: dict[str, Any] = finish(json.loads(schema))
+    return document
+
+
+@cache
+def _path_rules() -> list[tuple[re.Pattern[str], list[str]]]:
+    return path_rules(_openapi_document())
 
 
 # -- the gate: before any route parses a body ----------------------------------------

@@ -20,9 +20,9 @@ import openai
 import pytest
 
 from batchctl.local import LocalStack
-from batchctl.server import ApiServer, serve_locally
+from batchctl.server import ApiServer
 from gpu_worker.engines.fake import FakeEngine
-from tests.conftest import MODEL, chat_request
+from tests.conftest import MODEL, chat_request, serve_api
 
 KEY = "sk-test-wire-0123456789"
 OTHER_KEY = "sk-test-wire-other-0123456789"
@@ -32,11 +32,8 @@ LATIN1_JSONL = '{"custom_id": "caf\u00e9"}\n'.encode("latin-1")  # not UTF-8: 0x
 @pytest.fixture(scope="module")
 def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
     engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
-    with pytest.MonkeyPatch.context() as patch:
-        # Sixteen clients at once are over one tenant's default share (20 requests/s).
-        patch.setenv("API_REQUESTS_PER_SECOND", "0")
-        with serve_locally(engine, api_keys={KEY: "wire", OTHER_KEY: "wire-other"}) as running:
-            yield running
+    with serve_api(engine, {KEY: "wire", OTHER_KEY: "wire-other"}) as running:
+        yield running
 
 
 @pytest.fixture
@@ -168,17 +165,26 @@ def test_a_body_that_is_no_json_object_is_named_so(
     assert words in error["message"]
 
 
-@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PUT", "PATCH"])
-def test_other_methods_get_the_apis_own_404(address: tuple[str, int], method: str) -> None:
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PUT", "PATCH", "DELETE"])
+def test_another_method_on_a_known_path_is_a_405_naming_the_allowed(
+    address: tuple[str, int], method: str
+) -> None:
     status, headers, answer = call(address, method, "/v1/batches")
-    assert status == 404 and headers["content-type"] == "application/json"
+    assert status == 405 and headers["content-type"] == "application/json"
+    assert headers["allow"] == "GET, POST"
+    assert error_of(answer)["code"] == "method_not_allowed"
+
+
+def test_an_unknown_path_is_the_apis_own_404(address: tuple[str, int]) -> None:
+    status, _, answer = call(address, "TRACE", "/v1/nothing/here")
+    assert status == 404
     assert error_of(answer)["code"] == "unknown_url"
 
 
 def test_head_gets_headers_and_no_body(address: tuple[str, int]) -> None:
-    status, headers, answer = call(address, "HEAD", "/v1/batches")
-    assert (status, answer) == (404, b"")
-    assert int(headers["content-length"]) > 0
+    status, headers, answer = call(address, "HEAD", "/v1/files/file-x")
+    assert (status, answer) == (405, b"")
+    assert headers["allow"] == "DELETE, GET" and int(headers["content-length"]) > 0
 
 
 def test_percent_encoded_ids_are_decoded(address: tuple[str, int]) -> None:

@@ -17,10 +17,10 @@ from batch_core import wiring
 from batch_core.repository import file_pk
 from batch_core.retention import DEFAULT_FILE_RETENTION_SECONDS
 from batchctl.local import LocalStack
-from batchctl.server import ApiServer, serve_locally
+from batchctl.server import ApiServer
 from gpu_worker.engines.fake import FakeEngine
 from handlers import expire
-from tests.conftest import MODEL, chat_request, load_event
+from tests.conftest import MODEL, chat_request, load_event, serve_api
 from tests.integration.test_handlers import CONTEXT
 
 KEY = "sk-test-keep-0123456789"
@@ -31,7 +31,7 @@ LINES = b"".join(json.dumps(chat_request(f"k{i}")).encode() + b"\n" for i in ran
 @pytest.fixture(scope="module")
 def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
     engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
-    with serve_locally(engine, api_keys={KEY: "keeper"}) as running:
+    with serve_api(engine, {KEY: "keeper"}) as running:
         yield running
 
 
