@@ -210,6 +210,12 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle  # noqa: N815
     do_HEAD = do_OPTIONS = do_TRACE = _handle  # noqa: N815
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (QUERY, PROPFIND...) goes to the API too, never to 501."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by the handler (Powertools)
 

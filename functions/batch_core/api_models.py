@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from batch_core.drop_options import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
 from batch_core.files import MAX_FILENAME_CHARS
+from batch_core.json_bounds import JsonInt
 from batch_core.models import Batch, Endpoint, FileObject
 from batch_core.retention import ExpiresAfter
 from batch_core.settings import DEFAULT_MAX_BATCH_BYTES
@@ -52,7 +53,7 @@ class UploadCreateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bytes: int = Field(gt=0, le=DEFAULT_MAX_BATCH_BYTES)
+    bytes: JsonInt = Field(gt=0, le=DEFAULT_MAX_BATCH_BYTES)
     """The whole file's size; the parts must add up to it."""
     filename: Filename
     mime_type: Annotated[str, StringConstraints(max_length=255)] = "application/jsonl"
@@ -66,7 +67,7 @@ class UploadCompleteParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    part_ids: list[ObjectId] = Field(min_length=1)
+    part_ids: list[ObjectId] = Field(min_length=1, json_schema_extra={"uniqueItems": True})
     """The parts, in the order they are joined."""
     md5: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$")] | None = None
     """The whole file's MD5 (hex), checked when given."""

@@ -245,7 +245,7 @@ class FileService:
         if not data:
             raise InvalidRequestError("The part is empty.", param="data")
         if not self.repository.reserve_upload_bytes(upload_id, len(data), record.upload.bytes):
-            raise InvalidRequestError(
+            raise ConflictError(
                 f"This part would take upload {upload_id} past the {record.upload.bytes} bytes "
                 "it was created for.",
                 param="data",
@@ -267,15 +267,15 @@ class FileService:
         if not part_ids or unknown:
             shown = ", ".join(repr(part_id[:64]) for part_id in unknown[:3])
             more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-            raise InvalidRequestError(
+            raise ConflictError(  # the upload holds no such parts (yet)
                 f"Unknown part ids for upload {upload_id}: {shown or '(none given)'}{more}.",
                 param="part_ids",
             )
         if len(set(part_ids)) != len(part_ids):
             raise InvalidRequestError("part_ids lists a part twice.", param="part_ids")
         total = sum(parts[part_id].bytes for part_id in part_ids)
-        if total != record.upload.bytes:
-            raise InvalidRequestError(
+        if total != record.upload.bytes:  # what was sent does not fit what was announced
+            raise ConflictError(
                 f"The parts add up to {total} bytes; the upload was created for "
                 f"{record.upload.bytes}.",
                 param="part_ids",
@@ -290,7 +290,7 @@ class FileService:
             actual = self._join(key, ordered, want_md5=bool(md5))
             if md5 and md5.lower() != actual:
                 self.store.delete(key)
-                raise InvalidRequestError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
+                raise ConflictError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
             file = self._record(tenant, file_id, *upload_file, expires_after=keep)
             completed = record.upload.model_copy(update={"status": "completed", "file": file})
             if not self.repository.finish_upload(record, completed):

@@ -15,6 +15,9 @@ from __future__ import annotations
 import re
 from array import array
 from itertools import accumulate
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from batch_core.errors import LineError
 
@@ -85,3 +88,14 @@ def _depth(bare: bytes) -> int:
     """The deepest nesting of brackets in a document whose strings were blanked out."""
     steps = bare.translate(_BRACKETS, _NOT_BRACKET)
     return max(accumulate(array("b", steps), initial=0))
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a valid integer, not a boolean")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_not_a_bool)]
+"""An integer as JSON Schema has it: `3` and `3.0` are, `true` is not (pydantic's lax int
+would take `true` as 1)."""

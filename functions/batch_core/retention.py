@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batch_core.json_bounds import JsonInt
+
 MIN_EXPIRES_AFTER_SECONDS = 3600
 """OpenAI's bounds on `expires_after.seconds`: one hour..."""
 MAX_EXPIRES_AFTER_SECONDS = 30 * 24 * 3600
@@ -25,7 +27,7 @@ class ExpiresAfter(BaseModel):
 
     anchor: Literal["created_at"]
     """The timestamp the policy counts from (OpenAI's only anchor)."""
-    seconds: int = Field(ge=MIN_EXPIRES_AFTER_SECONDS, le=MAX_EXPIRES_AFTER_SECONDS)
+    seconds: JsonInt = Field(ge=MIN_EXPIRES_AFTER_SECONDS, le=MAX_EXPIRES_AFTER_SECONDS)
     """How long after the anchor the File expires: 3600 (1 hour) to 2592000 (30 days)."""
 
 

@@ -230,6 +230,15 @@ def _aws_error(error: ClientError) -> Response[Any]:
 def _no_route(_: Exception) -> Response[Any]:
     event = app.current_event
     for pattern, methods in _path_rules():
+        if pattern.match(event.path) and event.http_method in methods:
+            # The route's own id rule refused the segment (say, a character no id has).
+            return _error_response(
+                404,
+                f"No such object: {event.path}.",
+                error_type="invalid_request_error",
+                param=None,
+                code="not_found",
+            )
         if pattern.match(event.path):
             response = _error_response(
                 405,
@@ -301,16 +310,9 @@ def create_file(
 
 def _expires_after(anchor: str | None, seconds: int | None) -> ExpiresAfter | None:
     """A multipart form's `expires_after[anchor]` and `expires_after[seconds]`, as the SDKs
-    send a nested object: both or neither."""
-    if anchor is None and seconds is None:
+    send a nested object. `created_at` is the only anchor, so seconds alone will do."""
+    if seconds is None:
         return None
-    if anchor is None or seconds is None:
-        missing = "expires_after[anchor]" if anchor is None else "expires_after[seconds]"
-        raise InvalidRequestError(
-            f"Missing required parameter: {missing!r}.",
-            param=missing,
-            code="missing_required_parameter",
-        )
     return ExpiresAfter(anchor="created_at", seconds=seconds)
 
 

@@ -85,13 +85,29 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
     for name, schema in schemas.items():
         if name.startswith("Body_"):  # multipart bodies: a file part carries bytes
             for field in schema.get("properties", {}).values():
+                _not_null(field)
                 if field.get("format") == "binary":
                     field["minLength"] = 1
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter["schema"])
     document.setdefault("components", {})["securitySchemes"] = {
         BEARER: {"type": "http", "scheme": "bearer", "description": "An API key (sk-...)"}
     }
     document["security"] = [{BEARER: []}]
     return document
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """A form field or a query parameter is sent or left out; it cannot be JSON's null, so
+    `X | None` is documented as X (an optional parameter)."""
+    choices = schema.get("anyOf")
+    if choices and {"type": "null"} in choices:
+        rest = [choice for choice in choices if choice != {"type": "null"}]
+        if len(rest) == 1:
+            del schema["anyOf"]
+            schema.update(rest[0])
 
 
 def path_rules(document: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:

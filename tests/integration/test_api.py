@@ -153,7 +153,7 @@ def test_uploads_round_trip_joins_parts_in_order(client: openai.OpenAI) -> None:
         for piece in pieces
     ]
     assert all(p.upload_id == created.id for p in parts)
-    with pytest.raises(openai.BadRequestError) as excinfo:  # wrong MD5: nothing is created
+    with pytest.raises(openai.ConflictError) as excinfo:  # wrong MD5: nothing is created
         client.uploads.complete(created.id, part_ids=[p.id for p in parts], md5="0" * 32)
     assert error_of(excinfo)["param"] == "md5"
     done = strict(
@@ -177,7 +177,7 @@ def test_an_upload_checks_the_size_and_can_be_cancelled(client: openai.OpenAI) -
         bytes=10, filename="f.jsonl", mime_type="application/jsonl", purpose="batch"
     )
     part = client.uploads.parts.create(created.id, data=b"12345")
-    with pytest.raises(openai.BadRequestError) as excinfo:
+    with pytest.raises(openai.ConflictError) as excinfo:
         client.uploads.complete(created.id, part_ids=[part.id])
     assert error_of(excinfo)["param"] == "part_ids"
     cancelled = strict(client.uploads.with_raw_response.cancel(created.id), Upload)

@@ -67,6 +67,15 @@ def test_every_file_expires_after_30_days_by_default(client: openai.OpenAI) -> N
     assert client.files.retrieve(created.id).expires_at == created.expires_at
 
 
+def test_expires_after_anchor_alone_keeps_the_default(client: openai.OpenAI) -> None:
+    created = client.files.create(
+        file=("a.jsonl", LINES),
+        purpose="batch",
+        expires_after={"anchor": "created_at"},  # type: ignore[typeddict-item]
+    )
+    assert created.expires_at == created.created_at + DEFAULT_FILE_RETENTION_SECONDS
+
+
 def test_expires_after_sets_a_files_expiry(client: openai.OpenAI) -> None:
     created = strict_file(
         client.files.with_raw_response.create(
@@ -100,7 +109,6 @@ def test_an_uploads_expires_after_is_its_files(client: openai.OpenAI) -> None:
         ({"anchor": "created_at", "seconds": HOUR - 1}, "expires_after[seconds]"),
         ({"anchor": "created_at", "seconds": 30 * 24 * HOUR + 1}, "expires_after[seconds]"),
         ({"anchor": "last_active_at", "seconds": HOUR}, "expires_after[anchor]"),
-        ({"anchor": "created_at"}, "expires_after[seconds]"),
     ],
 )
 def test_a_file_expiry_out_of_openais_bounds_is_a_400(

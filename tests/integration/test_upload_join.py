@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from batch_core import wiring
-from batch_core.errors import InvalidRequestError
+from batch_core.errors import ConflictError, InvalidRequestError
 from batch_core.files import FileService
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
@@ -141,10 +141,10 @@ def test_parts_cannot_exceed_the_size_the_upload_was_created_for(stack: LocalSta
         TENANT, filename="f.jsonl", purpose="batch", size=10, mime_type="text/plain"
     )
     files.add_upload_part(TENANT, created.id, b"123456")
-    with pytest.raises(InvalidRequestError, match="past the 10 bytes"):
+    with pytest.raises(ConflictError, match="past the 10 bytes"):
         files.add_upload_part(TENANT, created.id, b"x" * 1024**2)
     files.add_upload_part(TENANT, created.id, b"7890")  # exactly the rest still fits
-    with pytest.raises(InvalidRequestError, match="past the 10 bytes"):
+    with pytest.raises(ConflictError, match="past the 10 bytes"):
         files.add_upload_part(TENANT, created.id, b"!")
 
 
@@ -153,7 +153,7 @@ def test_unknown_part_ids_are_not_echoed_back_whole(stack: LocalStack) -> None:
     created = files.create_upload(
         TENANT, filename="f.jsonl", purpose="batch", size=10, mime_type="text/plain"
     )
-    with pytest.raises(InvalidRequestError) as excinfo:
+    with pytest.raises(ConflictError) as excinfo:
         files.complete_upload(TENANT, created.id, part_ids=["p" * 10_000] * 500)
     assert len(str(excinfo.value)) < 400 and "497 more" in str(excinfo.value)
 
