@@ -1,5 +1,5 @@
 """batchctl's commands against the HTTP API (deployed or `batchctl local serve`), through the
-openai SDK: submit, status, list, cancel, results, retry.
+openai SDK: submit, status, list, cancel, results, retry, webhooks.
 
 The base URL and key come from `--base-url` / `--api-key` or, as the openai SDK names them,
 `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -78,6 +79,22 @@ def add_api_commands(commands: Any) -> None:
     )
     retry.add_argument("batch_id")
     retry.add_argument("--wait", action="store_true")
+
+    webhooks = commands.add_parser(
+        "webhooks", help="the endpoints that get a signed POST when a batch ends"
+    )
+    hooks = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    add = hooks.add_parser("add", parents=[connection], help="register an endpoint")
+    add.add_argument("url", help="an https:// URL")
+    add.add_argument(
+        "--events",
+        default="batch.completed,batch.failed,batch.expired,batch.cancelled",
+        help="comma separated (default: all four batch events)",
+    )
+    add.add_argument("--name", help="default: the URL's host")
+    hooks.add_parser("list", parents=[connection], help="list the endpoints")
+    remove = hooks.add_parser("remove", parents=[connection], help="delete an endpoint")
+    remove.add_argument("endpoint_id")
 
 
 def run_api_command(args: argparse.Namespace) -> int:
@@ -189,7 +206,28 @@ def _retry(client: openai.OpenAI, args: argparse.Namespace) -> int:
     return EXIT_OK if final.status == "completed" else EXIT_NOT_COMPLETED
 
 
+def _webhooks(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    if args.webhooks_command == "add":
+        events = [event.strip() for event in args.events.split(",") if event.strip()]
+        created = client.webhooks.create(
+            url=args.url,
+            event_types=events,
+            name=args.name or (urlsplit(args.url).hostname or args.url),
+        )
+        print(f"{created.id}  {created.url}  {', '.join(created.event_types)}")
+        print(f"signing secret (shown once): {created.signing_secret}")
+    elif args.webhooks_command == "list":
+        for endpoint in client.webhooks.list():
+            hint = endpoint.signing_secret_hint or ""
+            print(f"{endpoint.id}  {endpoint.url}  {', '.join(endpoint.event_types)}  {hint}")
+    else:
+        client.webhooks.delete(args.endpoint_id)
+        print(f"deleted {args.endpoint_id}")
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "webhooks": _webhooks,
     "submit": _submit,
     "status": _status,
     "list": _list,

@@ -167,6 +167,7 @@ class LocalStack:
             self._route("FinalizeQueue", "handlers.finalize")
             self._route("ShardDeadLetterQueue", "handlers.dead_shard")
             self._route("IntakeDeadLetterQueue", "handlers.dead_intake")
+            self._route("WebhookQueue", "handlers.webhooks")
             self._schedule("handlers.expire", every_seconds=60)
         for index in range(self.worker_count):
             self.start_worker(name=f"worker-{index}")
@@ -287,6 +288,9 @@ class LocalStack:
             "TRACKER_POLL_SECONDS": str(self.poll_seconds),
             "TRACKER_POLL_LATER_SECONDS": str(self.poll_seconds),
             "TRACKER_POLL_LATEST_SECONDS": str(self.poll_seconds),
+            # The receivers of a local run are on this machine; retries come soon after.
+            "WEBHOOK_ALLOW_INTERNAL_TARGETS": "true",
+            "WEBHOOK_RETRY_BASE_SECONDS": "1",
         }
         if self.shard_size:
             overrides["MAX_REQUESTS_PER_SHARD"] = str(self.shard_size)

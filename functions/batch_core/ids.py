@@ -38,3 +38,12 @@ def new_upload_id() -> str:
 
 def new_upload_part_id() -> str:
     return f"part_{_hex(None, 32)}"
+
+
+def new_webhook_endpoint_id() -> str:
+    return f"we_{_hex(None, 24)}"
+
+
+def new_event_id(seed: str) -> str:
+    """The same event (a batch reaching a status) always has the same id."""
+    return f"evt_{_hex(f'event/{seed}', 24)}"

@@ -51,7 +51,7 @@ class MediaPolicy:
             return "only https, http and inline data: URLs are accepted"
         if not host:
             return "it names no host"
-        if _is_local(host):
+        if is_internal_host(host):
             return f"{host} is a private, loopback or link-local address"
         if not self.allowed_domains:
             return "remote media is not enabled here (ALLOWED_MEDIA_DOMAINS); send it inline"
@@ -66,7 +66,8 @@ class MediaPolicy:
         return sorted(self.allowed_domains) or ["media.invalid"]
 
 
-def _is_local(host: str) -> bool:
+def is_internal_host(host: str) -> bool:
+    """A name or address that reaches this machine or a private network (never a target)."""
     name = host.lower().strip("[]")
     if name in _LOCAL_NAMES or name.endswith(_LOCAL_SUFFIXES):
         return True

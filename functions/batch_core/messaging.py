@@ -102,6 +102,19 @@ class IntakeJobs:
         self._sqs.send_message(QueueUrl=self.url, MessageBody=job.model_dump_json())
 
 
+class WebhookQueue:
+    """Webhook deliveries for the webhook function, each one attempt (see `webhooks`)."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self.url = queue_url
+
+    def send(self, delivery: BaseModel, delay_seconds: int) -> None:
+        self._sqs.send_message(
+            QueueUrl=self.url, MessageBody=delivery.model_dump_json(), DelaySeconds=delay_seconds
+        )
+
+
 class Tracker:
     """The batch tracker state machine: one execution per batch, named by the batch id."""
 

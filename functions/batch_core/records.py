@@ -198,3 +198,26 @@ class ApiKeyRecord(BaseModel):
     tenant: str
     created_at: int
     name: str = ""
+
+
+class WebhookEndpoint(BaseModel):
+    """A registered endpoint, as OpenAI returns it (never with its secret)."""
+
+    id: str
+    """`we_...`"""
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    created_at: int
+    event_types: list[str]
+    name: str
+    url: str
+    signing_secret_hint: str | None = None
+    """The secret's last characters, to tell secrets apart."""
+    updated_at: int | None = None
+
+
+class WebhookRecord(BaseModel):
+    """The `WEBHOOK#<id>/META` item: the endpoint, its owner and its secret."""
+
+    endpoint: WebhookEndpoint
+    tenant: str
+    secret: str

@@ -29,6 +29,7 @@ from batch_core.records import (
     UploadPart,
     UploadPartRecord,
     UploadRecord,
+    WebhookRecord,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ def shard_sk(index: int) -> str:
 
 def file_pk(file_id: str) -> str:
     return f"FILE#{file_id}"
+
+
+def webhook_pk(endpoint_id: str) -> str:
+    return f"WEBHOOK#{endpoint_id}"
 
 
 def upload_pk(upload_id: str) -> str:
@@ -207,7 +212,7 @@ class BatchRepository:
     def listing_position(self, tenant: str, kind: str, object_id: str) -> str | None:
         """Where a tenant's batch or file sits in its listing (a page cursor); None if the
         object does not exist or is another tenant's."""
-        pk = batch_pk(object_id) if kind == "batch" else file_pk(object_id)
+        pk = {"batch": batch_pk, "file": file_pk, "webhook": webhook_pk}[kind](object_id)
         response = self._db.get_item(
             TableName=self._table,
             Key=_to_item({"pk": pk, "sk": META}),
@@ -660,6 +665,38 @@ class BatchRepository:
             ReturnValues="ALL_OLD",
         )
         return bool(response.get("Attributes"))
+
+    # -- webhook endpoints --------------------------------------------------------------
+
+    def put_webhook(self, record: WebhookRecord) -> None:
+        values = {
+            "pk": webhook_pk(record.endpoint.id),
+            "sk": META,
+            "tenant": record.tenant,
+            "document": record.model_dump_json(),
+            **listing_keys(record.tenant, "webhook", record.endpoint.id),
+        }
+        self._db.put_item(TableName=self._table, Item=_to_item(values))
+
+    def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": webhook_pk(endpoint_id), "sk": META})
+        )
+        item = response.get("Item")
+        return WebhookRecord.model_validate_json(_from_item(item)["document"]) if item else None
+
+    def list_webhooks(
+        self, tenant: str, *, limit: int, after: str | None = None
+    ) -> tuple[list[WebhookRecord], bool]:
+        """A tenant's endpoints, newest first, past the listing position `after`."""
+        page = self._page(tenant, "webhook", after, limit, ascending=False)
+        records = [WebhookRecord.model_validate_json(v["document"]) for v in page.items]
+        return records, page.has_more
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        self._db.delete_item(
+            TableName=self._table, Key=_to_item({"pk": webhook_pk(endpoint_id), "sk": META})
+        )
 
     # -- uploads (a large file in parts) ------------------------------------------------
 

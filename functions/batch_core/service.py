@@ -63,6 +63,7 @@ from batch_core.validation import (
     ValidationReport,
     iter_lines,
 )
+from batch_core.webhooks import WebhookService
 from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
@@ -208,9 +209,11 @@ class BatchService:
         events: StatusEvents | None = None,
         clock: Callable[[], float] = time.time,
         jobs: IntakeJobs | None = None,
+        webhooks: WebhookService | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
+        self.webhooks = webhooks
         self.repository = repository
         self.store = store
         self.shard_queue = shard_queue
@@ -1242,12 +1245,16 @@ class BatchService:
 
     def _announce(self, record: BatchRecord) -> None:
         """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
-        if self.events is None:
-            return
         try:
-            self.events.publish(record.to_batch().model_dump(mode="json"))
+            if self.events is not None:
+                self.events.publish(record.to_batch().model_dump(mode="json"))
         except Exception:  # a notification must never fail the batch itself
             logger.exception("could not publish the status event of %s", record.id)
+        try:
+            if self.webhooks is not None and record.status in TERMINAL_STATUSES:
+                self.webhooks.batch_ended(record)
+        except Exception:
+            logger.exception("could not queue the webhooks of %s", record.id)
 
     def _publish(self, record: BatchRecord) -> None:
         """Keep outbox/<name>/batch.json current for batches that came in as dropped files."""

@@ -27,6 +27,20 @@ class Settings(BaseSettings):
     intake_queue_url: str = Field(
         default="", description="SQS queue of the validate function (S3 events and jobs)."
     )
+    webhook_queue_url: str = Field(
+        default="", description="SQS queue of webhook deliveries (empty: no webhooks sent)."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts per delivery before it is given up."
+    )
+    webhook_retry_base_seconds: int = Field(
+        default=30, ge=0, description="The wait after a failed attempt; doubled each time."
+    )
+    webhook_allow_internal_targets: bool = Field(
+        default=False,
+        description="Local development only: let webhooks reach this machine or a private "
+        "network (a receiver on localhost). Never set in a deployment.",
+    )
     state_machine_arn: str = Field(default="", description="The batch tracker state machine.")
     event_bus_name: str = Field(
         default="default", description="The EventBridge bus that gets batch status events."

@@ -10,11 +10,12 @@ from botocore.config import Config
 
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
-from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
+from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
 from batch_core.settings import Settings, get_settings
 from batch_core.storage import ObjectStore
+from batch_core.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from boto3 import Session
@@ -30,11 +31,15 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
     session = session or boto3.session.Session()
     region = settings.aws_region
     sqs = session.client("sqs", region_name=region, config=RETRIES)
+    repository = BatchRepository(
+        session.client("dynamodb", region_name=region, config=RETRIES), settings.table_name
+    )
+    webhook_queue = (
+        WebhookQueue(sqs, settings.webhook_queue_url) if settings.webhook_queue_url else None
+    )
     return BatchService(
         settings=settings,
-        repository=BatchRepository(
-            session.client("dynamodb", region_name=region, config=RETRIES), settings.table_name
-        ),
+        repository=repository,
         # SigV4: presigned URLs of SSE-KMS objects (the bucket's default) need it.
         store=ObjectStore(
             session.client(
@@ -51,6 +56,7 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
         events=StatusEvents(
             session.client("events", region_name=region, config=RETRIES), settings.event_bus_name
         ),
+        webhooks=WebhookService(settings, repository, webhook_queue),
     )
 
 
@@ -65,6 +71,14 @@ def default_files() -> FileService:
     """Files and uploads, over the same clients as the service."""
     service = default_service()
     return FileService(service.settings, service.repository, service.store, service.jobs)
+
+
+def default_webhooks() -> WebhookService:
+    """Webhook endpoints and deliveries, over the same clients as the service."""
+    webhooks = default_service().webhooks
+    if webhooks is None:
+        raise RuntimeError("the service was built without webhooks")
+    return webhooks
 
 
 @lru_cache(maxsize=1)

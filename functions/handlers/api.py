@@ -57,17 +57,24 @@ from batch_core.errors import (
 from batch_core.files import content_disposition, content_type_of
 from batch_core.json_bounds import check_bounds
 from batch_core.models import Batch, FileObject
-from batch_core.records import Upload, UploadPart
+from batch_core.records import Upload, UploadPart, WebhookEndpoint
 from batch_core.retention import (
     MAX_EXPIRES_AFTER_SECONDS,
     MIN_EXPIRES_AFTER_SECONDS,
     ExpiresAfter,
+)
+from batch_core.webhooks import (
+    DeletedWebhookEndpoint,
+    WebhookEndpointCreateParams,
+    WebhookEndpointList,
+    WebhookEndpointWithSecret,
 )
 from batch_core.wiring import (
     default_api_keys,
     default_files,
     default_rate_limiter,
     default_service,
+    default_webhooks,
 )
 from handlers.api_document import FILE_BYTES, answers, finish, path_rules
 
@@ -491,6 +498,48 @@ def batch_results(batch_id: IdInPath) -> BatchResultParts:
     return BatchResultParts(
         data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
     )
+
+
+# -- webhook endpoints (the SDKs' client.webhooks) -----------------------------------
+
+
+@app.post(
+    "/v1/webhook_endpoints",
+    summary="Register a webhook endpoint; its signing secret is shown only here",
+    responses=answers(WebhookEndpointWithSecret, body=True),
+)
+def create_webhook_endpoint(params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
+    return default_webhooks().create(_tenant(), params)
+
+
+@app.get(
+    "/v1/webhook_endpoints",
+    summary="List webhook endpoints, newest first",
+    responses=answers(WebhookEndpointList, 404),
+)
+def list_webhook_endpoints(
+    after: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> WebhookEndpointList:
+    return default_webhooks().list(_tenant(), after=after, limit=limit)
+
+
+@app.get(
+    "/v1/webhook_endpoints/<webhook_endpoint_id>",
+    summary="Retrieve a webhook endpoint",
+    responses=answers(WebhookEndpoint, 404),
+)
+def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
+    return default_webhooks().get(_tenant(), webhook_endpoint_id).endpoint
+
+
+@app.delete(
+    "/v1/webhook_endpoints/<webhook_endpoint_id>",
+    summary="Delete a webhook endpoint",
+    responses=answers(DeletedWebhookEndpoint, 404),
+)
+def delete_webhook_endpoint(webhook_endpoint_id: IdInPath) -> DeletedWebhookEndpoint:
+    return default_webhooks().delete(_tenant(), webhook_endpoint_id)
 
 
 @app.get(OPENAPI_PATH, include_in_schema=False)

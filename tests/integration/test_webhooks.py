@@ -1,0 +1,221 @@
+"""Webhooks end to end: endpoints registered through the official SDK (`client.webhooks`),
+a batch run on the local stack, and signed deliveries to a receiver on this machine that
+checks each one with the SDK's own Standard Webhooks verification (`webhooks.unwrap`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+from openai.types import Batch
+from openai.types.webhooks import (
+    BatchCompletedWebhookEvent,
+    DeletedWebhookEndpoint,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
+)
+
+from batch_core import wiring
+from batch_core.webhooks import TargetRules
+from batchctl.local import LocalStack
+from batchctl.server import ApiServer
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL, chat_request, serve_api
+
+KEY = "sk-test-hooks-0123456789"
+OTHER_KEY = "sk-test-hooks-other-0123456789"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: records every delivery; `/flaky` refuses its first one."""
+
+    deliveries: dict[str, list[tuple[dict[str, str], bytes]]] = field(default_factory=dict)
+    refuse_first: set[str] = field(default_factory=lambda: {"/flaky"})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            seen = self.deliveries.setdefault(path, [])
+            seen.append((headers, body))
+            return 500 if path in self.refuse_first and len(seen) == 1 else 200
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status = state.take(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
+    engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
+    with serve_api(engine, {KEY: "hooks", OTHER_KEY: "hooks-other"}) as running:
+        yield running
+
+
+@pytest.fixture
+def client(local_api: tuple[LocalStack, ApiServer]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=local_api[1].base_url, api_key=KEY, max_retries=0)
+
+
+def register(client: openai.OpenAI, url: str, events: list[Any], name: str) -> Any:
+    raw = client.webhooks.with_raw_response.create(url=url, event_types=events, name=name)
+    return WebhookEndpointWithSecret.model_validate(raw.http_response.json())
+
+
+def run_batch(client: openai.OpenAI) -> Batch:
+    data = b"".join(json.dumps(chat_request(f"w{i}")).encode() + b"\n" for i in range(3))
+    file_id = client.files.create(file=("hooks.jsonl", data), purpose="batch").id
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 60
+    while batch.status not in {"completed", "failed", "expired", "cancelled"}:
+        assert time.monotonic() < deadline, batch.status
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    return batch
+
+
+def wait_for(receiver: Receiver, path: str, count: int, timeout: float = 30) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while len(receiver.deliveries.get(path, [])) < count:
+        assert time.monotonic() < deadline, f"{path}: {len(receiver.deliveries.get(path, []))}"
+        time.sleep(0.1)
+    return receiver.deliveries[path]
+
+
+def test_a_completed_batch_is_delivered_signed_and_a_refused_delivery_retried(
+    client: openai.OpenAI, receiver: tuple[Receiver, str]
+) -> None:
+    state, base = receiver
+    ok = register(client, f"{base}/ok", ["batch.completed", "batch.failed"], "ok")
+    flaky = register(client, f"{base}/flaky", ["batch.completed"], "flaky")
+    register(client, f"{base}/cancelled-only", ["batch.cancelled"], "cancelled only")
+    assert ok.signing_secret.startswith("whsec_") and ok.signing_secret != flaky.signing_secret
+
+    batch = run_batch(client)
+    assert batch.status == "completed"
+
+    (delivered,) = wait_for(state, "/ok", 1)
+    event = client.webhooks.unwrap(delivered[1], delivered[0], secret=ok.signing_secret)
+    assert isinstance(event, BatchCompletedWebhookEvent)
+    assert (event.type, event.data.id, event.object) == ("batch.completed", batch.id, "event")
+    with pytest.raises(openai.InvalidWebhookSignatureError):  # another endpoint's secret
+        client.webhooks.unwrap(delivered[1], delivered[0], secret=flaky.signing_secret)
+
+    refused, retried = wait_for(state, "/flaky", 2)  # a 500 first, then delivered again
+    assert refused[0]["webhook-id"] == retried[0]["webhook-id"] == event.id
+    assert refused[1] == retried[1]
+    retried_event = client.webhooks.unwrap(retried[1], retried[0], secret=flaky.signing_secret)
+    assert retried_event.id == event.id
+    time.sleep(2.5)  # a delivered event is not sent again, and no other event was subscribed
+    assert len(state.deliveries["/ok"]) == 1 and len(state.deliveries["/flaky"]) == 2
+    assert "/cancelled-only" not in state.deliveries
+
+
+def test_endpoints_list_retrieve_delete_without_their_secret(
+    client: openai.OpenAI, local_api: tuple[LocalStack, ApiServer]
+) -> None:
+    created = register(client, "https://hooks.example.com/in", ["batch.failed"], "listed")
+    listed = client.webhooks.with_raw_response.list()
+    page = listed.http_response.json()
+    assert all("signing_secret" not in item for item in page["data"])
+    found = [WebhookEndpoint.model_validate(item) for item in page["data"]]
+    assert created.id in [e.id for e in found]
+    mine = next(e for e in found if e.id == created.id)
+    assert mine.signing_secret_hint and created.signing_secret.endswith(
+        mine.signing_secret_hint[-4:]
+    )
+    assert client.webhooks.retrieve(created.id).url == "https://hooks.example.com/in"
+
+    other = openai.OpenAI(base_url=local_api[1].base_url, api_key=OTHER_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.webhooks.retrieve(created.id)
+    assert created.id not in [e.id for e in other.webhooks.list()]
+    with pytest.raises(openai.NotFoundError):
+        other.webhooks.delete(created.id)
+
+    raw = client.webhooks.with_raw_response.delete(created.id)
+    assert DeletedWebhookEndpoint.model_validate(raw.http_response.json()).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.webhooks.retrieve(created.id)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://localhost/hook",
+        "https://2130706433/hook",
+        "https://metadata.google.internal/hook",
+        "http://hooks.example.com/plain-http",
+        "ftp://hooks.example.com/x",
+    ],
+)
+def test_internal_and_non_https_targets_are_refused_when_deployed(
+    client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setattr(wiring.default_webhooks(), "rules", TargetRules(allow_internal=False))
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.webhooks.create(url=url, event_types=["batch.completed"], name="x")
+    assert excinfo.value.body["param"] == "url"  # type: ignore[index]
+
+
+def test_event_types_this_api_never_sends_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.webhooks.create(
+            url="https://hooks.example.com/x", event_types=["video.completed"], name="x"
+        )
+    assert str(excinfo.value.body["param"]).startswith("event_types")  # type: ignore[index]
+
+
+def test_batchctl_adds_lists_and_removes_an_endpoint(
+    local_api: tuple[LocalStack, ApiServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchctl.cli import main
+
+    connection = ["--base-url", local_api[1].base_url, "--api-key", KEY]
+    url = "https://hooks.example.com/cli"
+    assert main(["webhooks", "add", url, "--events", "batch.failed", *connection]) == 0
+    added = capsys.readouterr().out
+    endpoint_id = added.split()[0]
+    assert endpoint_id.startswith("we_") and "signing secret (shown once): whsec_" in added
+    assert main(["webhooks", "list", *connection]) == 0
+    listed = capsys.readouterr().out
+    assert f"{endpoint_id}  {url}  batch.failed" in listed and "whsec_..." in listed
+    assert "signing secret" not in listed
+    assert main(["webhooks", "remove", endpoint_id, *connection]) == 0
+    assert capsys.readouterr().out == f"deleted {endpoint_id}\n"
+    assert main(["webhooks", "list", *connection]) == 0
+    assert endpoint_id not in capsys.readouterr().out
+    assert main(["webhooks", "add", "ftp://x", *connection]) == 2
+    assert "param: url" in capsys.readouterr().err
