@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The official openai Node SDK, for the tests that run it against the local server.
+NODE_STAMP := tests/node/node_modules/.installed
 MODEL ?=
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export HF_HUB_OFFLINE ?= 1
@@ -34,12 +36,16 @@ demo: $(STAMP)
 	$(BIN)/batchctl local run examples/chat.jsonl --out out/chat --engine vllm \
 		$(if $(MODEL),--model $(MODEL)) --served-model-name demo-model --shard-size 8
 
-test: $(STAMP)
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -m "not e2e"
 
 # The reliability suite at full size (make test runs its fast subset): worker kills, poison
