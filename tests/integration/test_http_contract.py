@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import openai
 import pytest
@@ -267,3 +267,17 @@ def test_sixteen_concurrent_clients_of_two_tenants_each_get_their_own_answers(
         sys.setswitchinterval(switch_interval)
     assert not [t for t in threads if t.is_alive()]
     assert failures == []
+
+
+def test_a_name_outside_latin1_downloads_with_an_encoded_disposition(
+    address: tuple[str, int], local_api: tuple[LocalStack, ApiServer]
+) -> None:
+    name = "données-日本語-😀.jsonl"
+    client = openai.OpenAI(base_url=local_api[1].base_url, api_key=KEY, max_retries=0)
+    created = client.files.create(file=(name, b'{"a": 1}\n'), purpose="batch")
+    assert client.files.retrieve(created.id).filename == name
+    status, headers, content = call(address, "GET", f"/v1/files/{created.id}/content")
+    assert (status, content) == (200, b'{"a": 1}\n')
+    disposition = headers["content-disposition"]
+    assert disposition.isascii() and "\r" not in disposition and "\n" not in disposition
+    assert f"filename*=UTF-8''{quote(name, safe='')}" in disposition
