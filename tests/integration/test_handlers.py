@@ -177,3 +177,49 @@ def test_aws_throttling_becomes_429_and_other_aws_errors_500(
         answer = api.handler(load_event("api_list_batches.json"), CONTEXT)
         assert answer["statusCode"] == status
         assert set(json.loads(answer["body"])["error"]) == {"message", "type", "param", "code"}
+
+
+def test_the_webhook_handler_delivers_the_event_file_signed(bare_stack: LocalStack) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import openai
+
+    from batch_core.webhooks import WebhookEndpointCreateParams
+    from batch_core.wiring import default_webhooks
+    from handlers import webhooks
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append((dict(self.headers.items()), self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    endpoint = default_webhooks().create(
+        "default",
+        WebhookEndpointCreateParams(
+            url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+            event_types=["batch.completed"],
+            name="handler test",
+        ),
+    )
+    event = load_event("webhook_delivery.json")
+    body = json.loads(event["Records"][0]["body"])
+    event["Records"][0]["body"] = json.dumps({**body, "endpoint_id": endpoint.id})
+
+    assert webhooks.handler(event, CONTEXT) == {"batchItemFailures": []}
+    server.server_close()
+    ((headers, payload),) = received
+    verified = openai.OpenAI(api_key="unused").webhooks.unwrap(
+        payload, headers, secret=endpoint.signing_secret
+    )
+    assert (verified.id, verified.type) == (body["event"]["id"], "batch.completed")
+    assert queued(bare_stack, "WebhookQueue") == []  # delivered: nothing queued again
