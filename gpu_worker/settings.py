@@ -24,7 +24,18 @@ class EngineSettings(BaseSettings):
         default=None, description="The name requests use; defaults to MODEL."
     )
     max_model_len: int | None = None
-    max_num_seqs: int | None = None
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences the scheduler runs at once; unset: vLLM's offline (LLM class) "
+        "default for this platform.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens the scheduler takes per step; unset: vLLM's offline (LLM class) "
+        "default for this platform.",
+    )
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float | None = Field(
         default=None, description="Defaults to 0.9 on a GPU and 0.1 on a CPU."

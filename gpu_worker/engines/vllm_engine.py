@@ -68,9 +68,31 @@ def engine_argv(
         argv += ["--max-model-len", str(settings.max_model_len)]
     if settings.max_num_seqs:
         argv += ["--max-num-seqs", str(settings.max_num_seqs)]
+    if settings.max_num_batched_tokens:
+        argv += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
     if settings.quantization:
         argv += ["--quantization", settings.quantization]
     return argv + shlex.split(settings.extra_engine_args)
+
+
+def usage_context() -> Any:
+    """The usage context the engine starts in, which picks vLLM's scheduler defaults
+    (`EngineArgs.get_batch_defaults`). A batch worker is offline inference, so it takes the
+    `LLM` class's: `OPENAI_BATCH_RUNNER` has no entry there and falls back to
+    `SchedulerConfig`'s 2048 tokens / 128 sequences, half of `LLM()`'s on a CPU and a quarter
+    or less on a GPU (the handicap of `vllm run-batch`)."""
+    from vllm.usage.usage_lib import UsageContext
+
+    return UsageContext.LLM_CLASS
+
+
+def engine_args(argv: list[str]) -> Any:
+    """The engine arguments vLLM reads from `argv`, as the engine client reads them."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.run_batch import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return AsyncEngineArgs.from_cli_args(make_arg_parser(FlexibleArgumentParser()).parse_args(argv))
 
 
 class VllmEngine:
@@ -119,12 +141,11 @@ class VllmEngine:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
-        from vllm.usage.usage_lib import UsageContext
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(self._argv)
         client = await self._stack.enter_async_context(
-            build_async_engine_client(args, usage_context=UsageContext.OPENAI_BATCH_RUNNER)
+            build_async_engine_client(args, usage_context=usage_context())
         )
         self.engine_client = client  # vLLM's AsyncLLM (tests look at what reaches it)
         state = State()
