@@ -10,6 +10,7 @@ from batch_core.drop_options import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_ME
 from batch_core.files import MAX_FILENAME_CHARS
 from batch_core.json_bounds import JsonInt
 from batch_core.models import Batch, Endpoint, FileObject
+from batch_core.records import WebhookEndpoint
 from batch_core.retention import ExpiresAfter
 from batch_core.settings import DEFAULT_MAX_BATCH_BYTES
 from batch_core.windows import WINDOW_PATTERN
@@ -73,7 +74,7 @@ class UploadCompleteParams(BaseModel):
     """The whole file's MD5 (hex), checked when given."""
 
 
-Item = TypeVar("Item", Batch, FileObject)
+Item = TypeVar("Item", Batch, FileObject, WebhookEndpoint)
 
 
 class _CursorList(BaseModel, Generic[Item]):
@@ -101,6 +102,10 @@ class BatchList(_CursorList[Batch]):
 
 class FileList(_CursorList[FileObject]):
     """A page of GET /v1/files."""
+
+
+class WebhookEndpointList(_CursorList[WebhookEndpoint]):
+    """A page of GET /v1/webhook_endpoints."""
 
 
 class FileDeleted(BaseModel):

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from batch_core.api_models import WebhookEndpointList
 from batch_core.errors import InvalidRequestError, NotFoundError
 from batch_core.ids import new_event_id, new_webhook_endpoint_id
 from batch_core.media_urls import is_internal_host
@@ -86,14 +87,6 @@ class DeletedWebhookEndpoint(BaseModel):
     id: str
     object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
     deleted: bool = True
-
-
-class WebhookEndpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[WebhookEndpoint]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
 
 
 class WebhookEvent(BaseModel):
@@ -257,13 +250,7 @@ class WebhookService:
             if cursor is None:
                 raise NotFoundError(f"No such webhook endpoint: {after}", param="after")
         records, has_more = self.repository.list_webhooks(tenant, limit=limit, after=cursor)
-        data = [record.endpoint for record in records]
-        return WebhookEndpointList(
-            data=data,
-            first_id=data[0].id if data else None,
-            last_id=data[-1].id if data else None,
-            has_more=has_more,
-        )
+        return WebhookEndpointList.of([record.endpoint for record in records], has_more)
 
     def delete(self, tenant: str, endpoint_id: str) -> DeletedWebhookEndpoint:
         self.get(tenant, endpoint_id)

@@ -43,6 +43,7 @@ from batch_core.api_models import (
     ResultPartObject,
     UploadCompleteParams,
     UploadCreateParams,
+    WebhookEndpointList,
 )
 from batch_core.errors import (
     AuthenticationError,
@@ -66,7 +67,6 @@ from batch_core.retention import (
 from batch_core.webhooks import (
     DeletedWebhookEndpoint,
     WebhookEndpointCreateParams,
-    WebhookEndpointList,
     WebhookEndpointWithSecret,
 )
 from batch_core.wiring import (
