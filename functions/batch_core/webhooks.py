@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import socket
 import time
@@ -143,7 +142,10 @@ class TargetRules:
     allow_internal: bool = False
 
     def refusal(self, url: str) -> str | None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return "is not a valid URL"
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             return "must be an https:// URL with a host"
         if self.allow_internal:
@@ -165,8 +167,8 @@ class TargetRules:
         except OSError as error:
             return f"does not resolve ({error})"
         for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-            if not address.is_global:
+            address = str(info[4][0]).split("%", 1)[0]  # no IPv6 zone: the address itself
+            if is_internal_host(address):  # the rule registration applies to a literal
                 return f"resolves to a non-public address ({address})"
         return None
 
@@ -288,18 +290,18 @@ class WebhookService:
         if record is None:  # deleted meanwhile: nothing to deliver to
             return False
         url = record.endpoint.url
-        body = delivery.event.model_dump_json().encode()
-        timestamp = int(self._clock())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "openbatch-webhooks",
-            "webhook-id": delivery.event.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(record.secret, delivery.event.id, timestamp, body),
-        }
         refusal = self.rules.resolved_refusal(url)
         status: int | None = None
         if refusal is None:
+            body = delivery.event.model_dump_json().encode()
+            timestamp = int(self._clock())
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "openbatch-webhooks",
+                "webhook-id": delivery.event.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(record.secret, delivery.event.id, timestamp, body),
+            }
             try:
                 status = self.poster(url, body, headers)
             except OSError as error:

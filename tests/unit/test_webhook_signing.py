@@ -125,6 +125,8 @@ def test_a_deleted_endpoint_gets_nothing() -> None:
         ("https://0x7f.1/in", False),
         ("http://hooks.example.com/in", False),
         ("https:///no-host", False),
+        ("https://[::1/unclosed", False),
+        ("https://[::ffff:127.0.0.1]/mapped", False),
     ],
 )
 def test_target_rules(url: str, allowed: bool) -> None:
