@@ -221,8 +221,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _bad_request(message: str) -> bytes:
-    error = {"message": message, "type": "invalid_request_error", "param": None}
-    return json.dumps({"error": {**error, "code": "invalid_body"}}).encode()
+    return json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_body",
+            }
+        }
+    ).encode()
 
 
 class ApiServer:

@@ -311,13 +311,13 @@ def create_file(
         filename=file.filename or "upload.jsonl",
         purpose=purpose,
         data=file.content,
-        expires_after=_expires_after(anchor, seconds),
+        expires_after=_expires_after(seconds),
     )
 
 
-def _expires_after(anchor: str | None, seconds: int | None) -> ExpiresAfter | None:
-    """A multipart form's `expires_after[anchor]` and `expires_after[seconds]`, as the SDKs
-    send a nested object. `created_at` is the only anchor, so seconds alone will do."""
+def _expires_after(seconds: int | None) -> ExpiresAfter | None:
+    """A multipart form's `expires_after[seconds]`: its `expires_after[anchor]` is validated
+    by the route and can only be `created_at`, so the seconds alone make the policy."""
     if seconds is None:
         return None
     return ExpiresAfter(anchor="created_at", seconds=seconds)
