@@ -144,6 +144,10 @@ class LocalStack:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing",
                 "AWS_DEFAULT_REGION": REGION,
+                # The stack's own clients (event routing, outbox reads, the tests') retry as
+                # the functions' do (wiring.RETRIES) and as Lambda's event sources would.
+                "AWS_RETRY_MODE": wiring.RETRY_MODE,
+                "AWS_MAX_ATTEMPTS": str(wiring.RETRY_ATTEMPTS),
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_METRICS_NAMESPACE": "OpenBatchLocal",
                 # EMF lines are for CloudWatch; locally they would only clutter the output.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import boto3
 from botocore.config import Config
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 # Every client retries throttling and transient errors with exponential backoff and jitter
 # (botocore's standard mode); every write a retry could repeat is conditional (repository).
-RETRIES = Config(retries={"mode": "standard", "max_attempts": 8})
+RETRY_MODE: Final = "standard"
+RETRY_ATTEMPTS: Final = 8
+RETRIES = Config(retries={"mode": RETRY_MODE, "max_attempts": RETRY_ATTEMPTS})
 
 
 def build_service(settings: Settings, session: Session | None = None) -> BatchService:
