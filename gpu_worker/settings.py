@@ -76,10 +76,11 @@ class WorkerSettings(BaseSettings):
         "(the heartbeat extends it every third of this while the shard runs).",
     )
     concurrency: int = Field(
-        default=2,
+        default=4,
         ge=1,
-        description="Shards run at once on the one engine: the next one starts before the "
-        "current one drains, so there is no idle tail between shards.",
+        description="Most shards run at once on the one engine. A shard loop takes the next "
+        "shard while the engine has room, before the current one drains, so there is no "
+        "idle tail between shards, small ones included.",
     )
     log_level: str = "INFO"
     idle_exit_seconds: float | None = Field(

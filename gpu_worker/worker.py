@@ -1,10 +1,12 @@
 """The worker loop: long-poll the shard queue, run each shard, settle the message.
 
-A few loops share one engine (`concurrency`, 2 by default), so the next shard is already
-feeding the engine while the current one drains its last requests: no idle tail at shard
-boundaries. While a shard runs, a heartbeat keeps its message invisible to other workers; if
-the worker dies the heartbeat stops and SQS hands the shard to another worker, which skips
-the results already written.
+A few loops share one engine (`concurrency`, at most 4 by default). A loop takes a shard only
+while the engine has room (`Engine.has_room`: for vLLM, fewer requests in flight than twice
+the sequences it runs at once), so the next shard is already feeding the engine while the
+current one drains its last requests, small shards included, and an idle loop never holds
+a message another worker could run. While a shard runs, a heartbeat keeps its message
+invisible to other workers; if the worker dies the heartbeat stops and SQS hands the shard
+to another worker, which skips the results already written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from batch_core.service import BatchService, ShardRun
 from gpu_worker.observability import ShardMetrics
 
 logger = logging.getLogger(__name__)
+
+ROOM_POLL_SECONDS = 0.05
 
 
 class Heartbeat:
@@ -115,6 +119,10 @@ class Worker:
     def _loop(self, idle_exit_seconds: float | None) -> None:
         try:
             while not self.stop.is_set():
+                if not self._engine.has_room():
+                    self.stop.wait(ROOM_POLL_SECONDS)
+                    self._last_work = time.monotonic()  # busy, not idle
+                    continue
                 if self.poll_once():
                     self._last_work = time.monotonic()
                 elif (

@@ -215,6 +215,11 @@ class Engine(Protocol):
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]: ...
 
+    def has_room(self) -> bool:
+        """Whether one more shard would keep the engine busier (the worker takes another
+        shard only then, so idle shard loops never hoard messages other workers could run)."""
+        ...
+
 
 def usage_of(body: dict[str, Any]) -> tuple[int, int, int]:
     """(input, cached, output) tokens of a response body; zeros when it has no usage."""

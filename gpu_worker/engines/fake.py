@@ -45,6 +45,10 @@ class FakeEngine:
     def served_model(self) -> str:
         return self._served_model
 
+    def has_room(self) -> bool:
+        """Always: it runs one request at a time per shard loop, so each loop takes a shard."""
+        return True
+
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for request in requests:
             self.calls += 1

@@ -35,6 +35,9 @@ class CrashingEngine:
     def served_model(self) -> str:
         return MODEL
 
+    def has_room(self) -> bool:
+        return True
+
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for count, result in enumerate(self._inner.run(requests)):
             if count == self._survive:
