@@ -1,14 +1,23 @@
 """Worker benchmark: the same requests three ways, in one run, on the same model.
 
-    python -m bench.worker [--requests 1024] [--model DIR_OR_HUB_ID] [--gpu]
+    python -m bench.worker [--requests 1024,4096] [--model DIR_OR_HUB_ID] [--gpu]
+    python -m bench.worker --gpu --synthetic qwen2.5-0.5b     # on a GPU host, no hub access
 
 (a) raw `vllm.LLM.chat` with every request at once (the ceiling: no files, no AWS);
 (b) our pipeline end to end on moto: drop the file, validate, shard, the worker runs the
     shards on vLLM's serving layer, finalize (timed from the drop to `completed`);
 (c) vLLM's own `run-batch` on the same JSONL with its defaults (its engine start-up, measured
     on a one-line file, is subtracted).
-A fourth row runs our engine alone (no files, queues or tables), separating the engine path
-from the pipeline around it.
+A row runs our engine alone (no files, queues or tables), separating the engine path from
+the pipeline around it, and (b) runs twice: with 256-request shards and with 128-request
+shards (the shard boundaries a small shard size multiplies). One table per request count.
+
+Also printed: the engine's busy and fed shares of the span from its first request to its
+last answer (at least one request in flight; at least `max_num_seqs` in flight, so the
+scheduler has all it can run: a gap or a thin stretch between shards shows here), and
+the front end's CPU: the CPU seconds of the process that feeds the engine (all its threads;
+vLLM's engine-core and worker processes excluded) over the timed part, per 1,000 requests,
+ours (the engine-alone row) against `LLM.chat`'s.
 
 Requests mix prompt lengths and max_tokens 16-128, and half share one system prompt. Each
 way runs in its own process, so each has the machine to itself. Without --model it runs the
@@ -28,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.synthetic_model import SYNTHETIC, build_synthetic
 
 SERVED = "bench-model"
 SYSTEM = (
@@ -94,10 +105,12 @@ def run_raw(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[str, 
     }
 
 
-def run_pipeline(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[str, Any]:
+def run_pipeline(
+    path: Path, model: str, gpu: bool, max_model_len: int, shard_size: int = 256
+) -> dict[str, Any]:
     from batchctl.local import LocalStack
     from gpu_worker.engines.vllm_engine import VllmEngine
-    from gpu_worker.settings import EngineSettings
+    from gpu_worker.settings import EngineSettings, WorkerSettings
 
     settings = EngineSettings(
         model=model,
@@ -107,9 +120,12 @@ def run_pipeline(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[
     )
     engine = VllmEngine(settings)
     try:
-        # Two shard loops, as deployed. (moto may drop a counter increment under concurrent
-        # commits, so the request count comes from the output file, not request_counts.)
-        with LocalStack(engine, shard_size=256, poll_seconds=1, worker_concurrency=2) as stack:
+        # As many shard loops as a deployed worker (the request count comes from the output
+        # file, which is what a user reads).
+        loops = WorkerSettings().concurrency
+        with LocalStack(
+            engine, shard_size=shard_size, poll_seconds=1, worker_concurrency=loops
+        ) as stack:
             started = time.perf_counter()
             name = stack.drop(path)
             batch = stack.wait_for_outbox(name, timeout=3600)
@@ -120,7 +136,16 @@ def run_pipeline(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[
     assert batch.status == "completed", batch
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     tokens = sum(line["response"]["body"]["usage"]["completion_tokens"] for line in lines)
-    return {"seconds": seconds, "requests": len(lines), "output_tokens": tokens}
+    return {
+        "seconds": seconds,
+        "requests": len(lines),
+        "output_tokens": tokens,
+        "busy": engine.activity.shares(),
+    }
+
+
+def run_small_shards(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[str, Any]:
+    return run_pipeline(path, model, gpu, max_model_len, shard_size=128)
 
 
 def run_engine(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[str, Any]:
@@ -150,7 +175,13 @@ def run_engine(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[st
         engine.close()
     ok = [r for r in results if r.status_code == 200]
     tokens = sum(r.body["usage"]["completion_tokens"] for r in ok)
-    return {"seconds": seconds, "requests": len(ok), "output_tokens": tokens, "front_end_cpu": cpu}
+    return {
+        "seconds": seconds,
+        "requests": len(ok),
+        "output_tokens": tokens,
+        "front_end_cpu": cpu,
+        "busy": engine.activity.shares(),
+    }
 
 
 def run_batch_runner(path: Path, model: str, gpu: bool, max_model_len: int) -> dict[str, Any]:
@@ -184,27 +215,38 @@ WAYS = {
     "raw": run_raw,
     "engine": run_engine,
     "pipeline": run_pipeline,
+    "small_shards": run_small_shards,
     "run_batch": run_batch_runner,
 }
 LABELS = {
     "raw": "(a) vLLM LLM.chat, all at once",
     "engine": "    our engine alone, all at once",
     "pipeline": "(b) our worker, end to end",
+    "small_shards": "    (b) with 128-request shards",
     "run_batch": "(c) vllm run-batch, defaults",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1024)
+    parser.add_argument(
+        "--requests", default="1024,4096", help="request counts, one table each (comma separated)"
+    )
     parser.add_argument("--model", help="a model directory or hub id (default: tiny offline Llama)")
     parser.add_argument("--gpu", action="store_true", help="GPU settings (memory 0.9)")
+    parser.add_argument(
+        "--synthetic",
+        choices=sorted(SYNTHETIC),
+        help="build a model of this real architecture with random weights and use it",
+    )
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--child", choices=sorted(WAYS))
     parser.add_argument("--file", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if args.synthetic:
+        args.model = str(build_synthetic(args.synthetic, gpu=args.gpu))
     if args.model is None:
         from gpu_worker.engines.tiny_model import ensure_tiny_model
 
@@ -214,13 +256,20 @@ def main() -> None:
         # A file, not stdout: vLLM logs to stdout.
         args.file.with_suffix(f".{args.child}.json").write_text(json.dumps(figures))
         return
+    counts = [int(count) for count in args.requests.split(",")]
+    for count in counts:
+        table(count, args)
+    device = "GPU" if args.gpu else "CPU"
+    print(f"machine: {os.cpu_count()} CPUs, {device}, Python {sys.version.split()[0]}")
 
+
+def table(count: int, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "requests.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in make_requests(args.requests)))
+        path.write_text("".join(json.dumps(r) + "\n" for r in make_requests(count)))
         rows = {}
         for way in WAYS:
-            print(f"running {LABELS[way]} ...", flush=True)
+            print(f"running {LABELS[way].strip()}, {count} requests ...", flush=True)
             command = [
                 sys.executable, "-m", "bench.worker", "--child", way, "--file", str(path),
                 "--model", args.model, "--max-model-len", str(args.max_model_len),
@@ -232,24 +281,27 @@ def main() -> None:
             rows[way] = json.loads(path.with_suffix(f".{way}.json").read_text())
 
     raw, runner = rows["raw"]["seconds"], rows["run_batch"]["seconds"]
-    print(f"\n{args.requests} chat requests, model {args.model}")
-    header = f"{'':<34} {'seconds':>8} {'req/s':>8} {'out tok/s':>10} {'vs (a)':>7} {'vs (c)':>7}"
+    print(f"\n{count} chat requests, model {args.model}")
+    header = (
+        f"{'':<34} {'seconds':>8} {'req/s':>8} {'out tok/s':>10} {'vs (a)':>7} {'vs (c)':>7}"
+        f" {'busy':>6} {'fed':>6}"
+    )
     print(header)
     for way, row in rows.items():
         seconds = row["seconds"]
         rates = f"{row['requests'] / seconds:>8.1f} {row['output_tokens'] / seconds:>10.0f}"
         ratios = f"{raw / seconds:>6.2f}x {runner / seconds:>6.2f}x"
-        print(f"{LABELS[way]:<34} {seconds:>8.1f} {rates} {ratios}")
-    # The process that feeds the engine, all its threads, over the timed part; vLLM's
-    # engine-core and worker processes are children and are not counted.
-    per_1k = 1000 / args.requests
+        busy = (
+            f"{100 * row['busy'][0]:>5.1f}% {100 * row['busy'][1]:>5.1f}%" if "busy" in row else ""
+        )
+        print(f"{LABELS[way]:<34} {seconds:>8.1f} {rates} {ratios} {busy}")
+    per_1k = 1000 / count
     ours, theirs = rows["engine"]["front_end_cpu"] * per_1k, rows["raw"]["front_end_cpu"] * per_1k
     print(
         f"front-end CPU per 1k requests: ours {ours:.2f} s, LLM.chat {theirs:.2f} s, "
         f"ratio {ours / theirs:.2f}x"
     )
-    device = "GPU" if args.gpu else "CPU"
-    print(f"machine: {os.cpu_count()} CPUs, {device}, Python {sys.version.split()[0]}")
+    print()
 
 
 if __name__ == "__main__":

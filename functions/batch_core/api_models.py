@@ -40,7 +40,8 @@ class BatchCreateParams(BaseModel):
     input_file_id: ObjectId
     """A file uploaded with purpose `batch`."""
     endpoint: Endpoint
-    """`/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`."""
+    """`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, or
+    vLLM's `/v1/score` and `/v1/rerank` (pooling models)."""
     completion_window: Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)] = "24h"
     """`24h` (OpenAI's only value); `1h` to `168h` or `1d` to `7d`."""
     metadata: Metadata | None = None

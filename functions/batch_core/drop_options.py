@@ -38,6 +38,9 @@ _SHORT_ENDPOINTS = {
     "chat-completions": "/v1/chat/completions",
     "completions": "/v1/completions",
     "embeddings": "/v1/embeddings",
+    "responses": "/v1/responses",
+    "score": "/v1/score",
+    "rerank": "/v1/rerank",
 }
 _OPTION_NAMES = {
     "endpoint": "endpoint",

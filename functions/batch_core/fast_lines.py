@@ -125,9 +125,10 @@ def chat_facts(body: Any) -> tuple[int, int] | None:
 def decode_fast(raw: bytes, endpoint: str) -> FastLine | None:
     """The line's facts if it is plainly valid for `endpoint`; None means "ask the slow path".
 
-    (The validator inlines this for chat lines; this is the general form.)
+    (The validator inlines this for chat lines; this is the general form. Endpoints without
+    a typed decoder, the Responses API's and the pooling ones, always take the slow path.)
     """
-    if not plainly_within(raw):
+    if endpoint not in _DECODERS or not plainly_within(raw):
         return None  # deep nesting or a huge integer: the slow path names the bound it breaks
     try:
         line = _DECODERS[endpoint].decode(raw)

@@ -22,6 +22,7 @@ _URL_PARTS = {
     "video_url": "url",
     "audio_url": "url",
     "input_image": "image_url",
+    "input_file": "file_url",
     "file": "file_url",
 }
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
@@ -100,6 +101,9 @@ def media_urls(content: object, where: str) -> Iterator[tuple[str, str]]:
             yield payload, at
         elif isinstance(payload, dict) and isinstance(payload.get(key), str):
             yield payload[key], f"{at}.{key}"
+        elif payload is None and isinstance(part.get(key), str):
+            # The Responses API's flat parts: {"type": "input_image", "image_url": "..."}
+            yield part[key], f"{where}[{index}].{key}"
 
 
 def first_refused(messages: object, policy: MediaPolicy) -> tuple[str, str] | None:

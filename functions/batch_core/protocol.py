@@ -222,17 +222,19 @@ class Engine(Protocol):
 
 
 def usage_of(body: dict[str, Any]) -> tuple[int, int, int]:
-    """(input, cached, output) tokens of a response body; zeros when it has no usage."""
+    """(input, cached, output) tokens of a response body; zeros when it has no usage. Chat,
+    completions and pooling bodies say `prompt_tokens`; the Responses API `input_tokens`."""
     usage = body.get("usage") or {}
     if not isinstance(usage, dict):
         return 0, 0, 0
-    details = usage.get("prompt_tokens_details") or {}
+    if "input_tokens" in usage:
+        details = usage.get("input_tokens_details") or {}
+        prompt, output = usage.get("input_tokens"), usage.get("output_tokens")
+    else:
+        details = usage.get("prompt_tokens_details") or {}
+        prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
     cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return (
-        _count(usage.get("prompt_tokens")),
-        _count(cached),
-        _count(usage.get("completion_tokens")),
-    )
+    return _count(prompt), _count(cached), _count(output)
 
 
 def _count(value: object) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from batch_core.errors import LineError
-from batch_core.media_urls import MediaPolicy, first_refused
+from batch_core.media_urls import MediaPolicy, first_refused, media_urls
 
 DENY_REMOTE_MEDIA = MediaPolicy()
 
@@ -60,7 +60,17 @@ _OPENAI_COMPLETION_FIELDS = frozenset(
     }
 )  # fmt: skip
 _OPENAI_EMBEDDING_FIELDS = frozenset({"dimensions", "encoding_format", "input", "model", "user"})
-
+_OPENAI_RESPONSES_FIELDS = frozenset(
+    {
+        "access_programs", "background", "background_options", "context_management",
+        "conversation", "image", "include", "input", "instructions", "max_output_tokens",
+        "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls",
+        "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_options",
+        "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
+        "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+        "top_logprobs", "top_p", "truncation", "user",
+    }
+)  # fmt: skip
 # vLLM 0.32's extensions (ChatCompletionRequest, CompletionRequest, Embedding*Request).
 _VLLM_SAMPLING_FIELDS = frozenset(
     {
@@ -92,13 +102,50 @@ _VLLM_EMBEDDING_FIELDS = frozenset(
     }
 )  # fmt: skip
 
+# vLLM 0.32's ResponsesRequest beyond OpenAI's fields.
+_VLLM_RESPONSES_FIELDS = frozenset(
+    {
+        "cache_salt", "chat_template_kwargs", "ec_transfer_params", "enable_response_messages",
+        "frequency_penalty", "ignore_eos", "include_reasoning", "include_stop_str_in_output",
+        "kv_transfer_params", "logit_bias", "media_io_kwargs", "min_p", "mm_payload",
+        "mm_processor_kwargs", "presence_penalty", "previous_input_messages", "priority",
+        "repetition_penalty", "request_id", "return_mm_kwargs", "seed", "session_id",
+        "skip_special_tokens", "stop", "stop_token_ids", "structured_outputs", "top_k",
+        "vllm_xargs", "watermarking",
+    }
+)  # fmt: skip
+# vLLM's pooling requests (no OpenAI counterpart): every variant of ScoreRequest, RerankRequest.
+_VLLM_POOLING_COMMON = frozenset(
+    {
+        "cache_salt", "chat_template_kwargs", "instruction", "max_tokens_per_doc",
+        "max_tokens_per_query", "mm_processor_kwargs", "model", "padding", "priority",
+        "request_id", "truncate_prompt_tokens", "truncation_side", "use_activation", "user",
+    }
+)  # fmt: skip
+SCORE_PAIRS = (
+    ("queries", "documents"),
+    ("queries", "items"),
+    ("text_1", "text_2"),
+    ("data_1", "data_2"),
+)
+_VLLM_SCORE_FIELDS = _VLLM_POOLING_COMMON | {name for pair in SCORE_PAIRS for name in pair}
+_VLLM_RERANK_FIELDS = _VLLM_POOLING_COMMON | {"query", "documents", "top_n"}
+
 ACCEPTED_FIELDS: dict[str, frozenset[str]] = {
     "/v1/chat/completions": _OPENAI_CHAT_FIELDS | _VLLM_SAMPLING_FIELDS | _VLLM_CHAT_FIELDS,
     "/v1/completions": _OPENAI_COMPLETION_FIELDS
     | _VLLM_SAMPLING_FIELDS
     | {"prompt_embeds", "response_format"},
     "/v1/embeddings": _OPENAI_EMBEDDING_FIELDS | _VLLM_EMBEDDING_FIELDS,
+    "/v1/responses": _OPENAI_RESPONSES_FIELDS | _VLLM_RESPONSES_FIELDS,
+    "/v1/score": _VLLM_SCORE_FIELDS,
+    "/v1/rerank": _VLLM_RERANK_FIELDS,
 }
+# Endpoints served by pooling models: they generate no tokens.
+POOLING_ENDPOINTS = frozenset({"/v1/embeddings", "/v1/score", "/v1/rerank"})
+RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
+# Responses content parts that carry text (the rest: images, files, audio, tool output).
+_RESPONSE_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
 
 
 def _is_int(value: object) -> bool:
@@ -163,6 +210,9 @@ def _check_seed(name: str, value: object) -> None:
 _SAMPLING_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "max_tokens": lambda name, value: _check_int(name, value, 1),
     "max_completion_tokens": lambda name, value: _check_int(name, value, 1),
+    "max_output_tokens": lambda name, value: _check_int(name, value, 1),
+    "top_logprobs": lambda name, value: _check_int(name, value, 0, 20),
+    "top_n": lambda name, value: _check_int(name, value, 0),
     "n": lambda name, value: _check_int(name, value, 1, 128),
     "temperature": lambda name, value: _check_number(name, value, 0, 2),
     "top_p": lambda name, value: _check_number(name, value, 0, 1),
@@ -173,7 +223,7 @@ _SAMPLING_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "response_format": lambda name, value: check_response_format(value),
 }
 _CHECKED_FIELDS = frozenset(_SAMPLING_CHECKS)
-_TOKEN_LIMITS = frozenset({"max_tokens", "max_completion_tokens"})
+_TOKEN_LIMITS = frozenset({"max_tokens", "max_completion_tokens", "max_output_tokens"})
 
 
 def check_sampling(body: dict[str, Any]) -> None:
@@ -323,6 +373,12 @@ def check_body(
         chars, prefix = check_messages(body.get("messages"))
     elif url == "/v1/completions":
         chars, prefix = prompt_chars(body.get("prompt"), "prompt"), 0
+    elif url == "/v1/responses":
+        chars, prefix = check_responses(body, media), 0
+    elif url == "/v1/score":
+        chars, prefix = check_score(body), 0
+    elif url == "/v1/rerank":
+        chars, prefix = check_rerank(body), 0
     elif "messages" in body:  # vLLM's chat-style embeddings request
         chars, prefix = check_messages(body.get("messages"))
     else:
@@ -334,3 +390,121 @@ def check_body(
             param, reason = refused
             raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
     return chars, prefix
+
+
+def _refuse(message: str, param: str) -> LineError:
+    return LineError("invalid_request", message, param)
+
+
+def check_responses(body: dict[str, Any], media: MediaPolicy = DENY_REMOTE_MEDIA) -> int:
+    """A Responses API body (`/v1/responses`); returns its characters of input text.
+
+    Every request of a batch stands alone: the workers keep no responses and run nothing in
+    the background, so what needs a stored response is refused here, by name, rather than
+    failing on the GPU."""
+    if body.get("background"):
+        raise _refuse(
+            "background is not supported in a batch: it already runs offline.", "body.background"
+        )
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name) is not None:
+            raise _refuse(
+                f"{name} is not supported in a batch: no response is stored between requests;"
+                " put the earlier turns in body.input.",
+                f"body.{name}",
+            )
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _refuse("body.instructions must be a string.", "body.instructions")
+    chars = len(instructions or "")
+    value = body.get("input")
+    if isinstance(value, str) and value:
+        return chars + len(value)
+    if type(value) is not list or not value:
+        raise _refuse(
+            "body.input must be a non-empty string or a list of input items.", "body.input"
+        )
+    for index, item in enumerate(value):
+        where = f"body.input[{index}]"
+        if type(item) is not dict:
+            raise _refuse(f"{where} must be an input item object.", where)
+        role = item.get("role")
+        if role is not None and role not in RESPONSE_ROLES:
+            raise _refuse(
+                f"{where} needs a role among {', '.join(sorted(RESPONSE_ROLES))}, got {role!r}.",
+                f"{where}.role",
+            )
+        if "content" in item:
+            chars += _response_content_chars(item["content"], f"{where}.content", media)
+        elif role is not None:
+            raise _refuse(f"{where}.content is required.", f"{where}.content")
+    return chars
+
+
+def _response_content_chars(content: object, where: str, media: MediaPolicy) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if type(content) is not list:
+        raise _refuse(f"Invalid '{where}': expected a string or a list of content parts.", where)
+    chars = 0
+    for index, part in enumerate(content):
+        at = f"{where}[{index}]"
+        kind = part.get("type") if type(part) is dict else None
+        if not isinstance(kind, str):
+            raise _refuse(f"'{at}' must be a content part with a type.", f"{at}.type")
+        if kind in _RESPONSE_TEXT_PARTS:
+            text = part.get("text", part.get("refusal"))
+            if not isinstance(text, str):
+                raise _refuse(f"'{at}.text' must be a string.", f"{at}.text")
+            chars += len(text)
+    for url, param in media_urls(content, where):
+        reason = media.refusal(url)
+        if reason is not None:
+            raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
+    return chars
+
+
+def _pooling_text_chars(value: object, name: str, *, many: bool) -> int:
+    """Characters of a score or rerank text: a string, a content object, or (`many`) a
+    non-empty list of them."""
+    if isinstance(value, str):
+        return len(value)
+    if type(value) is dict:
+        return len(orjson.dumps(value))
+    if many and type(value) is list and value:
+        return sum(_pooling_text_chars(item, name, many=False) for item in value)
+    expected = "a string or a non-empty list of strings" if many else "a string"
+    raise _refuse(f"body.{name} must be {expected}.", f"body.{name}")
+
+
+def score_pair(body: dict[str, Any]) -> tuple[str, str]:
+    """The two fields a score body compares (queries and documents unless it names another
+    pair; `queries` goes with `documents` or with `items`)."""
+    for first, second in SCORE_PAIRS:
+        if second in body:
+            return first, second
+    for first, second in SCORE_PAIRS:
+        if first in body:
+            return first, second
+    return SCORE_PAIRS[0]
+
+
+def check_score(body: dict[str, Any]) -> int:
+    """A vLLM score body (`/v1/score`): one pair of texts to compare."""
+    first, second = score_pair(body)
+    if first not in body and second not in body:
+        raise _refuse(
+            "A score request needs queries and documents (or text_1 and text_2).", "body.queries"
+        )
+    return _pooling_text_chars(body.get(first), first, many=True) + _pooling_text_chars(
+        body.get(second), second, many=True
+    )
+
+
+def check_rerank(body: dict[str, Any]) -> int:
+    """A vLLM rerank body (`/v1/rerank`): a query and the documents to rank."""
+    query = _pooling_text_chars(body.get("query"), "query", many=False)
+    documents = body.get("documents")
+    if type(documents) is not list or not documents:
+        raise _refuse("body.documents must be a non-empty list.", "body.documents")
+    return query + _pooling_text_chars(documents, "documents", many=True)

@@ -20,7 +20,7 @@ from batch_core.fast_lines import chat_facts, decode_fast, decoder_for
 from batch_core.json_bounds import SUSPECT_BELOW, SUSPECT_BYTES, check_bounds
 from batch_core.media_urls import MediaPolicy
 from batch_core.models import SUPPORTED_ENDPOINTS, BatchError
-from batch_core.request_schema import check_body
+from batch_core.request_schema import POOLING_ENDPOINTS, check_body
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _TOP_LEVEL_FIELDS = frozenset({"custom_id", "method", "url", "body"})
@@ -365,8 +365,12 @@ class BatchValidator:
         prompt_chars, prefix = check_body(body, url, self._media)
         self._seen_ids.add(digest)
         choices = body.get("n") or 1
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if url == "/v1/embeddings":
+        limit = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or body.get("max_output_tokens")
+        )
+        if url in POOLING_ENDPOINTS:
             output_tokens: int | None = 0
         else:
             output_tokens = None if limit is None else limit * choices

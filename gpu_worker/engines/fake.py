@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from batch_core.protocol import EngineRequest, EngineResult
+from batch_core.request_schema import score_pair
 
 
 def _words(value: Any) -> list[str]:
@@ -22,7 +23,7 @@ def _words(value: Any) -> list[str]:
     if isinstance(value, list):
         return [w for item in value for w in _words(item)]
     if isinstance(value, dict):
-        return _words(value.get("content") or value.get("text") or "")
+        return _words(value.get("content") or value.get("text") or "")  # messages, parts
     return []
 
 
@@ -68,8 +69,20 @@ class FakeEngine:
             )
         if request.url == "/v1/embeddings":
             return self._embed(request)
-        prompt = _words(body.get("messages") if "messages" in body else body.get("prompt"))
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        if request.url in ("/v1/score", "/v1/rerank"):
+            return self._score(request)
+        source: object
+        if request.url == "/v1/responses":
+            source = [body.get("instructions") or "", body.get("input")]
+        else:
+            source = body.get("messages") if "messages" in body else body.get("prompt")
+        prompt = _words(source)
+        max_tokens = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or body.get("max_output_tokens")
+            or 16
+        )
         if len(prompt) + 1 > self.max_model_len:
             return EngineResult.failure(
                 request.custom_id,
@@ -88,6 +101,12 @@ class FakeEngine:
             "prompt_tokens_details": {"cached_tokens": 0},
         }
         created = int(time.time())
+        if request.url == "/v1/responses":
+            return EngineResult(
+                custom_id=request.custom_id,
+                status_code=200,
+                body=self._response(" ".join(reply), len(prompt), len(reply), finish, created),
+            )
         if request.url == "/v1/completions":
             completion: dict[str, Any] = {
                 "id": f"cmpl-{uuid.uuid4().hex}",
@@ -116,6 +135,95 @@ class FakeEngine:
             "usage": usage,
         }
         return EngineResult(custom_id=request.custom_id, status_code=200, body=chat)
+
+    def _response(
+        self, text: str, prompt: int, output: int, finish: str, created: int
+    ) -> dict[str, Any]:
+        """A Responses API body as vLLM's server writes one."""
+        return {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": created,
+            "model": self._served_model,
+            "status": "completed" if finish == "stop" else "incomplete",
+            "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
+            "output": [
+                {
+                    "id": f"msg_{uuid.uuid4().hex}",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [
+                        {"type": "output_text", "text": text, "annotations": [], "logprobs": None}
+                    ],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": output,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt + output,
+            },
+        }
+
+    def _score(self, request: EngineRequest) -> EngineResult:
+        """vLLM's score and rerank bodies; a score is the shared-word share of two texts."""
+        body = request.body
+        queries: object
+        documents: object
+        if request.url == "/v1/rerank":
+            queries, documents = [body.get("query")], body.get("documents") or []
+        else:
+            first, second = score_pair(body)
+            queries, documents = body.get(first), body.get(second)
+        queries = queries if isinstance(queries, list) else [queries]
+        documents = documents if isinstance(documents, list) else [documents]
+        if len(queries) == 1:
+            queries = queries * len(documents)
+        assert isinstance(queries, list) and isinstance(documents, list)
+
+        def similarity(one: object, two: object) -> float:
+            left, right = set(_words(one)), set(_words(two))
+            return len(left & right) / max(len(left | right), 1)
+
+        scores = [similarity(q, d) for q, d in zip(queries, documents, strict=False)]
+        tokens = sum(
+            len(_words(q)) + len(_words(d)) for q, d in zip(queries, documents, strict=False)
+        )
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if request.url == "/v1/score":
+            data = [
+                {"index": i, "object": "score", "score": score} for i, score in enumerate(scores)
+            ]
+            score_body: dict[str, Any] = {
+                "id": f"score-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": self._served_model,
+                "data": data,
+                "usage": usage,
+            }
+        else:
+            ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+            top_n = body.get("top_n") or len(ranked)
+            score_body = {
+                "id": f"score-{uuid.uuid4().hex}",
+                "model": self._served_model,
+                "results": [
+                    {
+                        "index": i,
+                        "document": {"text": str(documents[i])},
+                        "relevance_score": scores[i],
+                    }
+                    for i in ranked[:top_n]
+                ],
+                "usage": usage,
+            }
+        return EngineResult(custom_id=request.custom_id, status_code=200, body=score_body)
 
     def _embed(self, request: EngineRequest) -> EngineResult:
         inputs = request.body.get("input")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 # Bumped whenever the recipe changes, so a cached copy from an older recipe is rebuilt.
 RECIPE_VERSION = "2"
@@ -23,6 +25,8 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -56,23 +60,22 @@ def ensure_tiny_model(directory: Path | None = None) -> Path:
     return target
 
 
-def _build(target: Path) -> None:
-    # Heavy imports stay inside: importing this module must stay cheap.
-    import torch
+def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Path) -> Any:
+    """A byte-level BPE tokenizer trained on `texts`, with our chat template and special
+    tokens, saved into `target` (a transformers fast tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    target.mkdir(parents=True, exist_ok=True)
-    special = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=special,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="<unk>",
@@ -82,6 +85,16 @@ def _build(target: Path) -> None:
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(target)
+    return fast
+
+
+def _build(target: Path) -> None:
+    # Heavy imports stay inside: importing this module must stay cheap.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    target.mkdir(parents=True, exist_ok=True)
+    fast = train_tokenizer(_CORPUS * 4, 512, target)
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -146,7 +146,9 @@ class VllmEngine:
         from vllm.entrypoints.launchers.run_batch import make_arg_parser
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
         from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
+        from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(self._argv)
@@ -159,6 +161,8 @@ class VllmEngine:
         chat = getattr(state, "openai_serving_chat", None)
         completion = getattr(state, "openai_serving_completion", None)
         embedding = getattr(state, "serving_embedding", None)
+        responses = getattr(state, "openai_serving_responses", None)
+        scores = getattr(state, "serving_scores", None)  # pooling models: bi- or cross-encoders
         if chat is not None:
             self._endpoints["/v1/chat/completions"] = (
                 TypeAdapter(ChatCompletionRequest),
@@ -171,10 +175,21 @@ class VllmEngine:
             )
         if embedding is not None:
             self._endpoints["/v1/embeddings"] = (TypeAdapter(EmbeddingRequest), embedding)
+        if responses is not None:
+            # vLLM keeps no response store unless VLLM_ENABLE_RESPONSES_API_STORE is set (it
+            # is not), so `store` is ignored and nothing accumulates across a shard.
+            self._endpoints["/v1/responses"] = (
+                TypeAdapter(ResponsesRequest),
+                responses.create_responses,
+            )
+        if scores is not None:
+            self._endpoints["/v1/score"] = (TypeAdapter(ScoreRequest), scores)
+            self._endpoints["/v1/rerank"] = (TypeAdapter(RerankRequest), scores)
         # Keep the scheduler fed. Queued requests cost vLLM little, and the more it sees the
         # better it batches prefills and shares prefixes: with 1,024 chats on the CPU, all of
         # them in flight ran 7 % faster than 2 x max_num_seqs. 8 x covers a whole shard.
         self._max_num_seqs = client.vllm_config.scheduler_config.max_num_seqs
+        self._activity.full_at = self._max_num_seqs
         self.max_in_flight = IN_FLIGHT_PER_SEQ * self._max_num_seqs
         # What vLLM's own server does once it is up: move the start-up heap (torch, vLLM,
         # the model's Python objects, about 650,000 of them) out of the collector's sight.
@@ -312,41 +327,52 @@ def _failure(custom_id: str, status: int, message: str, param: str | None) -> En
 
 @dataclass
 class EngineActivity:
-    """How busy the engine has been: touched only on the engine's loop, read anywhere."""
+    """How busy the engine has been: touched only on the engine's loop, read anywhere.
 
+    Two shares of the span from the first request handed over to the last answer: busy
+    (at least one request in flight) and fed (at least `full_at`, the sequences the
+    scheduler runs at once, in flight: a gap or a thin stretch between shards shows here)."""
+
+    full_at: int = 1
+    """In-flight count at which the scheduler has all it can run (max_num_seqs)."""
     in_flight: int = 0
     """Requests handed to the engine and not yet answered."""
     busy_seconds: float = 0.0
-    """Monotonic seconds with at least one request in flight, up to the last idle moment."""
-    busy_since: float | None = None
-    """When the current busy stretch began (None while idle)."""
+    fed_seconds: float = 0.0
     first_started: float | None = None
     """When the first request was handed over (monotonic)."""
     last_finished: float | None = None
     """When the last answer came back (monotonic)."""
+    _busy_since: float = 0.0
+    _fed_since: float = 0.0
 
     def started(self, count: int) -> None:
         now = time.monotonic()
-        if self.in_flight == 0:
-            self.busy_since = now
         if self.first_started is None:
             self.first_started = now
-        self.in_flight += count
+        before, self.in_flight = self.in_flight, self.in_flight + count
+        if before == 0:
+            self._busy_since = now
+        if before < self.full_at <= self.in_flight:
+            self._fed_since = now
 
     def finished(self) -> None:
         now = time.monotonic()
-        self.in_flight -= 1
         self.last_finished = now
-        if self.in_flight == 0 and self.busy_since is not None:
-            self.busy_seconds += now - self.busy_since
-            self.busy_since = None
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.busy_seconds += now - self._busy_since
+        if self.in_flight == self.full_at - 1:
+            self.fed_seconds += now - self._fed_since
 
-    def busy_fraction(self) -> float:
-        """Busy share of the span from the first request handed over to the last answer."""
+    def shares(self) -> tuple[float, float]:
+        """(busy, fed) shares of the span; (0, 0) before anything ran."""
         if self.first_started is None or self.last_finished is None:
-            return 0.0
+            return 0.0, 0.0
         span = self.last_finished - self.first_started
-        return self.busy_seconds / span if span > 0 else 1.0
+        if span <= 0:
+            return 1.0, 1.0
+        return self.busy_seconds / span, self.fed_seconds / span
 
 
 @dataclass

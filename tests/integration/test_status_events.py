@@ -4,6 +4,7 @@ state-change events do; a subscriber here is a rule on the bus with an SQS targe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,21 @@ def subscribe(stack: LocalStack) -> str:
     return url
 
 
-def received(stack: LocalStack, url: str) -> list[dict[str, Any]]:
+def received(stack: LocalStack, url: str, at_least: int = 0) -> list[dict[str, Any]]:
+    """Every event on the queue; waits (up to 10 s) for `at_least`: a batch's outbox file is
+    written just before its status is announced, so a reader of the outbox can be early."""
     sqs = stack.session.client("sqs")
     found: list[dict[str, Any]] = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        for message in messages:
+    deadline = time.monotonic() + 10
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages")
+        for message in messages or []:
             found.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return found
+        if not messages and (len(found) >= at_least or time.monotonic() > deadline):
+            return found
+        if not messages:
+            time.sleep(0.1)
 
 
 def test_in_progress_and_completed_are_announced_with_the_batch(
@@ -45,7 +53,7 @@ def test_in_progress_and_completed_are_announced_with_the_batch(
         fake_stack.drop(write_jsonl(tmp_path / "bad.jsonl", ["{", chat_request("a")])),
         timeout=60,
     )
-    events = received(fake_stack, url)
+    events = received(fake_stack, url, at_least=3)
     assert all(e["source"] == "openbatch" for e in events)
     assert all(e["detail-type"] == "Batch Status Change" for e in events)
     seen = [(e["detail"]["id"], e["detail"]["status"]) for e in events]
