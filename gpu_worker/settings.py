@@ -76,7 +76,7 @@ class WorkerSettings(BaseSettings):
         "(the heartbeat extends it every third of this while the shard runs).",
     )
     concurrency: int = Field(
-        default=4,
+        default=8,
         ge=1,
         description="Most shards run at once on the one engine. A shard loop takes the next "
         "shard while the engine has room, before the current one drains, so there is no "

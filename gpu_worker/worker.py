@@ -1,6 +1,6 @@
 """The worker loop: long-poll the shard queue, run each shard, settle the message.
 
-A few loops share one engine (`concurrency`, at most 4 by default). A loop takes a shard only
+A few loops share one engine (`concurrency`, at most 8 by default). A loop takes a shard only
 while the engine has room (`Engine.has_room`: for vLLM, fewer requests in flight than twice
 the sequences it runs at once), so the next shard is already feeding the engine while the
 current one drains its last requests, small shards included, and an idle loop never holds

@@ -18,7 +18,7 @@ RUN python3 -m pip install --no-cache-dir . && python3 -c "import batch_core, gp
 
 # Models download to a volume (or bake one in with MODEL pointing at a directory).
 ENV HF_HOME=/models \
-    WORKER_CONCURRENCY=4 \
+    WORKER_CONCURRENCY=8 \
     WORKER_VISIBILITY_SECONDS=300 \
     RESULTS_PART_SECONDS=60 \
     POWERTOOLS_SERVICE_NAME=openbatch-worker \

@@ -118,3 +118,36 @@ def test_a_failing_engine_releases_the_shard_and_stops_the_worker(bare_stack: Lo
         worker.run()
     (message,) = queue.receive(wait_seconds=0)  # released at once, not after 60 s
     assert ShardTask.model_validate_json(message.body).batch_id == batch_id
+
+
+def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalStack) -> None:
+    batch_id = queue_one_shard(bare_stack)
+    queue = bare_stack.service.shard_queue
+    room = threading.Event()
+    asked = threading.Event()
+
+    class FullEngine(FakeEngine):
+        """Busy with other shards until `room` is set."""
+
+        def has_room(self) -> bool:
+            asked.set()
+            return room.is_set()
+
+    worker = Worker(bare_stack.service, queue, FullEngine(MODEL), wait_seconds=0)
+    loop = threading.Thread(target=worker.run, kwargs={"idle_exit_seconds": 1.0})
+    loop.start()
+    assert asked.wait(5)
+    time.sleep(1.5)  # longer than the idle exit: waiting for room is not idleness
+    assert loop.is_alive()
+    # The shard stayed on the queue for any worker with room to take.
+    visible = int(
+        bare_stack.session.client("sqs").get_queue_attributes(
+            QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+    assert visible == 1
+    room.set()
+    loop.join(30)
+    assert not loop.is_alive()
+    record = bare_stack.service.get_batch(batch_id)
+    assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
