@@ -254,3 +254,49 @@ def test_structured_output_is_json_that_parses(vllm_engine: VllmEngine) -> None:
         content = completion.choices[0].message.content
         assert content is not None
         assert json.loads(content)["color"] in {"red", "green", "blue"}
+
+
+def test_closing_the_results_early_aborts_the_rest_inside_vllm(
+    vllm_engine: VllmEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    client = vllm_engine.engine_client
+    abort = client.abort
+    aborted: list[object] = []
+
+    async def recording_abort(request_id: object, *args: Any, **kwargs: Any) -> Any:
+        aborted.append(request_id)
+        return await abort(request_id, *args, **kwargs)
+
+    monkeypatch.setattr(client, "abort", recording_abort)
+
+    requests = [
+        EngineRequest(
+            custom_id=f"r{i}",
+            url="/v1/chat/completions",
+            body={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Count."}],
+                "max_tokens": 64 if i == 0 else 200,
+                "ignore_eos": True,
+            },
+        )
+        for i in range(12)
+    ]
+    results = vllm_engine.run(requests)
+    first = next(results)
+    assert first.status_code == 200
+    results.close()  # e.g. the batch was cancelled: the other 11 must not run on
+    output_processor = vllm_engine.engine_client.output_processor
+    deadline = time.monotonic() + 30
+    while (
+        vllm_engine.activity.in_flight or output_processor.get_num_unfinished_requests()
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vllm_engine.activity.in_flight == 0
+    assert output_processor.get_num_unfinished_requests() == 0
+    assert len(aborted) == 11  # each of the others was aborted, none ran to its end
+    assert vllm_engine.has_room()
+    [again] = list(vllm_engine.run(requests[:1]))  # and the engine serves on
+    assert again.status_code == 200
