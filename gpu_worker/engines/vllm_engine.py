@@ -368,6 +368,12 @@ class EngineActivity:
         if self.in_flight == self.full_at - 1:
             self.fed_seconds += now - self._fed_since
 
+    def span_seconds(self) -> float:
+        """From the first request handed over to the last answer (0 before anything ran)."""
+        if self.first_started is None or self.last_finished is None:
+            return 0.0
+        return self.last_finished - self.first_started
+
     def shares(self) -> tuple[float, float]:
         """(busy, fed) shares of the span; (0, 0) before anything ran."""
         if self.first_started is None or self.last_finished is None:
