@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Final
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
@@ -26,6 +27,24 @@ if TYPE_CHECKING:
 RETRY_MODE: Final = "standard"
 RETRY_ATTEMPTS: Final = 8
 RETRIES = Config(retries={"mode": RETRY_MODE, "max_attempts": RETRY_ATTEMPTS})
+
+
+# What the handlers may know of AWS's SDK: that a call failed, and whether AWS pushed back.
+AwsError = ClientError
+_THROTTLED: Final = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+
+
+def is_throttled(error: ClientError) -> bool:
+    """Whether AWS refused the call for its rate (the client should retry after a wait)."""
+    return error.response.get("Error", {}).get("Code") in _THROTTLED
 
 
 def build_service(settings: Settings, session: Session | None = None) -> BatchService:

@@ -31,7 +31,6 @@ from aws_lambda_powertools.event_handler.openapi.params import (
 )
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import ClientError
 
 from batch_core.api_models import (
     MAX_ID_CHARS,
@@ -70,11 +69,13 @@ from batch_core.webhooks import (
     WebhookEndpointWithSecret,
 )
 from batch_core.wiring import (
+    AwsError,
     default_api_keys,
     default_files,
     default_rate_limiter,
     default_service,
     default_webhooks,
+    is_throttled,
 )
 from handlers.api_document import FILE_BYTES, answers, finish, path_rules
 
@@ -206,20 +207,11 @@ def _unreadable_body(error: ValueError) -> Response[Any]:
     )
 
 
-_THROTTLED = {
-    "ThrottlingException",
-    "ProvisionedThroughputExceededException",
-    "SlowDown",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-}
-
-
-@app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
-def _aws_error(error: ClientError) -> Response[Any]:
+@app.exception_handler(AwsError)  # type: ignore[untyped-decorator]
+def _aws_error(error: AwsError) -> Response[Any]:
     """AWS pushing back becomes OpenAI's 429 (the client's retry handles it); anything else
     from AWS is our fault: a 500 in OpenAI's shape, logged with its trace."""
-    if error.response.get("Error", {}).get("Code") in _THROTTLED:
+    if is_throttled(error):
         return _error_response(
             429,
             "Too many requests right now; retry after a short wait.",
