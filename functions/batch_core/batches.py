@@ -1,0 +1,178 @@
+"""Batches through the API: create, list, and the result parts of a batch's output."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from batch_core import s3keys
+from batch_core.drop_options import (
+    InvalidLines,
+    check_metadata,
+)
+from batch_core.errors import (
+    InvalidRequestError,
+    NotFoundError,
+)
+from batch_core.ids import new_batch_id
+from batch_core.intake import Intake
+from batch_core.models import SUPPORTED_ENDPOINTS
+from batch_core.records import BatchRecord
+from batch_core.retention import ExpiresAfter
+from batch_core.windows import window_seconds
+
+
+@dataclass(frozen=True)
+class ResultPart:
+    """One part file of a batch's results, for reading them while the batch runs."""
+
+    kind: Literal["output", "error"]
+    bytes: int
+    url: str
+    """A short-lived presigned GET URL."""
+
+
+class Batches(Intake):
+    """The API's batch calls."""
+
+    def list_batches(
+        self, tenant: str, *, after: str | None = None, limit: int = 20
+    ) -> tuple[list[BatchRecord], bool]:
+        """The tenant's batches, newest first; `after` is the last id of the previous page."""
+        cursor = None
+        if after is not None:
+            cursor = self.repository.listing_position(tenant, "batch", after)
+            if cursor is None:
+                raise NotFoundError(f"No such Batch object: {after}", param="after")
+        return self.repository.list_batches(tenant, after=cursor, limit=limit)
+
+    def create_batch(
+        self,
+        tenant: str,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        invalid_lines: InvalidLines = "fail",
+        output_expires_after: ExpiresAfter | None = None,
+    ) -> BatchRecord:
+        """Create a batch over an uploaded file: its input is copied to
+        `batches/<id>/input.jsonl`, whose S3 event starts the same validation a dropped
+        file gets. The same `idempotency_key` always returns the same batch."""
+        seed = f"{tenant}/idempotency/{idempotency_key}" if idempotency_key else None
+        fingerprint = None
+        if idempotency_key:
+            parameters: list[object] = [
+                input_file_id,
+                endpoint,
+                completion_window,
+                metadata,
+                invalid_lines,
+            ]
+            if output_expires_after is not None:  # keeps earlier batches' fingerprints
+                parameters.append(output_expires_after.model_dump())
+            fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS))
+        return self._create_batch(
+            tenant,
+            new_batch_id(seed),
+            input_file_id=input_file_id,
+            endpoint=endpoint,
+            completion_window=completion_window,
+            metadata=metadata,
+            invalid_lines=invalid_lines,
+            fingerprint=fingerprint.hexdigest() if fingerprint else None,
+            output_expires_after=output_expires_after,
+        )
+
+    def _create_batch(
+        self,
+        tenant: str,
+        batch_id: str,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        invalid_lines: InvalidLines,
+        fingerprint: str | None = None,
+        output_expires_after: ExpiresAfter | None = None,
+    ) -> BatchRecord:
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            raise InvalidRequestError(
+                f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
+                param="endpoint",
+                code="invalid_value",
+            )
+        seconds = window_seconds(completion_window)
+        metadata = check_metadata(metadata) if metadata else None
+        input_file = self.repository.get_file(input_file_id)
+        if input_file is None or input_file.tenant != tenant or input_file.expired(self._now()):
+            raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")
+        if input_file.file.purpose != "batch":
+            raise InvalidRequestError(
+                f"File {input_file_id} has purpose {input_file.file.purpose!r}; a batch needs "
+                "a file uploaded with purpose 'batch'.",
+                param="input_file_id",
+                code="invalid_value",
+            )
+        if input_file.file.status == "error":
+            raise InvalidRequestError(
+                f"File {input_file_id} could not be assembled: {input_file.file.status_details}",
+                param="input_file_id",
+                code="invalid_value",
+            )
+        now = self._now()
+        record = BatchRecord(
+            id=batch_id,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status="validating",
+            created_at=now,
+            expires_at=now + seconds,
+            metadata=metadata,
+            input_key=s3keys.batch_input_key(batch_id),
+            invalid_lines=invalid_lines,
+            tenant=tenant,
+            idempotency_fingerprint=fingerprint,
+            output_expires_after_seconds=(
+                output_expires_after.seconds if output_expires_after else None
+            ),
+        )
+        if not self.repository.create_batch(record):
+            existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
+            if existing.idempotency_fingerprint != fingerprint:
+                raise InvalidRequestError(
+                    "This Idempotency-Key was already used with other parameters; a key may "
+                    "only be reused to retry the same request. Use a new key for a new batch.",
+                    param="Idempotency-Key",
+                    code="idempotency_key_reused",
+                )
+            if existing.status != "validating" or self.store.exists(existing.input_key):
+                return existing
+            record = existing  # the first attempt died before copying the input
+        if input_file.file.status == "uploaded" and self.repository.wait_for_file(
+            input_file_id, batch_id
+        ):
+            return record  # its upload is still being joined: the join job copies it
+        self.store.copy(input_file.s3_key, record.input_key)
+        return record
+
+    def result_parts(self, tenant: str, batch_id: str) -> list[ResultPart]:
+        """The result and error parts written so far, readable while the batch runs."""
+        record = self.get_for(tenant, batch_id)
+        parts: list[ResultPart] = []
+        prefixes: list[tuple[Literal["output", "error"], str]] = [
+            ("output", s3keys.results_prefix(record.id)),
+            ("error", s3keys.errors_prefix(record.id)),
+        ]
+        for kind, prefix in prefixes:
+            for key, size in self.store.list_sizes(prefix):
+                url = self.store.presigned_url(key, self.settings.presigned_url_seconds)
+                parts.append(ResultPart(kind=kind, bytes=size, url=url))
+        return parts

@@ -1,0 +1,278 @@
+"""How a batch ends: cancel, expire (and the stuck sweep), a poison shard, finalize."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+from batch_core import s3keys
+from batch_core.errors import ConflictError
+from batch_core.ids import new_file_id, new_request_line_id
+from batch_core.messaging import ShardTask
+from batch_core.models import TERMINAL_STATUSES, FileObject
+from batch_core.protocol import (
+    BatchLineError,
+    BatchRequestOutput,
+)
+from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.shard_parts import (
+    ShardParts,
+    jsonl,
+)
+from batch_core.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+_CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+_SHARD_FAILED_MESSAGE = (
+    "This request could not be executed: the worker failed on its shard on every attempt."
+)
+
+
+def _concat(store: ObjectStore, keys: list[str]) -> Iterator[bytes]:
+    for key in keys:
+        yield from store.stream(key)
+
+
+class Ending(ShardParts):
+    """Every way to a terminal status, each merging the parts into the output and error files."""
+
+    def cancel(self, batch_id: str, tenant: str | None = None) -> BatchRecord:
+        """Ask a batch to stop. Workers stop at their next part; the tracker then writes a
+        batch_cancelled line for every request that did not run, and the batch ends
+        `cancelled` with the results finished so far. Cancelling twice is harmless.
+        With `tenant`, only that tenant's batch can be cancelled."""
+        record = self._require(batch_id) if tenant is None else self.get_for(tenant, batch_id)
+        if record.status in {"cancelling", "cancelled"}:
+            return record
+        moved = self.repository.transition(
+            batch_id,
+            to_status="cancelling",
+            from_statuses=["validating", "in_progress"],
+            fields={"cancelling_at": self._now()},
+        )
+        current = self._require(batch_id)
+        if not moved and current.status not in {"cancelling", "cancelled"}:
+            raise ConflictError(f"Cannot cancel a batch that is {current.status}.")
+        self._publish(current)
+        return current
+
+    def fail_shard(self, task: ShardTask) -> bool:
+        """A shard that failed every delivery (SQS moved it to the dead-letter queue): each of
+        its requests that never ran gets a `shard_failed` error line and the shard settles,
+        so the batch still ends. False while a live worker still holds it (try again later).
+        """
+        shard = self.repository.get_shard(task.batch_id, task.shard_index)
+        if shard is None or shard.status == "done":
+            return True
+        if shard.status == "running" and shard.lease_until > self._clock():
+            return False
+        self._close_unfinished_shard(shard, "shard_failed", _SHARD_FAILED_MESSAGE)
+        logger.warning("shard %s:%d failed for good", task.batch_id, task.shard_index)
+        return True
+
+    def expire_overdue(self) -> list[BatchRecord]:
+        """Expire every batch whose completion window has run out (the schedule's job).
+
+        This is also the backstop that keeps anything from staying unfinished: a batch still
+        not terminal `stuck_after_seconds` past its window (its tracker died, its finalize kept
+        failing, a worker hangs on to a lease) is ended here, whatever state its shards or its
+        intake are in, with an error line for every request that did not finish."""
+        now = self._now()
+        ended: list[BatchRecord] = []
+        for batch_id in self.repository.overdue_batch_ids(now):
+            record = self.expire(batch_id)
+            if (
+                record.status not in TERMINAL_STATUSES
+                and (record.expires_at or now) + self.settings.stuck_after_seconds <= now
+            ):
+                record = self._end_stuck(record)
+            ended.append(record)
+        return ended
+
+    def _end_stuck(self, record: BatchRecord) -> BatchRecord:
+        logger.error(
+            "batch %s is still %s %d s after its window: ending it",
+            record.id,
+            record.status,
+            self._now() - (record.expires_at or 0),
+        )
+        return self.finalize(record.id, force=True)
+
+    def expire(self, batch_id: str) -> BatchRecord:
+        """A running batch finalizes as `expired`: workers stop after their current part, the
+        tracker writes batch_expired lines for what never ran and keeps finished results.
+        A batch stuck in validation (no tracker runs for it) expires at once."""
+        now = self._now()
+        finalizing = self.repository.transition(
+            batch_id,
+            to_status="finalizing",
+            from_statuses=["in_progress"],
+            fields={"finalizing_at": now, "ending": "expired"},
+        )
+        expired_now = not finalizing and self.repository.transition(
+            batch_id,
+            to_status="expired",
+            from_statuses=["validating"],
+            fields={"expired_at": now},
+        )
+        if expired_now:
+            self._announce(self._require(batch_id))
+        current = self._require(batch_id)
+        self._publish(current)
+        return current
+
+    def finalize(self, batch_id: str, *, force: bool = False) -> BatchRecord:
+        """Merge the result parts into the output and error files; the batch completes.
+
+        Running it twice gives the same files (ids derive from the batch id) and counts.
+        With `force` (the stuck-batch backstop) a cancelled or expired batch ends without
+        waiting for live leases.
+        """
+        record = self._require(batch_id)
+        if record.status in TERMINAL_STATUSES:
+            return record
+        if record.status == "cancelling":
+            return self._finish_unrun(
+                record,
+                code="batch_cancelled",
+                message=_CANCELLED_MESSAGE,
+                status="cancelled",
+                from_status="cancelling",
+                force=force,
+            )
+        if record.status == "finalizing" and record.ending == "expired":
+            return self._finish_unrun(
+                record,
+                code="batch_expired",
+                message=_EXPIRED_MESSAGE,
+                status="expired",
+                from_status="finalizing",
+                force=force,
+            )
+        self.repository.transition(
+            batch_id,
+            to_status="finalizing",
+            from_statuses=["in_progress"],
+            fields={"finalizing_at": self._now()},
+        )
+        return self._end(record, "completed", from_status="finalizing")
+
+    def _end(self, record: BatchRecord, status: str, *, from_status: str) -> BatchRecord:
+        """Merge the parts into the output and error files and move to a terminal status."""
+        batch_id, tenant = record.id, record.tenant  # the output files are the batch owner's
+        seconds = record.output_expires_after_seconds or self.settings.file_retention_seconds
+        output_file_id = self._merge(batch_id, "output", tenant, seconds)
+        error_file_id = self._merge(batch_id, "error", tenant, seconds)
+        moved = self.repository.transition(
+            batch_id,
+            to_status=status,
+            from_statuses=[from_status],
+            fields={
+                f"{status}_at": self._now(),
+                "output_file_id": output_file_id,
+                "error_file_id": error_file_id,
+            },
+        )
+        final = self._require(batch_id)
+        self._mirror_to_outbox(final)
+        self._publish(final)
+        if moved:
+            self._announce(final)
+        return final
+
+    def _mirror_to_outbox(self, final: BatchRecord) -> None:
+        if not final.outbox_name:
+            return
+        for file_id, filename in (
+            (final.output_file_id, "output.jsonl"),
+            (final.error_file_id, "errors.jsonl"),
+        ):
+            if file_id:
+                self.store.copy(
+                    s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
+                )
+
+    def _finish_unrun(
+        self,
+        record: BatchRecord,
+        *,
+        code: str,
+        message: str,
+        status: str,
+        from_status: str,
+        force: bool = False,
+    ) -> BatchRecord:
+        """End a batch that stops early (cancelled, expired) once no worker runs its shards.
+
+        A shard still leased by a live worker is waited for (the tracker asks again on its
+        next poll): the worker stops after its current part. A dead worker's lease lapses,
+        so this ends within one lease time whatever happened to the workers. Requests that
+        never ran get an error line with `code`; finished results stay in the output.
+        With `force` (the stuck-batch backstop) live leases are not waited for either.
+        """
+        now = self._clock()
+        shards = self.repository.list_shards(record.id)
+        if not force and any(s.status == "running" and s.lease_until > now for s in shards):
+            return record
+        for shard in shards:
+            if shard.status != "done":
+                self._close_unfinished_shard(shard, code, message)
+        return self._end(record, status, from_status=from_status)
+
+    def _close_unfinished_shard(self, shard: ShardRecord, code: str, message: str) -> None:
+        """Write an error line (`response: null`) for each request of the shard that never
+        ran, then settle the shard counting them failed, once."""
+        finished, _ = self._recover_parts(shard)  # also counts parts written but not counted
+        lines = [
+            request
+            if isinstance(request, BatchRequestOutput)
+            else BatchRequestOutput(
+                id=new_request_line_id(f"{shard.batch_id}/{request.custom_id}/{code}"),
+                custom_id=request.custom_id,
+                response=None,
+                error=BatchLineError(code=code, message=message),
+            )
+            for request in self._unfinished(shard, finished)
+        ]
+        if lines:  # the same key and bytes if this runs again
+            key = s3keys.errors_prefix(shard.batch_id, shard.index) + "never-ran.jsonl"
+            self.store.put(key, jsonl(lines))
+        self.repository.settle_shard(shard.batch_id, shard.index, never_ran=len(lines))
+
+    def finalize_for_tracker(self, batch_id: str, task_token: str) -> BatchRecord:
+        """Finalize, then tell the waiting tracker execution how it went."""
+        record = self.finalize(batch_id)
+        self.tracker.report_success(task_token, {"batch_id": batch_id, "status": record.status})
+        return record
+
+    def _merge(
+        self, batch_id: str, kind: Literal["output", "error"], tenant: str, keep_seconds: int
+    ) -> str | None:
+        """Join the batch's result (or error) parts into one File, kept `keep_seconds`; None
+        if there are none."""
+        prefix = (
+            s3keys.results_prefix(batch_id) if kind == "output" else s3keys.errors_prefix(batch_id)
+        )
+        keys = self.store.list_keys(prefix)
+        if not keys:
+            return None
+        file_id = new_file_id(f"{batch_id}/{kind}")
+        target = s3keys.file_key(file_id)
+        size = self.store.put_stream(target, _concat(self.store, keys))
+        now = self._now()
+        file = FileObject(
+            id=file_id,
+            bytes=size,
+            created_at=now,
+            filename=f"batch_{batch_id}_{kind}.jsonl",
+            purpose="batch_output",
+            status="processed",
+            expires_at=now + keep_seconds,
+        )
+        self.repository.put_file(
+            FileRecord(file=file, s3_key=target, batch_id=batch_id, tenant=tenant)
+        )
+        return file_id

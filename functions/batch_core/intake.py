@@ -1,0 +1,385 @@
+"""Intake: a dropped or created batch's file validated, planned into shards and queued, or
+failed with every bad line named.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from batch_core import s3keys
+from batch_core.drop_options import (
+    DropOptions,
+    drop_options,
+)
+from batch_core.ending import Ending
+from batch_core.errors import (
+    InvalidRequestError,
+    MissingObjectError,
+)
+from batch_core.files import AssembledFile
+from batch_core.ids import new_batch_id, new_file_id
+from batch_core.media_urls import MediaPolicy
+from batch_core.messaging import ShardTask
+from batch_core.models import BatchError, FileObject
+from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.settings import Settings
+from batch_core.shard_parts import refused_line
+from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
+from batch_core.storage import ObjectStore
+from batch_core.validation import (
+    BatchValidator,
+    RejectedLine,
+    ValidationLimits,
+    ValidationReport,
+    iter_lines,
+)
+from batch_core.windows import window_seconds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DroppedObject:
+    """An object that landed in the bucket (from an S3 event)."""
+
+    key: str
+    etag: str = ""
+    sequencer: str = ""
+    version_id: str = ""
+
+    @property
+    def identity(self) -> str:
+        """The same upload always has the same identity; a new upload of the key does not."""
+        return f"{self.key}#{self.version_id}#{self.sequencer or self.etag}"
+
+
+def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:
+    """What intake records on the batch once the file is validated and sharded."""
+    return {
+        "endpoint": report.endpoint,
+        "model": report.model,
+        "request_total": report.valid_requests + report.rejected_lines,
+        "request_failed": report.rejected_lines,
+        "request_rejected": report.rejected_lines,
+        "shards_total": shards,
+        "shards_pending": shards,
+    }
+
+
+def shard_bounds(settings: Settings) -> ShardBounds:
+    return ShardBounds(
+        max_requests=settings.max_requests_per_shard,
+        max_bytes=settings.max_shard_bytes,
+        max_work_tokens=settings.max_shard_tokens,
+        default_output_tokens=settings.default_output_tokens,
+        prefix_slots=settings.prefix_slots,
+    )
+
+
+def _option_error(error: InvalidRequestError) -> BatchError:
+    return BatchError(code=error.code, message=str(error), param=error.param)
+
+
+class _RejectedLines:
+    """Error lines for input lines skipped by validation (invalid_lines=skip), spooled."""
+
+    def __init__(self, batch_id: str) -> None:
+        self._batch_id = batch_id
+        # Closed by __exit__; spooled so that a file of bad lines cannot fill memory.
+        self._data = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+
+    def __enter__(self) -> _RejectedLines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._data.close()
+
+    def add(self, rejected: RejectedLine) -> None:
+        error = rejected.error
+        line = refused_line(
+            f"{self._batch_id}/line/{rejected.line}",
+            rejected.custom_id,
+            message=f"Line {rejected.line}: {error.message}",
+            code=error.code,
+            param=error.param,
+        )
+        self._data.write(line.model_dump_json().encode() + b"\n")
+
+    def store(self, store: ObjectStore) -> None:
+        self._data.seek(0)
+        store.upload(s3keys.rejected_lines_key(self._batch_id), self._data)
+
+
+class Intake(Ending):
+    """From an input file to queued shards."""
+
+    def ingest_dropped_object(self, dropped: DroppedObject) -> BatchRecord | None:
+        """Create and validate a batch for a file dropped under inbox/.
+
+        A duplicated event (same identity) maps to the same batch id and does nothing new;
+        an intake interrupted halfway is resumed. The file's options (endpoint, window,
+        metadata, invalid_lines) come from its S3 metadata or key (see `drop_options`).
+        """
+        created = s3keys.batch_id_of_input(dropped.key)
+        if created is not None:
+            return self._ingest_created_batch(created)
+        name = s3keys.outbox_name(dropped.key)
+        if name is None:
+            logger.info("ignoring object outside the inbox: %s", dropped.key)
+            return None
+        seed = self._drop_seed(dropped)
+        batch_id, input_file_id = new_batch_id(seed), new_file_id(seed)
+        # Exactly the version the event announced: the key may hold a newer upload by now.
+        # Intake reads its own copy of it (files/, the input File's object), never the key.
+        version = dropped.version_id or None
+        input_key = s3keys.file_key(input_file_id)
+        try:
+            info = self.store.head(dropped.key, version_id=version)
+            self.store.copy(dropped.key, input_key, version_id=version)
+        except MissingObjectError:
+            logger.warning("%s (version %s) is gone before intake: no batch", dropped.key, version)
+            return None
+        if not self.repository.claim_outbox(name, batch_id):
+            name = s3keys.unique_outbox_name(name, batch_id)  # x dropped again, or x beside x.jsonl
+            self.repository.claim_outbox(name, batch_id)
+        option_error: InvalidRequestError | None = None
+        try:
+            options = drop_options(dropped.key, info.metadata)
+        except InvalidRequestError as error:
+            options, option_error = DropOptions(), error
+        now = self._now()
+        window = options.completion_window or self.settings.default_completion_window
+        record = BatchRecord(
+            id=batch_id,
+            endpoint=options.endpoint or self.settings.default_endpoint,
+            input_file_id=input_file_id,
+            completion_window=window,
+            status="validating",
+            created_at=now,
+            expires_at=now + window_seconds(window),
+            metadata=options.metadata,
+            input_key=input_key,
+            outbox_name=name,
+            invalid_lines=options.invalid_lines,
+        )
+        input_file = FileObject(
+            id=input_file_id,
+            bytes=info.size,
+            created_at=now,
+            filename=posixpath.basename(dropped.key),
+            purpose="batch",
+            status="processed",
+            expires_at=now + self.settings.file_retention_seconds,
+        )
+        if not self.repository.create_batch(record):
+            existing = self.repository.get_batch(batch_id)
+            logger.info("duplicate event for %s (batch %s)", dropped.key, batch_id)
+            if existing is None:
+                return None
+            if option_error is not None and existing.status == "validating":
+                return self._fail_validation(existing, [_option_error(option_error)])
+            return self._resume_intake(existing, options.endpoint)
+        self.repository.put_file(FileRecord(file=input_file, s3_key=input_key))
+        if option_error is not None:
+            return self._fail_validation(record, [_option_error(option_error)])
+        return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
+
+    def _drop_seed(self, dropped: DroppedObject) -> str:
+        return f"{self.store.bucket}/{dropped.identity}"
+
+    def fail_intake(self, dropped: DroppedObject) -> BatchRecord | None:
+        """An intake that failed every attempt (its event reached the dead-letter queue): the
+        batch ends `failed` with an `intake_failed` error instead of staying `validating`, and
+        a batch cancelled meanwhile ends `cancelled`. None when no batch was ever recorded."""
+        batch_id = s3keys.batch_id_of_input(dropped.key)
+        if batch_id is None:
+            if s3keys.outbox_name(dropped.key) is None:
+                return None
+            batch_id = new_batch_id(self._drop_seed(dropped))
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            logger.error("intake of batch %s failed before it was recorded", batch_id)
+            return None
+        if record.status == "cancelling" and not record.shards_queued:
+            return self._end(record, "cancelled", from_status="cancelling")
+        if record.status != "validating":
+            return record
+        self.store.delete_prefix(s3keys.shard_prefix(record.id))  # shards of a cut-off attempt
+        logger.error("intake of batch %s failed on every attempt", record.id)
+        error = BatchError(
+            code="intake_failed",
+            message="The input file could not be validated after several attempts, so no "
+            "request ran. Submit it again; if this repeats, the operator has the logs.",
+        )
+        return self._fail_validation(record, [error])
+
+    def _resume_intake(self, record: BatchRecord, endpoint: str | None) -> BatchRecord:
+        if record.status == "validating":
+            return self._validate_and_plan(
+                record, endpoint=endpoint, size=self.store.size(record.input_key)
+            )
+        if record.status == "in_progress" and not record.shards_queued:
+            # A crash came between the status change and the messages: start the tracker
+            # again (harmless) and queue the shards.
+            self._start_running(record.id, range(record.shards_total))
+            return self._require(record.id)
+        return record
+
+    def _start_running(self, batch_id: str, shard_indexes: Iterable[int]) -> None:
+        self.tracker.start(batch_id, poll=self.settings.poll_schedule)
+        self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
+        self.repository.mark_shards_queued(batch_id)
+
+    def new_validator(
+        self,
+        endpoint: str | None,
+        on_rejected: Callable[[RejectedLine], None] | None = None,
+    ) -> BatchValidator:
+        """A validator with this deployment's limits and served models."""
+        settings = self.settings
+        return BatchValidator(
+            endpoint=endpoint,
+            default_endpoint=settings.default_endpoint,
+            served_models=settings.served_models,
+            limits=ValidationLimits(
+                max_requests=settings.max_requests_per_batch,
+                max_line_bytes=settings.max_line_bytes,
+                max_reported_errors=settings.max_reported_errors,
+            ),
+            on_rejected=on_rejected,
+            media=MediaPolicy.of(settings.allowed_media_domains),
+        )
+
+    def _validate_and_plan(
+        self, record: BatchRecord, *, endpoint: str | None, size: int
+    ) -> BatchRecord:
+        settings = self.settings
+        if size > settings.max_batch_bytes:
+            error = BatchError(
+                code="file_too_large",
+                message=f"The input file is {size} bytes; the limit is {settings.max_batch_bytes}.",
+            )
+            return self._fail_validation(record, [error])
+        skip = record.invalid_lines == "skip"
+        shards: list[ShardRecord] = []
+        with _RejectedLines(record.id) as rejected:
+            with self.store.parallel_uploads() as uploads:
+
+                def store_shard(shard: PlannedShard) -> None:
+                    uploads.submit(s3keys.shard_key(record.id, shard.index), shard.data)
+                    shards.append(
+                        ShardRecord(
+                            batch_id=record.id,
+                            index=shard.index,
+                            request_count=shard.request_count,
+                            slot=shard.slot,
+                            estimated_tokens=shard.work_tokens,
+                        )
+                    )
+
+                validator = self.new_validator(endpoint, rejected.add if skip else None)
+                planner = ShardPlanner(store_shard, shard_bounds(settings))
+                chunks = self.store.stream_ahead(record.input_key)
+                for line in validator.validate(iter_lines(chunks, settings.max_line_bytes)):
+                    if skip or not validator.has_errors:
+                        planner.add(line)  # fail mode: no more shards after the first bad line
+                report = validator.report()
+                runnable = report.runnable(skip_invalid_lines=skip)
+                if runnable:
+                    planner.close()
+                else:
+                    planner.discard()
+            if not runnable:
+                self.store.delete_prefix(s3keys.shard_prefix(record.id))
+                return self._fail_validation(record, report.errors, total_errors=report.error_count)
+            if report.rejected_lines:
+                rejected.store(self.store)
+        self.repository.put_shards(record.id, shards)
+        plan = _plan_fields(report, len(shards))
+        moved = self.repository.transition(
+            record.id,
+            to_status="in_progress",
+            from_statuses=["validating"],
+            fields={**plan, "in_progress_at": self._now()},
+        )
+        if moved:
+            self._start_running(record.id, (s.index for s in shards))
+        else:
+            self._track_cancelled_intake(record.id, plan)
+        current = self._require(record.id)
+        self._publish(current)
+        if moved:
+            self._announce(current)
+        return current
+
+    def _track_cancelled_intake(self, batch_id: str, plan: dict[str, object]) -> None:
+        """Cancelled while validating: record what was planned and let the tracker end it
+        (every request becomes a batch_cancelled line); no shard is queued."""
+        counted = self.repository.transition(
+            batch_id,
+            to_status="cancelling",
+            from_statuses=["cancelling"],
+            fields={**plan, "shards_queued": True},
+        )
+        if counted:
+            self.tracker.start(batch_id, poll=self.settings.poll_schedule)
+
+    def _fail_validation(
+        self, record: BatchRecord, errors: list[BatchError], total_errors: int | None = None
+    ) -> BatchRecord:
+        if total_errors is not None and total_errors > len(errors):
+            errors = [
+                *errors,
+                BatchError(
+                    code="too_many_errors",
+                    message=f"{total_errors} errors in all; the first {len(errors)} are listed.",
+                ),
+            ]
+        moved = self.repository.transition(
+            record.id,
+            to_status="failed",
+            from_statuses=["validating"],
+            fields={"failed_at": self._now()},
+            errors=errors,
+        )
+        current = self._require(record.id)
+        self._publish(current)
+        if moved:
+            self._announce(current)
+        return current
+
+    def start_waiting_batches(self, joined: AssembledFile | None) -> None:
+        """A File assembled off the request path is done (an upload's join, a retry's input):
+        the batches created on it meanwhile get their input (and start validating), or fail
+        when it could not be assembled."""
+        if joined is None:
+            return
+        file_id, error = joined.file_id, joined.error
+        file = self.repository.get_file(file_id)
+        for batch_id in joined.waiting_batches:
+            record = self.repository.get_batch(batch_id)
+            if record is None or record.status not in {"validating", "cancelling"}:
+                continue
+            if error is None and file is not None:
+                self.store.copy(file.s3_key, record.input_key)
+            elif record.status == "validating":
+                self._fail_validation(
+                    record, [BatchError(code="invalid_input_file", message=error)]
+                )
+            else:
+                self._end(record, "cancelled", from_status="cancelling")
+
+    def _ingest_created_batch(self, batch_id: str) -> BatchRecord | None:
+        """The S3 event of a batch created through the API: validate it (once)."""
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            logger.warning("input for unknown batch %s", batch_id)
+            return None
+        if record.status == "cancelling" and not record.shards_queued and not record.request_total:
+            # Cancelled before validation began: nothing to run, nothing to report.
+            return self._end(record, "cancelled", from_status="cancelling")
+        return self._resume_intake(record, record.endpoint)

@@ -1,0 +1,85 @@
+"""The collaborators every stage of a batch uses, its reads, and how a status change is told
+(the outbox file for dropped batches, the status event and webhooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from batch_core import s3keys
+from batch_core.errors import NotFoundError
+from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
+from batch_core.models import TERMINAL_STATUSES
+from batch_core.records import BatchRecord
+from batch_core.repository import BatchRepository
+from batch_core.settings import Settings
+from batch_core.storage import ObjectStore
+from batch_core.webhooks import WebhookService
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceBase:
+    """What every stage shares: the settings, the table, the bucket, the queues, the clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: BatchRepository,
+        store: ObjectStore,
+        shard_queue: ShardQueue,
+        tracker: Tracker,
+        events: StatusEvents | None = None,
+        clock: Callable[[], float] = time.time,
+        jobs: IntakeJobs | None = None,
+        webhooks: WebhookService | None = None,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.webhooks = webhooks
+        self.repository = repository
+        self.store = store
+        self.shard_queue = shard_queue
+        self.tracker = tracker
+        self.events = events
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        return self.repository.get_batch(batch_id)
+
+    def get_for(self, tenant: str, batch_id: str) -> BatchRecord:
+        """The tenant's batch; NotFoundError for unknown ids and other tenants' batches alike."""
+        record = self.repository.get_batch(batch_id)
+        if record is None or record.tenant != tenant:
+            raise NotFoundError(f"No batch found with id {batch_id!r}.", param="batch_id")
+        return record
+
+    def _require(self, batch_id: str) -> BatchRecord:
+        record = self.repository.get_batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"No batch found with id {batch_id!r}.")
+        return record
+
+    def _announce(self, record: BatchRecord) -> None:
+        """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
+        try:
+            if self.events is not None:
+                self.events.publish(record.to_batch().model_dump(mode="json"))
+        except Exception:  # a notification must never fail the batch itself
+            logger.exception("could not publish the status event of %s", record.id)
+        try:
+            if self.webhooks is not None and record.status in TERMINAL_STATUSES:
+                self.webhooks.batch_ended(record)
+        except Exception:
+            logger.exception("could not queue the webhooks of %s", record.id)
+
+    def _publish(self, record: BatchRecord) -> None:
+        """Keep outbox/<name>/batch.json current for batches that came in as dropped files."""
+        if record.outbox_name:
+            key = s3keys.outbox_key(record.outbox_name, "batch.json")
+            self.store.put_json(key, record.to_batch().model_dump(mode="json"))

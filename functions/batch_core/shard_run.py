@@ -1,0 +1,148 @@
+"""Running one shard on an engine (the GPU worker's call): a lease, crash-safe parts, and a stop
+between parts when the batch no longer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from batch_core.media_urls import MediaPolicy, first_refused
+from batch_core.messaging import ShardTask
+from batch_core.protocol import (
+    BatchRequestOutput,
+    Engine,
+    EngineRequest,
+    ShardRequest,
+)
+from batch_core.records import ShardRecord
+from batch_core.shard_parts import (
+    FinishedRequests,
+    PendingPart,
+    ShardParts,
+    ShardRun,
+    refused_line,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _media_refused_line(
+    shard: ShardRecord, request: ShardRequest, param: str, reason: str
+) -> BatchRequestOutput:
+    return refused_line(
+        f"{shard.batch_id}/{request.custom_id}/media",
+        request.custom_id,
+        message=f"Invalid '{param}': {reason}.",
+        code="media_url_refused",
+        param=param,
+    )
+
+
+class ShardRunning(ShardParts):
+    """One shard through the engine."""
+
+    def process_shard(
+        self,
+        task: ShardTask,
+        engine: Engine,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        owner: str | None = None,
+        lease_seconds: float = 300,
+    ) -> ShardRun:
+        """Run one shard through the engine, writing results in crash-safe parts.
+
+        Parts already written by an earlier attempt are counted (once) and their requests
+        skipped, so a redelivered message never produces a result twice. A part is written
+        every `results_part_size` results or `results_part_seconds`, whichever comes first;
+        after each part the batch's status is read again, so a batch that is no longer
+        running (cancelling, expired) stops its shards, and `should_stop` (the worker is
+        shutting down) interrupts the shard for another worker to finish.
+        """
+        started = time.monotonic()
+        owner = owner or uuid.uuid4().hex
+        now = self._clock()
+        # One transaction checks the batch is in progress and takes the shard's lease.
+        shard = self.repository.begin_shard_attempt(
+            task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
+        )
+        if shard is None:
+            latest = self.repository.get_batch(task.batch_id)
+            if latest is None or latest.status != "in_progress":
+                logger.info("skipping shard %s: batch is %s", task, latest and latest.status)
+                return ShardRun("skipped")
+            current = self.repository.get_shard(task.batch_id, task.shard_index)
+            if current is not None and current.status != "done":
+                return ShardRun("busy")  # another worker holds its lease: a duplicated message
+            return ShardRun("skipped")  # already done
+        # A first attempt has nothing to recover: no part can exist before an attempt began.
+        finished, next_part = (
+            self._recover_parts(shard)
+            if shard.attempts > 1 or shard.parts_committed
+            else (FinishedRequests(), 0)
+        )
+        run = ShardRun("done")
+        part = PendingPart()
+        pending: list[EngineRequest] = []
+        media = MediaPolicy.of(self.settings.allowed_media_domains)
+        for request in self._unfinished(shard, finished):
+            if isinstance(request, BatchRequestOutput):
+                part.failed.append(request)  # an unreadable line: not the engine's to run
+                continue
+            refused = first_refused(request.body.get("messages"), media)
+            if refused is not None:  # checked at intake; shards are data, so again here
+                part.failed.append(_media_refused_line(shard, request, *refused))
+                continue
+            pending.append(
+                EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
+            )
+        part_started = time.monotonic()
+        remaining = len(pending)
+        results = engine.run(pending)
+        try:
+            for result in results:
+                line = result.to_output_line()
+                (part.succeeded if line.succeeded else part.failed).append(line)
+                remaining -= 1
+                if remaining and (
+                    len(part) >= self.settings.results_part_size
+                    or time.monotonic() - part_started >= self.settings.results_part_seconds
+                ):
+                    status = self._write_part(shard, next_part, part, run)
+                    next_part, part, part_started = next_part + 1, PendingPart(), time.monotonic()
+                    if status != "in_progress":
+                        run.outcome = "stopped"
+                        break
+                    if should_stop():
+                        break
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # abort what the engine still runs for us
+        if remaining:
+            if len(part):
+                self._write_part(shard, next_part, part, run, check_status=False)
+            # Give the lease up so whoever takes the shard next need not wait for it to lapse.
+            self.repository.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
+            run.seconds = time.monotonic() - started
+            if run.outcome == "stopped":
+                logger.info("batch %s is not running: shard %d stops", task.batch_id, shard.index)
+            else:
+                run.outcome = "interrupted"
+            return run
+        # The last part and the shard's settlement are one transaction.
+        self._write_part(shard, next_part, part, run, check_status=False, settle=True)
+        run.seconds = time.monotonic() - started
+        return run
+
+    def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
+        """Keep running a shard; False means the lease was lost (another worker took over)."""
+        return self.repository.renew_lease(
+            task.batch_id,
+            task.shard_index,
+            owner=owner,
+            lease_until=self._clock() + lease_seconds,
+        )
