@@ -41,6 +41,11 @@ class LineError(BatchCoreError):
         super().__init__(message, param=param, code=code)
         self.message = message
 
+    @classmethod
+    def invalid(cls, message: str, param: str) -> LineError:
+        """The common case: an `invalid_request` line naming the field at fault."""
+        return cls("invalid_request", message, param)
+
 
 class AuthenticationError(BatchCoreError):
     """No API key, or one we do not know (HTTP 401)."""

@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 
 from batch_core.errors import LineError
-from batch_core.media_urls import MediaPolicy, first_refused, media_urls
+from batch_core.media_urls import MediaPolicy, first_refused
+from batch_core.pooling_schema import SCORE_PAIRS, check_rerank, check_score
+from batch_core.responses_schema import check_responses
 
 DENY_REMOTE_MEDIA = MediaPolicy()
 
@@ -122,12 +124,6 @@ _VLLM_POOLING_COMMON = frozenset(
         "request_id", "truncate_prompt_tokens", "truncation_side", "use_activation", "user",
     }
 )  # fmt: skip
-SCORE_PAIRS = (
-    ("queries", "documents"),
-    ("queries", "items"),
-    ("text_1", "text_2"),
-    ("data_1", "data_2"),
-)
 _VLLM_SCORE_FIELDS = _VLLM_POOLING_COMMON | {name for pair in SCORE_PAIRS for name in pair}
 _VLLM_RERANK_FIELDS = _VLLM_POOLING_COMMON | {"query", "documents", "top_n"}
 
@@ -143,9 +139,6 @@ ACCEPTED_FIELDS: dict[str, frozenset[str]] = {
 }
 # Endpoints served by pooling models: they generate no tokens.
 POOLING_ENDPOINTS = frozenset({"/v1/embeddings", "/v1/score", "/v1/rerank"})
-RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
-# Responses content parts that carry text (the rest: images, files, audio, tool output).
-_RESPONSE_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
 
 
 def _is_int(value: object) -> bool:
@@ -390,121 +383,3 @@ def check_body(
             param, reason = refused
             raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
     return chars, prefix
-
-
-def _refuse(message: str, param: str) -> LineError:
-    return LineError("invalid_request", message, param)
-
-
-def check_responses(body: dict[str, Any], media: MediaPolicy = DENY_REMOTE_MEDIA) -> int:
-    """A Responses API body (`/v1/responses`); returns its characters of input text.
-
-    Every request of a batch stands alone: the workers keep no responses and run nothing in
-    the background, so what needs a stored response is refused here, by name, rather than
-    failing on the GPU."""
-    if body.get("background"):
-        raise _refuse(
-            "background is not supported in a batch: it already runs offline.", "body.background"
-        )
-    for name in ("previous_response_id", "conversation"):
-        if body.get(name) is not None:
-            raise _refuse(
-                f"{name} is not supported in a batch: no response is stored between requests;"
-                " put the earlier turns in body.input.",
-                f"body.{name}",
-            )
-    instructions = body.get("instructions")
-    if instructions is not None and not isinstance(instructions, str):
-        raise _refuse("body.instructions must be a string.", "body.instructions")
-    chars = len(instructions or "")
-    value = body.get("input")
-    if isinstance(value, str) and value:
-        return chars + len(value)
-    if type(value) is not list or not value:
-        raise _refuse(
-            "body.input must be a non-empty string or a list of input items.", "body.input"
-        )
-    for index, item in enumerate(value):
-        where = f"body.input[{index}]"
-        if type(item) is not dict:
-            raise _refuse(f"{where} must be an input item object.", where)
-        role = item.get("role")
-        if role is not None and role not in RESPONSE_ROLES:
-            raise _refuse(
-                f"{where} needs a role among {', '.join(sorted(RESPONSE_ROLES))}, got {role!r}.",
-                f"{where}.role",
-            )
-        if "content" in item:
-            chars += _response_content_chars(item["content"], f"{where}.content", media)
-        elif role is not None:
-            raise _refuse(f"{where}.content is required.", f"{where}.content")
-    return chars
-
-
-def _response_content_chars(content: object, where: str, media: MediaPolicy) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if type(content) is not list:
-        raise _refuse(f"Invalid '{where}': expected a string or a list of content parts.", where)
-    chars = 0
-    for index, part in enumerate(content):
-        at = f"{where}[{index}]"
-        kind = part.get("type") if type(part) is dict else None
-        if not isinstance(kind, str):
-            raise _refuse(f"'{at}' must be a content part with a type.", f"{at}.type")
-        if kind in _RESPONSE_TEXT_PARTS:
-            text = part.get("text", part.get("refusal"))
-            if not isinstance(text, str):
-                raise _refuse(f"'{at}.text' must be a string.", f"{at}.text")
-            chars += len(text)
-    for url, param in media_urls(content, where):
-        reason = media.refusal(url)
-        if reason is not None:
-            raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
-    return chars
-
-
-def _pooling_text_chars(value: object, name: str, *, many: bool) -> int:
-    """Characters of a score or rerank text: a string, a content object, or (`many`) a
-    non-empty list of them."""
-    if isinstance(value, str):
-        return len(value)
-    if type(value) is dict:
-        return len(orjson.dumps(value))
-    if many and type(value) is list and value:
-        return sum(_pooling_text_chars(item, name, many=False) for item in value)
-    expected = "a string or a non-empty list of strings" if many else "a string"
-    raise _refuse(f"body.{name} must be {expected}.", f"body.{name}")
-
-
-def score_pair(body: dict[str, Any]) -> tuple[str, str]:
-    """The two fields a score body compares (queries and documents unless it names another
-    pair; `queries` goes with `documents` or with `items`)."""
-    for first, second in SCORE_PAIRS:
-        if second in body:
-            return first, second
-    for first, second in SCORE_PAIRS:
-        if first in body:
-            return first, second
-    return SCORE_PAIRS[0]
-
-
-def check_score(body: dict[str, Any]) -> int:
-    """A vLLM score body (`/v1/score`): one pair of texts to compare."""
-    first, second = score_pair(body)
-    if first not in body and second not in body:
-        raise _refuse(
-            "A score request needs queries and documents (or text_1 and text_2).", "body.queries"
-        )
-    return _pooling_text_chars(body.get(first), first, many=True) + _pooling_text_chars(
-        body.get(second), second, many=True
-    )
-
-
-def check_rerank(body: dict[str, Any]) -> int:
-    """A vLLM rerank body (`/v1/rerank`): a query and the documents to rank."""
-    query = _pooling_text_chars(body.get("query"), "query", many=False)
-    documents = body.get("documents")
-    if type(documents) is not list or not documents:
-        raise _refuse("body.documents must be a non-empty list.", "body.documents")
-    return query + _pooling_text_chars(documents, "documents", many=True)

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from batch_core.pooling_schema import score_pair
 from batch_core.protocol import EngineRequest, EngineResult
-from batch_core.request_schema import score_pair
 
 
 def _words(value: Any) -> list[str]:
