@@ -1,0 +1,232 @@
+"""Batch items: create, read, move between statuses, list, sweep the overdue, claim outboxes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from batch_core.models import TERMINAL_STATUSES, BatchError
+from batch_core.records import (
+    BatchRecord,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+from batch_core.table_codec import Page, from_item, is_condition_failure, to_item, unless_refused
+from batch_core.table_keys import (
+    ACTIVE_BY_EXPIRY,
+    BY_TENANT,
+    FILES_BY_EXPIRY,
+    META,
+    batch_pk,
+    file_pk,
+    listing_keys,
+    outbox_pk,
+    webhook_pk,
+)
+
+
+class BatchTable:
+    """Batch items and the listings and sweeps over them."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def create_batch(self, record: BatchRecord) -> bool:
+        """Store a new batch; False when a batch with this id already exists."""
+        values = record.model_dump(exclude={"errors"})
+        listing = listing_keys(record.tenant, "batch", record.id)
+        item = to_item({"pk": batch_pk(record.id), "sk": META, **values, **listing})
+        response = unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return response is not None
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return self._batch_from(from_item(item))
+
+    @staticmethod
+    def _batch_from(values: dict[str, Any]) -> BatchRecord:
+        errors = values.pop("errors_json", None)
+        if errors:
+            values["errors"] = [BatchError.model_validate(e) for e in json.loads(errors)]
+        return BatchRecord.model_validate(values)
+
+    def transition(
+        self,
+        batch_id: str,
+        *,
+        to_status: str,
+        from_statuses: Iterable[str],
+        fields: Mapping[str, Any] | None = None,
+        errors: list[BatchError] | None = None,
+    ) -> bool:
+        """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise.
+
+        A token written with the move tells a retried call (its first attempt applied, the
+        answer lost) that the move was its own, so the caller still sees True."""
+        token = uuid.uuid4().hex
+        values: dict[str, Any] = {"status": to_status, **(fields or {}), "moved_by": token}
+        if to_status in TERMINAL_STATUSES:
+            values["active"] = None  # leaves the index of batches that can expire
+        if errors is not None:
+            values["errors_json"] = json.dumps([e.model_dump() for e in errors])
+        names = {f"#f{i}": name for i, name in enumerate(values)}
+        placeholders = {f":v{i}": v for i, v in enumerate(values.values()) if v is not None}
+        sets = ", ".join(f"#f{i} = :v{i}" for i, v in enumerate(values.values()) if v is not None)
+        removes = ", ".join(f"#f{i}" for i, v in enumerate(values.values()) if v is None)
+        expression = f"SET {sets}" + (f" REMOVE {removes}" if removes else "")
+        allowed = {f":s{i}": status for i, status in enumerate(from_statuses)}
+        condition = f"#status IN ({', '.join(allowed)})"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={**names, "#status": "status"},
+                ExpressionAttributeValues=to_item({**placeholders, **allowed}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if is_condition_failure(error):
+                current: Any = error.response.get("Item") or {}
+                return bool(current.get("moved_by", {}).get("S") == token)
+            raise
+        return True
+
+    def listing_position(self, tenant: str, kind: str, object_id: str) -> str | None:
+        """Where a tenant's batch or file sits in its listing (a page cursor); None if the
+        object does not exist or is another tenant's."""
+        pk = {"batch": batch_pk, "file": file_pk, "webhook": webhook_pk}[kind](object_id)
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=to_item({"pk": pk, "sk": META}),
+            ProjectionExpression="tenant_kind, created_sort",
+        )
+        values = from_item(response.get("Item") or {})
+        if values.get("tenant_kind") != f"{tenant}#{kind}":
+            return None
+        position: str = values["created_sort"]
+        return position
+
+    def list_batches(
+        self, tenant: str, *, after: str | None, limit: int
+    ) -> tuple[list[BatchRecord], bool]:
+        """A tenant's batches, newest first, past the listing position `after`."""
+        page = self._page(tenant, "batch", after, limit, ascending=False)
+        return [self._batch_from(values) for values in page.items], page.has_more
+
+    def set_metadata(self, batch_id: str, metadata: dict[str, str]) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET metadata = :metadata",
+            ExpressionAttributeValues=to_item({":metadata": metadata}),
+        )
+
+    def _page(
+        self,
+        tenant: str,
+        kind: str,
+        cursor: str | None,
+        limit: int,
+        *,
+        ascending: bool,
+        filters: Mapping[str, str] | None = None,
+    ) -> Page:
+        """Up to `limit` items of a tenant's `kind` from the ByTenant index, past `cursor`."""
+        condition = "tenant_kind = :partition"
+        values: dict[str, Any] = {":partition": f"{tenant}#{kind}"}
+        if cursor is not None:
+            condition += f" AND created_sort {'>' if ascending else '<'} :cursor"
+            values[":cursor"] = cursor
+        names = {f"#k{i}": name for i, name in enumerate(filters or {})}
+        filter_expression = " AND ".join(f"#k{i} = :k{i}" for i in range(len(names)))
+        values.update({f":k{i}": value for i, value in enumerate((filters or {}).values())})
+        items: list[dict[str, Any]] = []
+        start_key: Any = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": BY_TENANT,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": to_item(values),
+                "ScanIndexForward": ascending,
+                "Limit": limit + 1 - len(items),
+            }
+            if names:
+                request["ExpressionAttributeNames"] = names
+                request["FilterExpression"] = filter_expression
+            if start_key:
+                request["ExclusiveStartKey"] = start_key
+            response = self._db.query(**request)
+            items += [from_item(item) for item in response["Items"]]
+            start_key = response.get("LastEvaluatedKey")
+            if len(items) > limit or not start_key:
+                return Page(items=items[:limit], has_more=len(items) > limit)
+
+    def overdue_batch_ids(self, now: int) -> list[str]:
+        """Batches not yet terminal whose completion window ended before `now` (an index
+        query: only active batches are in the index)."""
+        ids: list[str] = []
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            IndexName=ACTIVE_BY_EXPIRY,
+            KeyConditionExpression="#active = :one AND expires_at < :now",
+            ExpressionAttributeNames={"#active": "active"},
+            ExpressionAttributeValues=to_item({":one": "1", ":now": now}),
+        )
+        for page in pages:
+            ids.extend(str(from_item(item)["id"]) for item in page["Items"])
+        return ids
+
+    def expired_file_ids(self, now: int, limit: int = 1000) -> list[str]:
+        """Up to `limit` files whose `expires_at` is past, oldest first (an index query)."""
+        response = self._db.query(
+            TableName=self._table,
+            IndexName=ACTIVE_BY_EXPIRY,
+            KeyConditionExpression="#active = :files AND expires_at <= :now",
+            ExpressionAttributeNames={"#active": "active"},
+            ExpressionAttributeValues=to_item({":files": FILES_BY_EXPIRY, ":now": now}),
+            Limit=limit,
+        )
+        return [str(from_item(item)["id"]) for item in response["Items"]]
+
+    def claim_outbox(self, name: str, batch_id: str) -> bool:
+        """Take outbox/<name>/ for `batch_id`; False when another batch holds it (claiming
+        again for the same batch, a redelivered event, succeeds)."""
+        response = unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=to_item({"pk": outbox_pk(name), "sk": META, "batch_id": batch_id}),
+            ConditionExpression="attribute_not_exists(pk) OR batch_id = :me",
+            ExpressionAttributeValues=to_item({":me": batch_id}),
+        )
+        return response is not None
+
+    def mark_shards_queued(self, batch_id: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET shards_queued = :yes",
+            ExpressionAttributeValues=to_item({":yes": True}),
+        )

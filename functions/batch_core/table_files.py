@@ -1,0 +1,211 @@
+"""File and Upload items: a File's life from uploaded to processed, Uploads and their parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batch_core.models import FileObject
+from batch_core.records import (
+    FileRecord,
+    Upload,
+    UploadPart,
+    UploadPartRecord,
+    UploadRecord,
+)
+from batch_core.table_batches import BatchTable
+from batch_core.table_codec import from_item, to_item, unless_refused
+from batch_core.table_keys import FILES_BY_EXPIRY, META, file_pk, listing_keys, upload_pk
+
+
+class FileTable(BatchTable):
+    """File, Upload and upload part items."""
+
+    def put_file(self, record: FileRecord) -> None:
+        file = record.file
+        values = {
+            "pk": file_pk(file.id),
+            "sk": META,
+            "s3_key": record.s3_key,
+            "batch_id": record.batch_id,
+            "tenant": record.tenant,
+            **listing_keys(record.tenant, "file", file.id),
+            **{f"file_{k}": v for k, v in file.model_dump().items()},
+        }
+        if file.expires_at is not None:  # in the expiry index, under its own partition
+            values |= {"id": file.id, "active": FILES_BY_EXPIRY, "expires_at": file.expires_at}
+        self._db.put_item(TableName=self._table, Item=to_item(values))
+
+    def wait_for_file(self, file_id: str, batch_id: str) -> bool:
+        """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
+        when the file is no longer `uploaded` (the join finished: copy it now)."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": file_pk(file_id), "sk": META}),
+            UpdateExpression="SET waiting_batches = list_append("
+            "if_not_exists(waiting_batches, :empty), :batch)",
+            ConditionExpression="file_status = :uploaded",
+            ExpressionAttributeValues=to_item(
+                {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
+            ),
+        )
+        return response is not None
+
+    def finish_file(
+        self,
+        file_id: str,
+        *,
+        status: str,
+        status_details: str | None = None,
+        size: int | None = None,
+    ) -> list[str]:
+        """Move an `uploaded` file to `status` (and its `bytes` to `size`, when given);
+        returns the batches that waited for it (in the same write, so none is missed). Empty
+        when it was already finished."""
+        values: dict[str, Any] = {":status": status, ":uploaded": "uploaded"}
+        update = "SET file_status = :status"
+        if size is not None:
+            update += ", file_bytes = :size"
+            values[":size"] = size
+        if status_details:
+            update += ", file_status_details = :details"
+            values[":details"] = status_details
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": file_pk(file_id), "sk": META}),
+            UpdateExpression=update + " REMOVE waiting_batches",
+            ConditionExpression="file_status = :uploaded",
+            ExpressionAttributeValues=to_item(values),
+            ReturnValues="UPDATED_OLD",
+        )
+        if response is None:
+            return []
+        old = from_item(response.get("Attributes") or {})
+        return [str(batch_id) for batch_id in old.get("waiting_batches") or []]
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=to_item({"pk": file_pk(file_id), "sk": META})
+        )
+        item = response.get("Item")
+        return self._file_from(from_item(item)) if item else None
+
+    @staticmethod
+    def _file_from(values: dict[str, Any]) -> FileRecord:
+        file_values = {k[5:]: v for k, v in values.items() if k.startswith("file_")}
+        return FileRecord(
+            file=FileObject.model_validate(file_values),
+            s3_key=values["s3_key"],
+            batch_id=values.get("batch_id"),
+            tenant=values.get("tenant", "default"),
+        )
+
+    def list_files(
+        self,
+        tenant: str,
+        *,
+        after: str | None,
+        limit: int,
+        ascending: bool,
+        purpose: str | None,
+    ) -> tuple[list[FileRecord], bool]:
+        """A tenant's files in creation order (or reversed), past the listing position."""
+        filters = {"file_purpose": purpose} if purpose else None
+        page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
+        return [self._file_from(values) for values in page.items], page.has_more
+
+    def delete_file(self, file_id: str) -> bool:
+        """Forget a file; False if it was not there."""
+        response = self._db.delete_item(
+            TableName=self._table,
+            Key=to_item({"pk": file_pk(file_id), "sk": META}),
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))
+
+    def put_upload(self, record: UploadRecord) -> None:
+        self._db.put_item(
+            TableName=self._table,
+            Item=to_item(
+                {
+                    "pk": upload_pk(record.upload.id),
+                    "sk": META,
+                    "document": record.model_dump_json(),
+                }
+            ),
+        )
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=to_item({"pk": upload_pk(upload_id), "sk": META}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return UploadRecord.model_validate_json(from_item(item)["document"])
+
+    def reserve_upload_bytes(self, upload_id: str, size: int, limit: int) -> bool:
+        """Count `size` more bytes of parts against the upload's declared `limit`; False
+        when they would not fit (the part is refused before it is stored)."""
+        if size > limit:
+            return False
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": upload_pk(upload_id), "sk": META}),
+            UpdateExpression="ADD received :size",
+            ConditionExpression="attribute_exists(pk) AND "
+            "(attribute_not_exists(received) OR received <= :room)",
+            ExpressionAttributeValues=to_item({":size": size, ":room": limit - size}),
+        )
+        return response is not None
+
+    def finish_upload(self, record: UploadRecord, upload: Upload) -> bool:
+        """Move a pending upload to its final state (completed or cancelled), once."""
+        response = unless_refused(
+            self._db.put_item,
+            TableName=self._table,
+            Item=to_item(
+                {
+                    "pk": upload_pk(upload.id),
+                    "sk": META,
+                    "status": upload.status,
+                    "document": record.model_copy(update={"upload": upload}).model_dump_json(),
+                }
+            ),
+            ConditionExpression="attribute_not_exists(#status)",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+        return response is not None
+
+    def put_upload_part(self, record: UploadPartRecord) -> None:
+        part: UploadPart = record.part
+        self._db.put_item(
+            TableName=self._table,
+            Item=to_item(
+                {
+                    "pk": upload_pk(part.upload_id),
+                    "sk": f"PART#{part.id}",
+                    "document": record.model_dump_json(),
+                }
+            ),
+        )
+
+    def list_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
+        parts: list[UploadPartRecord] = []
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :part)",
+            ExpressionAttributeValues=to_item({":pk": upload_pk(upload_id), ":part": "PART#"}),
+            ConsistentRead=True,
+        )
+        for page in pages:
+            parts += [
+                UploadPartRecord.model_validate_json(from_item(item)["document"])
+                for item in page["Items"]
+            ]
+        return parts

@@ -1,0 +1,51 @@
+"""The single table's keys and indexes: one place names every item kind's partition and sort key."""
+
+from __future__ import annotations
+
+import time
+
+META = "META"
+
+ACTIVE_BY_EXPIRY = "ActiveByExpiry"
+
+BY_TENANT = "ByTenant"
+
+FILES_BY_EXPIRY = "file"
+"""The expiry index's partition of File items (batches not yet ended are under "1")."""
+
+
+def batch_pk(batch_id: str) -> str:
+    return f"BATCH#{batch_id}"
+
+
+def shard_sk(index: int) -> str:
+    return f"SHARD#{index:05d}"
+
+
+def file_pk(file_id: str) -> str:
+    return f"FILE#{file_id}"
+
+
+def webhook_pk(endpoint_id: str) -> str:
+    return f"WEBHOOK#{endpoint_id}"
+
+
+def upload_pk(upload_id: str) -> str:
+    return f"UPLOAD#{upload_id}"
+
+
+def outbox_pk(name: str) -> str:
+    return f"OUTBOX#{name}"
+
+
+def api_key_pk(key_hash: str) -> str:
+    return f"APIKEY#{key_hash}"
+
+
+def listing_keys(tenant: str, kind: str, object_id: str) -> dict[str, str]:
+    """The ByTenant index's keys: one partition per tenant and kind, sorted by creation time
+    in nanoseconds (`created_at` has whole seconds only; ids are not time-ordered)."""
+    return {
+        "tenant_kind": f"{tenant}#{kind}",
+        "created_sort": f"{time.time_ns():020d}#{object_id}",
+    }

@@ -1,0 +1,80 @@
+"""Per-tenant items: webhook endpoints, the request-rate window, API keys."""
+
+from __future__ import annotations
+
+from batch_core.records import (
+    ApiKeyRecord,
+    WebhookRecord,
+)
+from batch_core.table_batches import BatchTable
+from batch_core.table_codec import from_item, to_item, unless_refused
+from batch_core.table_keys import META, api_key_pk, listing_keys, webhook_pk
+
+
+class TenantTable(BatchTable):
+    """Webhook endpoints, request slots and API keys."""
+
+    def put_webhook(self, record: WebhookRecord) -> None:
+        values = {
+            "pk": webhook_pk(record.endpoint.id),
+            "sk": META,
+            "tenant": record.tenant,
+            "document": record.model_dump_json(),
+            **listing_keys(record.tenant, "webhook", record.endpoint.id),
+        }
+        self._db.put_item(TableName=self._table, Item=to_item(values))
+
+    def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META})
+        )
+        item = response.get("Item")
+        return WebhookRecord.model_validate_json(from_item(item)["document"]) if item else None
+
+    def list_webhooks(
+        self, tenant: str, *, limit: int, after: str | None = None
+    ) -> tuple[list[WebhookRecord], bool]:
+        """A tenant's endpoints, newest first, past the listing position `after`."""
+        page = self._page(tenant, "webhook", after, limit, ascending=False)
+        records = [WebhookRecord.model_validate_json(v["document"]) for v in page.items]
+        return records, page.has_more
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        self._db.delete_item(
+            TableName=self._table, Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META})
+        )
+
+    def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
+        """Count one request of `tenant` in the time window `window`; False when `limit`
+        were already counted there. One conditional write; the item expires by TTL."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": f"RATE#{tenant}", "sk": f"{window:012d}"}),
+            UpdateExpression="ADD requests :one SET #ttl = :ttl",
+            ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": expires_at}),
+        )
+        return response is not None
+
+    def put_api_key(self, record: ApiKeyRecord) -> None:
+        self._db.put_item(
+            TableName=self._table,
+            Item=to_item({"pk": api_key_pk(record.key_hash), "sk": META, **record.model_dump()}),
+        )
+
+    def delete_api_key(self, key_hash: str) -> bool:
+        response = self._db.delete_item(
+            TableName=self._table,
+            Key=to_item({"pk": api_key_pk(key_hash), "sk": META}),
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=to_item({"pk": api_key_pk(key_hash), "sk": META})
+        )
+        item = response.get("Item")
+        return ApiKeyRecord.model_validate(from_item(item)) if item else None
