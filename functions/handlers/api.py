@@ -2,7 +2,8 @@
 /v1/batches as the openai SDK calls them, plus two extensions (`/results`, `/retry`).
 
 A gate (`_admit`) authenticates and checks the body's bytes before any route parses it;
-each route then makes one call on the core and returns the object.
+each route (`api_files`: files and uploads; `api_batches`: batches and webhook endpoints)
+then makes one call on the core and returns the object.
 Typed core errors become OpenAI's error shape in one place (`_error_response`).
 """
 
@@ -13,7 +14,7 @@ import binascii
 import json
 import re
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -21,29 +22,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import (
-    File,
-    Form,
-    Header,
-    Path,
-    Query,
-    UploadFile,
-)
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_core.api_models import (
-    MAX_ID_CHARS,
-    BatchCreateParams,
-    BatchList,
-    BatchResultParts,
-    FileDeleted,
-    FileList,
-    ResultPartObject,
-    UploadCompleteParams,
-    UploadCreateParams,
-    WebhookEndpointList,
-)
 from batch_core.errors import (
     AuthenticationError,
     BatchCoreError,
@@ -54,39 +35,25 @@ from batch_core.errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
-from batch_core.files import content_disposition, content_type_of
 from batch_core.json_bounds import check_bounds
-from batch_core.models import Batch, FileObject
-from batch_core.records import Upload, UploadPart, WebhookEndpoint
-from batch_core.retention import (
-    MAX_EXPIRES_AFTER_SECONDS,
-    MIN_EXPIRES_AFTER_SECONDS,
-    ExpiresAfter,
-)
-from batch_core.webhooks import (
-    DeletedWebhookEndpoint,
-    WebhookEndpointCreateParams,
-    WebhookEndpointWithSecret,
-)
 from batch_core.wiring import (
     AwsError,
     default_api_keys,
-    default_files,
     default_rate_limiter,
     default_service,
-    default_webhooks,
     is_throttled,
 )
-from handlers.api_document import FILE_BYTES, answers, finish, path_rules
+from handlers import api_batches, api_files
+from handlers.api_document import finish, path_rules
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(api_files.router)
+app.include_router(api_batches.router)
 
 OPENAPI_PATH = "/openapi.json"
-IdInPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
-"""An object id in the URL: longer ones than any issued are refused before a table lookup."""
 API_TITLE = "openbatch: OpenAI-compatible Batch API"
 API_VERSION = "1.0.0"
 
@@ -255,283 +222,6 @@ def _no_route(_: Exception) -> Response[Any]:
         param=None,
         code="unknown_url",
     )
-
-
-def _tenant() -> str:
-    tenant: str = app.context["tenant"]
-    return tenant
-
-
-def _check_size(data: bytes, what: str) -> None:
-    limit = default_service().settings.max_request_body_bytes
-    if len(data) > limit:
-        raise PayloadTooLargeError(
-            f"The {what} is {len(data)} bytes; one request carries at most {limit}. "
-            "Send larger files in parts through /v1/uploads.",
-            param=what,
-        )
-
-
-# -- files ---------------------------------------------------------------------------
-
-
-@app.post(
-    "/v1/files",
-    summary="Upload a batch input file (multipart)",
-    responses=answers(FileObject, body=True),
-)
-def create_file(
-    file: Annotated[UploadFile, File(description="The JSONL input file")],
-    purpose: Annotated[Literal["batch"], Form(description="Must be 'batch'")],
-    anchor: Annotated[
-        Literal["created_at"] | None,
-        Form(alias="expires_after[anchor]", description="What expiry counts from"),
-    ] = None,
-    seconds: Annotated[
-        int | None,
-        Form(
-            alias="expires_after[seconds]",
-            ge=MIN_EXPIRES_AFTER_SECONDS,
-            le=MAX_EXPIRES_AFTER_SECONDS,
-            description="Seconds after `created_at` the File expires (default 30 days)",
-        ),
-    ] = None,
-) -> FileObject:
-    _check_size(file.content, "file")
-    return default_files().create(
-        _tenant(),
-        filename=file.filename or "upload.jsonl",
-        purpose=purpose,
-        data=file.content,
-        expires_after=_expires_after(seconds),
-    )
-
-
-def _expires_after(seconds: int | None) -> ExpiresAfter | None:
-    """A multipart form's `expires_after[seconds]`: its `expires_after[anchor]` is validated
-    by the route and can only be `created_at`, so the seconds alone make the policy."""
-    if seconds is None:
-        return None
-    return ExpiresAfter(anchor="created_at", seconds=seconds)
-
-
-@app.get("/v1/files", summary="List files", responses=answers(FileList, 404))
-def list_files(
-    after: Annotated[
-        str | None, Query(max_length=MAX_ID_CHARS, description="A file id: list the files after it")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
-    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-    purpose: Annotated[str | None, Query(max_length=64)] = None,
-) -> FileList:
-    page = default_files().list_files(
-        _tenant(), after=after, limit=limit, order=order, purpose=purpose
-    )
-    return FileList.of(page.data, page.has_more)
-
-
-@app.get("/v1/files/<file_id>", summary="Retrieve a file", responses=answers(FileObject, 404))
-def retrieve_file(file_id: IdInPath) -> FileObject:
-    return default_files().get(_tenant(), file_id).file
-
-
-@app.delete("/v1/files/<file_id>", summary="Delete a file", responses=answers(FileDeleted, 404))
-def delete_file(file_id: IdInPath) -> FileDeleted:
-    default_files().delete(_tenant(), file_id)
-    return FileDeleted(id=file_id)
-
-
-@app.get(
-    "/v1/files/<file_id>/content",
-    summary="A file's bytes (large files: a redirect)",
-    responses=answers(None, 404, 409, content=FILE_BYTES, redirect=True),
-)
-def file_content(file_id: IdInPath) -> Response[Any]:
-    content = default_files().content(_tenant(), file_id)
-    if content.url is not None:
-        return Response(status_code=302, headers={"Location": content.url}, body="")
-    response: Response[Any] = Response(
-        status_code=200,
-        content_type=content_type_of(content.file.filename),
-        headers={"Content-Disposition": content_disposition(content.file.filename)},
-        # The stored bytes exactly, whatever they are: base64 here, binary on the wire
-        # (BinaryMediaTypes */*). Bytes left to Powertools would be decoded as UTF-8 first.
-        body=base64.b64encode(content.data or b"").decode("ascii"),
-    )
-    response.base64_encoded = True
-    return response
-
-
-# -- uploads -------------------------------------------------------------------------
-
-
-@app.post(
-    "/v1/uploads",
-    summary="Start an upload of a large file in parts",
-    responses=answers(Upload, body=True),
-)
-def create_upload(params: UploadCreateParams) -> Upload:
-    return default_files().create_upload(
-        _tenant(),
-        filename=params.filename,
-        purpose=params.purpose,
-        size=params.bytes,
-        mime_type=params.mime_type,
-        expires_after=params.expires_after,
-    )
-
-
-@app.post(
-    "/v1/uploads/<upload_id>/parts",
-    summary="Add a part to an upload",
-    responses=answers(UploadPart, 404, 409, body=True),
-)
-def add_upload_part(
-    upload_id: IdInPath, data: Annotated[UploadFile, File(description="The part's bytes")]
-) -> UploadPart:
-    _check_size(data.content, "data")
-    return default_files().add_upload_part(_tenant(), upload_id, data.content)
-
-
-@app.post(
-    "/v1/uploads/<upload_id>/complete",
-    summary="Join the parts into a File",
-    responses=answers(Upload, 404, 409, body=True),
-)
-def complete_upload(upload_id: IdInPath, params: UploadCompleteParams) -> Upload:
-    return default_files().complete_upload(
-        _tenant(), upload_id, part_ids=params.part_ids, md5=params.md5
-    )
-
-
-@app.post(
-    "/v1/uploads/<upload_id>/cancel",
-    summary="Cancel an upload",
-    responses=answers(Upload, 404, 409),
-)
-def cancel_upload(upload_id: IdInPath) -> Upload:
-    return default_files().cancel_upload(_tenant(), upload_id)
-
-
-# -- batches -------------------------------------------------------------------------
-
-
-@app.post(
-    "/v1/batches",
-    summary="Create a batch (an Idempotency-Key header makes it safe to retry)",
-    responses=answers(Batch, 404, body=True),
-)
-def create_batch(
-    params: BatchCreateParams,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            max_length=255,
-            description="The same key returns the same batch; with other parameters, a 400",
-        ),
-    ] = None,
-) -> Batch:
-    key = idempotency_key or None
-    record = default_service().create_batch(
-        _tenant(),
-        input_file_id=params.input_file_id,
-        endpoint=params.endpoint,
-        completion_window=params.completion_window,
-        metadata=params.metadata,
-        idempotency_key=key,
-        output_expires_after=params.output_expires_after,
-    )
-    return record.to_batch()
-
-
-@app.get("/v1/batches", summary="List batches, newest first", responses=answers(BatchList, 404))
-def list_batches(
-    after: Annotated[
-        str | None,
-        Query(max_length=MAX_ID_CHARS, description="A batch id: list the batches after it"),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> BatchList:
-    records, has_more = default_service().list_batches(_tenant(), after=after, limit=limit)
-    return BatchList.of([r.to_batch() for r in records], has_more)
-
-
-@app.get("/v1/batches/<batch_id>", summary="Retrieve a batch", responses=answers(Batch, 404))
-def retrieve_batch(batch_id: IdInPath) -> Batch:
-    return default_service().get_for(_tenant(), batch_id).to_batch()
-
-
-@app.post(
-    "/v1/batches/<batch_id>/cancel",
-    summary="Cancel a batch; finished results are kept",
-    responses=answers(Batch, 404, 409),
-)
-def cancel_batch(batch_id: IdInPath) -> Batch:
-    return default_service().cancel(batch_id, tenant=_tenant()).to_batch()
-
-
-@app.post(
-    "/v1/batches/<batch_id>/retry",
-    summary="A new batch of this batch's failed, expired and cancelled requests (extension)",
-    responses=answers(Batch, 404, 409),
-)
-def retry_batch(batch_id: IdInPath) -> Batch:
-    return default_service().retry(_tenant(), batch_id).to_batch()
-
-
-@app.get(
-    "/v1/batches/<batch_id>/results",
-    summary="The result parts written so far, readable mid-run (extension)",
-    responses=answers(BatchResultParts, 404),
-)
-def batch_results(batch_id: IdInPath) -> BatchResultParts:
-    parts = default_service().result_parts(_tenant(), batch_id)
-    return BatchResultParts(
-        data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
-    )
-
-
-# -- webhook endpoints (the SDKs' client.webhooks) -----------------------------------
-
-
-@app.post(
-    "/v1/webhook_endpoints",
-    summary="Register a webhook endpoint; its signing secret is shown only here",
-    responses=answers(WebhookEndpointWithSecret, body=True),
-)
-def create_webhook_endpoint(params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
-    return default_webhooks().create(_tenant(), params)
-
-
-@app.get(
-    "/v1/webhook_endpoints",
-    summary="List webhook endpoints, newest first",
-    responses=answers(WebhookEndpointList, 404),
-)
-def list_webhook_endpoints(
-    after: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> WebhookEndpointList:
-    return default_webhooks().list(_tenant(), after=after, limit=limit)
-
-
-@app.get(
-    "/v1/webhook_endpoints/<webhook_endpoint_id>",
-    summary="Retrieve a webhook endpoint",
-    responses=answers(WebhookEndpoint, 404),
-)
-def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
-    return default_webhooks().get(_tenant(), webhook_endpoint_id).endpoint
-
-
-@app.delete(
-    "/v1/webhook_endpoints/<webhook_endpoint_id>",
-    summary="Delete a webhook endpoint",
-    responses=answers(DeletedWebhookEndpoint, 404),
-)
-def delete_webhook_endpoint(webhook_endpoint_id: IdInPath) -> DeletedWebhookEndpoint:
-    return default_webhooks().delete(_tenant(), webhook_endpoint_id)
 
 
 @app.get(OPENAPI_PATH, include_in_schema=False)

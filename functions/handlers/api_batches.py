@@ -1,0 +1,157 @@
+"""The API's /v1/batches routes (OpenAI's Batches, plus `/results` and `/retry`) and
+/v1/webhook_endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import (
+    Header,
+    Query,
+)
+
+from batch_core.api_models import (
+    MAX_ID_CHARS,
+    BatchCreateParams,
+    BatchList,
+    BatchResultParts,
+    ResultPartObject,
+    WebhookEndpointList,
+)
+from batch_core.models import Batch
+from batch_core.records import WebhookEndpoint
+from batch_core.webhooks import (
+    DeletedWebhookEndpoint,
+    WebhookEndpointCreateParams,
+    WebhookEndpointWithSecret,
+)
+from batch_core.wiring import (
+    default_service,
+    default_webhooks,
+)
+from handlers.api_document import answers
+from handlers.api_routing import IdInPath, tenant_of
+
+router = Router()  # type: ignore[no-untyped-call]
+
+
+# -- batches -------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/batches",
+    summary="Create a batch (an Idempotency-Key header makes it safe to retry)",
+    responses=answers(Batch, 404, body=True),
+)
+def create_batch(
+    params: BatchCreateParams,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="The same key returns the same batch; with other parameters, a 400",
+        ),
+    ] = None,
+) -> Batch:
+    key = idempotency_key or None
+    record = default_service().create_batch(
+        tenant_of(router),
+        input_file_id=params.input_file_id,
+        endpoint=params.endpoint,
+        completion_window=params.completion_window,
+        metadata=params.metadata,
+        idempotency_key=key,
+        output_expires_after=params.output_expires_after,
+    )
+    return record.to_batch()
+
+
+@router.get("/v1/batches", summary="List batches, newest first", responses=answers(BatchList, 404))
+def list_batches(
+    after: Annotated[
+        str | None,
+        Query(max_length=MAX_ID_CHARS, description="A batch id: list the batches after it"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    records, has_more = default_service().list_batches(tenant_of(router), after=after, limit=limit)
+    return BatchList.of([r.to_batch() for r in records], has_more)
+
+
+@router.get("/v1/batches/<batch_id>", summary="Retrieve a batch", responses=answers(Batch, 404))
+def retrieve_batch(batch_id: IdInPath) -> Batch:
+    return default_service().get_for(tenant_of(router), batch_id).to_batch()
+
+
+@router.post(
+    "/v1/batches/<batch_id>/cancel",
+    summary="Cancel a batch; finished results are kept",
+    responses=answers(Batch, 404, 409),
+)
+def cancel_batch(batch_id: IdInPath) -> Batch:
+    return default_service().cancel(batch_id, tenant=tenant_of(router)).to_batch()
+
+
+@router.post(
+    "/v1/batches/<batch_id>/retry",
+    summary="A new batch of this batch's failed, expired and cancelled requests (extension)",
+    responses=answers(Batch, 404, 409),
+)
+def retry_batch(batch_id: IdInPath) -> Batch:
+    return default_service().retry(tenant_of(router), batch_id).to_batch()
+
+
+@router.get(
+    "/v1/batches/<batch_id>/results",
+    summary="The result parts written so far, readable mid-run (extension)",
+    responses=answers(BatchResultParts, 404),
+)
+def batch_results(batch_id: IdInPath) -> BatchResultParts:
+    parts = default_service().result_parts(tenant_of(router), batch_id)
+    return BatchResultParts(
+        data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
+    )
+
+
+# -- webhook endpoints (the SDKs' client.webhooks) -----------------------------------
+
+
+@router.post(
+    "/v1/webhook_endpoints",
+    summary="Register a webhook endpoint; its signing secret is shown only here",
+    responses=answers(WebhookEndpointWithSecret, body=True),
+)
+def create_webhook_endpoint(params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
+    return default_webhooks().create(tenant_of(router), params)
+
+
+@router.get(
+    "/v1/webhook_endpoints",
+    summary="List webhook endpoints, newest first",
+    responses=answers(WebhookEndpointList, 404),
+)
+def list_webhook_endpoints(
+    after: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> WebhookEndpointList:
+    return default_webhooks().list(tenant_of(router), after=after, limit=limit)
+
+
+@router.get(
+    "/v1/webhook_endpoints/<webhook_endpoint_id>",
+    summary="Retrieve a webhook endpoint",
+    responses=answers(WebhookEndpoint, 404),
+)
+def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
+    return default_webhooks().get(tenant_of(router), webhook_endpoint_id).endpoint
+
+
+@router.delete(
+    "/v1/webhook_endpoints/<webhook_endpoint_id>",
+    summary="Delete a webhook endpoint",
+    responses=answers(DeletedWebhookEndpoint, 404),
+)
+def delete_webhook_endpoint(webhook_endpoint_id: IdInPath) -> DeletedWebhookEndpoint:
+    return default_webhooks().delete(tenant_of(router), webhook_endpoint_id)
