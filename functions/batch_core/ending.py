@@ -10,7 +10,7 @@ from batch_core import s3keys
 from batch_core.errors import ConflictError
 from batch_core.ids import new_file_id, new_request_line_id
 from batch_core.messaging import ShardTask
-from batch_core.models import TERMINAL_STATUSES, FileObject
+from batch_core.models import TERMINAL_STATUSES, BatchStatus, FileObject
 from batch_core.protocol import (
     BatchLineError,
     BatchRequestOutput,
@@ -160,7 +160,9 @@ class Ending(ShardParts):
         )
         return self._end(record, "completed", from_status="finalizing")
 
-    def _end(self, record: BatchRecord, status: str, *, from_status: str) -> BatchRecord:
+    def _end(
+        self, record: BatchRecord, status: BatchStatus, *, from_status: BatchStatus
+    ) -> BatchRecord:
         """Merge the parts into the output and error files and move to a terminal status."""
         batch_id, tenant = record.id, record.tenant  # the output files are the batch owner's
         seconds = record.output_expires_after_seconds or self.settings.file_retention_seconds
@@ -201,8 +203,8 @@ class Ending(ShardParts):
         *,
         code: str,
         message: str,
-        status: str,
-        from_status: str,
+        status: BatchStatus,
+        from_status: BatchStatus,
         force: bool = False,
     ) -> BatchRecord:
         """End a batch that stops early (cancelled, expired) once no worker runs its shards.

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from batch_core.models import TERMINAL_STATUSES, BatchError
+from batch_core.lifecycle import check_move
+from batch_core.models import TERMINAL_STATUSES, BatchError, BatchStatus
 from batch_core.records import (
     BatchRecord,
 )
@@ -73,15 +74,18 @@ class BatchTable:
         self,
         batch_id: str,
         *,
-        to_status: str,
-        from_statuses: Iterable[str],
+        to_status: BatchStatus,
+        from_statuses: Iterable[BatchStatus],
         fields: Mapping[str, Any] | None = None,
         errors: list[BatchError] | None = None,
     ) -> bool:
         """Move a batch to `to_status` if it is in one of `from_statuses`; False otherwise.
+        Only moves the lifecycle lists are written (`lifecycle.check_move`).
 
         A token written with the move tells a retried call (its first attempt applied, the
         answer lost) that the move was its own, so the caller still sees True."""
+        from_statuses = list(from_statuses)
+        check_move(to_status, from_statuses)
         token = uuid.uuid4().hex
         values: dict[str, Any] = {"status": to_status, **(fields or {}), "moved_by": token}
         if to_status in TERMINAL_STATUSES:
