@@ -70,14 +70,7 @@ class ShardRunning(ShardParts):
             task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
         )
         if shard is None:
-            latest = self.repository.get_batch(task.batch_id)
-            if latest is None or latest.status != "in_progress":
-                logger.info("skipping shard %s: batch is %s", task, latest and latest.status)
-                return ShardRun("skipped")
-            current = self.repository.get_shard(task.batch_id, task.shard_index)
-            if current is not None and current.status != "done":
-                return ShardRun("busy")  # another worker holds its lease: a duplicated message
-            return ShardRun("skipped")  # already done
+            return self._not_begun(task)
         # A first attempt has nothing to recover: no part can exist before an attempt began.
         finished, next_part = (
             self._recover_parts(shard)
@@ -86,19 +79,7 @@ class ShardRunning(ShardParts):
         )
         run = ShardRun("done")
         part = PendingPart()
-        pending: list[EngineRequest] = []
-        media = MediaPolicy.of(self.settings.allowed_media_domains)
-        for request in self._unfinished(shard, finished):
-            if isinstance(request, BatchRequestOutput):
-                part.failed.append(request)  # an unreadable line: not the engine's to run
-                continue
-            refused = first_refused(request.body.get("messages"), media)
-            if refused is not None:  # checked at intake; shards are data, so again here
-                part.failed.append(_media_refused_line(shard, request, *refused))
-                continue
-            pending.append(
-                EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
-            )
+        pending = self._to_run(shard, finished, part)
         part_started = time.monotonic()
         remaining = len(pending)
         results = engine.run(pending)
@@ -137,6 +118,38 @@ class ShardRunning(ShardParts):
         self._write_part(shard, next_part, part, run, check_status=False, settle=True)
         run.seconds = time.monotonic() - started
         return run
+
+    def _not_begun(self, task: ShardTask) -> ShardRun:
+        """Why an attempt could not begin: the batch is not running, or the shard is done or
+        held by another worker (a duplicated message)."""
+        latest = self.repository.get_batch(task.batch_id)
+        if latest is None or latest.status != "in_progress":
+            logger.info("skipping shard %s: batch is %s", task, latest and latest.status)
+            return ShardRun("skipped")
+        current = self.repository.get_shard(task.batch_id, task.shard_index)
+        if current is not None and current.status != "done":
+            return ShardRun("busy")  # another worker holds its lease: a duplicated message
+        return ShardRun("skipped")  # already done
+
+    def _to_run(
+        self, shard: ShardRecord, finished: FinishedRequests, part: PendingPart
+    ) -> list[EngineRequest]:
+        """The shard's requests the engine still has to run; lines it must not run (unreadable,
+        a media URL the policy refuses) go to `part` as error lines."""
+        pending: list[EngineRequest] = []
+        media = MediaPolicy.of(self.settings.allowed_media_domains)
+        for request in self._unfinished(shard, finished):
+            if isinstance(request, BatchRequestOutput):
+                part.failed.append(request)  # an unreadable line: not the engine's to run
+                continue
+            refused = first_refused(request.body.get("messages"), media)
+            if refused is not None:  # checked at intake; shards are data, so again here
+                part.failed.append(_media_refused_line(shard, request, *refused))
+                continue
+            pending.append(
+                EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
+            )
+        return pending
 
     def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
         """Keep running a shard; False means the lease was lost (another worker took over)."""
