@@ -21,6 +21,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from batch_core import s3keys, wiring
 from batch_core.models import TERMINAL_STATUSES, Batch
@@ -47,7 +48,7 @@ _RETRY_DELAY_SECONDS = 2
 
 
 @dataclass
-class _LambdaContext:
+class LocalLambdaContext:
     """Enough of Lambda's context object for Powertools."""
 
     function_name: str
@@ -76,6 +77,38 @@ def _serialize_calls(client: Any) -> None:
             return client_class._make_api_call(client, operation_name, params)
 
     client._make_api_call = serialized
+
+
+_TOKEN_ATTEMPTS = 20
+_TOKEN_RETRY_SECONDS = 0.25
+
+
+def _retry_fresh_tokens(client: Any) -> None:
+    """moto registers a task token's waiter only after the message carrying it was sent, so
+    the finalize function can see its token refused as InvalidToken for a moment (in AWS that
+    code means a bad token, and the call fails at once)."""
+    send = client.send_task_success
+
+    def send_task_success(**request: Any) -> Any:
+        for attempt in range(_TOKEN_ATTEMPTS):
+            try:
+                return send(**request)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code")
+                if code != "InvalidToken" or attempt + 1 == _TOKEN_ATTEMPTS:
+                    raise
+                time.sleep(_TOKEN_RETRY_SECONDS)
+        return None  # pragma: no cover - the loop returns or raises
+
+    client.send_task_success = send_task_success
+
+
+def _adapt_to_moto(service_name: str, client: Any) -> None:
+    """The wiring's client hook while a local stack runs: moto's quirks, mended here only."""
+    if service_name == "dynamodb":
+        _serialize_calls(client)
+    elif service_name == "stepfunctions":
+        _retry_fresh_tokens(client)
 
 
 class LocalStack:
@@ -164,8 +197,8 @@ class LocalStack:
         self.session = boto3.session.Session(region_name=REGION)
         self._create_resources()
         wiring.reset()
+        wiring.add_client_hook(_adapt_to_moto)
         self.service = wiring.default_service()
-        _serialize_calls(self.service.repository._db)
         if self.route_events:
             self._route("IntakeQueue", "handlers.validate")
             self._route("FinalizeQueue", "handlers.finalize")
@@ -192,6 +225,7 @@ class LocalStack:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        wiring.remove_client_hook(_adapt_to_moto)
         wiring.reset()
 
     def _stop_executions(self) -> None:
@@ -347,7 +381,7 @@ class LocalStack:
                     "detail": {},
                 }
                 try:
-                    module.handler(event, _LambdaContext(function_name=module_name))
+                    module.handler(event, LocalLambdaContext(function_name=module_name))
                 except Exception as error:  # as Lambda would: log it, try at the next tick
                     logger.exception("%s failed", module_name)
                     self.handler_errors.append(error)
@@ -404,7 +438,7 @@ class LocalStack:
                 for m in messages
             ]
         }
-        context = _LambdaContext(
+        context = LocalLambdaContext(
             function_name=module.__name__,
             aws_request_id=str(uuid.uuid4()),
             invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{module.__name__}",

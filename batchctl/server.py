@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from batch_core import wiring
 from batch_core.protocol import Engine
 from batch_core.settings import MAX_REQUEST_BODY_BYTES
-from batchctl.local import ACCOUNT, LocalStack, _LambdaContext
+from batchctl.local import ACCOUNT, LocalLambdaContext, LocalStack
 from batchctl.moto_server import start_moto_server, stop_moto_server
 
 # Lambda takes at most 6 MB (6,291,456 bytes) of event, and API Gateway base64-encodes
@@ -122,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:  # API Gateway hands Lambda the whole body, however it was framed
             headers["Content-Length"] = str(len(body))
         event = api_gateway_event(self.command, self.path, headers, body)
-        context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
+        context = LocalLambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
         try:
             # One Lambda instance handles one request at a time, and the resolver keeps the
             # request (and its tenant) in module state: calls must not overlap here either.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from batch_core.table_keys import batch_pk
+
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
-
-_TOKEN_ATTEMPTS = 20
-_TOKEN_RETRY_SECONDS = 0.25
 
 
 class ShardTask(BaseModel):
@@ -125,7 +123,7 @@ class Tracker:
     def start(self, batch_id: str, *, poll: dict[str, int]) -> None:
         """Start tracking; starting the same batch twice is harmless (the execution is named
         by the batch id). `poll` holds the waits: {"first", "later", "latest"} seconds."""
-        document = {"batch_id": batch_id, "pk": f"BATCH#{batch_id}", "poll": poll, "polls": 0}
+        document = {"batch_id": batch_id, "pk": batch_pk(batch_id), "poll": poll, "polls": 0}
         try:
             self._sfn.start_execution(
                 stateMachineArn=self._arn, name=batch_id, input=json.dumps(document)
@@ -137,24 +135,16 @@ class Tracker:
     def report_success(self, task_token: str, output: dict[str, Any]) -> bool:
         """Resume the waiting execution; False if no execution waits on this token any more.
 
-        A token can be refused for a moment right after its message was sent (moto registers
-        the waiter after sending), so InvalidToken is retried briefly before giving up. An
-        execution that timed out meanwhile is no loss: finalize is idempotent and the
+        An execution that timed out meanwhile is no loss: finalize is idempotent and the
         tracker's retry asks again.
         """
-        for attempt in range(_TOKEN_ATTEMPTS):
-            try:
-                self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
-                return True
-            except ClientError as error:
-                code = error.response.get("Error", {}).get("Code")
-                if code in {"TaskTimedOut", "TaskDoesNotExist"}:
-                    return False
-                if code != "InvalidToken":
-                    raise
-                if attempt + 1 < _TOKEN_ATTEMPTS:
-                    time.sleep(_TOKEN_RETRY_SECONDS)
-        return False
+        try:
+            self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"TaskTimedOut", "TaskDoesNotExist"}:
+                return False
+            raise
+        return True
 
 
 class StatusEvents:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.config import Config
@@ -47,14 +48,34 @@ def is_throttled(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in _THROTTLED
 
 
+ClientHook = Callable[[str, Any], None]
+_client_hooks: list[ClientHook] = []
+
+
+def add_client_hook(hook: ClientHook) -> None:
+    """Have `hook(service_name, client)` see every AWS client built from here on (the local
+    stack adapts moto's clients this way; a deployment adds none)."""
+    _client_hooks.append(hook)
+
+
+def remove_client_hook(hook: ClientHook) -> None:
+    if hook in _client_hooks:
+        _client_hooks.remove(hook)
+
+
+def _client(session: Session, service_name: str, region: str, config: Config = RETRIES) -> Any:
+    client = session.client(service_name, region_name=region, config=config)  # type: ignore[call-overload]
+    for hook in _client_hooks:
+        hook(service_name, client)
+    return client
+
+
 def build_service(settings: Settings, session: Session | None = None) -> BatchService:
     """A service over the resources the settings name."""
     session = session or boto3.session.Session()
     region = settings.aws_region
-    sqs = session.client("sqs", region_name=region, config=RETRIES)
-    repository = BatchRepository(
-        session.client("dynamodb", region_name=region, config=RETRIES), settings.table_name
-    )
+    sqs = _client(session, "sqs", region)
+    repository = BatchRepository(_client(session, "dynamodb", region), settings.table_name)
     webhook_queue = (
         WebhookQueue(sqs, settings.webhook_queue_url) if settings.webhook_queue_url else None
     )
@@ -63,20 +84,16 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
         repository=repository,
         # SigV4: presigned URLs of SSE-KMS objects (the bucket's default) need it.
         store=ObjectStore(
-            session.client(
-                "s3", region_name=region, config=RETRIES.merge(Config(signature_version="s3v4"))
-            ),
+            _client(session, "s3", region, RETRIES.merge(Config(signature_version="s3v4"))),
             settings.bucket_name,
         ),
         shard_queue=ShardQueue(sqs, settings.shard_queue_url),
         jobs=IntakeJobs(sqs, settings.intake_queue_url),
         tracker=Tracker(
-            session.client("stepfunctions", region_name=region, config=RETRIES),
+            _client(session, "stepfunctions", region),
             settings.state_machine_arn,
         ),
-        events=StatusEvents(
-            session.client("events", region_name=region, config=RETRIES), settings.event_bus_name
-        ),
+        events=StatusEvents(_client(session, "events", region), settings.event_bus_name),
         webhooks=WebhookService(settings, repository, webhook_queue),
     )
 

@@ -12,12 +12,12 @@ from botocore.exceptions import ClientError
 
 from batch_core import s3keys
 from batch_core.messaging import ShardTask
-from batchctl.local import LocalStack, _LambdaContext
+from batchctl.local import LocalLambdaContext, LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from handlers import finalize, validate
 from tests.conftest import MODEL, chat_request, load_event
 
-CONTEXT = _LambdaContext(function_name="test", aws_request_id="req-1")
+CONTEXT = LocalLambdaContext(function_name="test", aws_request_id="req-1")
 DECODED_KEY = "inbox/team prompts(2).jsonl"  # the event file carries it URL-encoded
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batch_core import wiring
-from batchctl.local import LocalStack, _LambdaContext
+from batchctl.local import LocalLambdaContext, LocalStack
 from batchctl.server import api_gateway_event
 from handlers import api
 from tests.reliability.conftest import record, scale
@@ -165,5 +165,5 @@ def test_generated_requests_never_get_a_5xx(
     verb, template = route
     path = template.replace("{id}", identifier) + query
     event = api_gateway_event(method or verb, path, header_values, body or b"")
-    context = _LambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
+    context = LocalLambdaContext(function_name="api", aws_request_id=str(uuid.uuid4()))
     check(api.handler(event, context))

@@ -13,7 +13,7 @@ import pytest
 from batch_core import wiring
 from batch_core.errors import InvalidRequestError
 from batch_core.media_urls import MediaPolicy
-from batchctl.local import LocalStack, _LambdaContext
+from batchctl.local import LocalLambdaContext, LocalStack
 from batchctl.server import api_gateway_event
 from handlers import api
 from tests.conftest import MODEL, chat_request
@@ -37,7 +37,7 @@ def call(method: str, path: str, key: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     event = api_gateway_event(method, path, headers, data)
-    response = api.handler(event, _LambdaContext(function_name="api", aws_request_id="r"))
+    response = api.handler(event, LocalLambdaContext(function_name="api", aws_request_id="r"))
     text = response.get("body") or ""
     try:
         return int(response["statusCode"]), json.loads(text)
