@@ -151,12 +151,6 @@ def _start_engine(args: argparse.Namespace) -> Engine | None:
     return engine
 
 
-def _close(engine: Engine) -> None:
-    close = getattr(engine, "close", None)
-    if close is not None:
-        close()
-
-
 def _local_serve(args: argparse.Namespace) -> int:
     from batchctl.server import serve_locally
 
@@ -184,7 +178,7 @@ Ctrl-C stops the server (everything is in memory).""",
             with contextlib.suppress(KeyboardInterrupt):
                 stopping.wait()
     finally:
-        _close(engine)
+        engine.close()
     return EXIT_OK
 
 
@@ -239,7 +233,7 @@ def _local_run(args: argparse.Namespace) -> int:
         print(f"batchctl: {error}", file=sys.stderr)
         return EXIT_TOOL_ERROR
     finally:
-        _close(engine)
+        engine.close()
     _print_summary(batch, time.monotonic() - run_started, paths)
     return EXIT_OK
 

@@ -51,9 +51,7 @@ def main() -> int:
         metrics.record_error()
         return 1
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        engine.close()
     logger.info("worker stopped")
     return 0
 

@@ -220,6 +220,10 @@ class Engine(Protocol):
         shard only then, so idle shard loops never hoard messages other workers could run)."""
         ...
 
+    def close(self) -> None:
+        """Release the engine (vLLM's processes and memory); nothing runs after this."""
+        ...
+
 
 def usage_of(body: dict[str, Any]) -> tuple[int, int, int]:
     """(input, cached, output) tokens of a response body; zeros when it has no usage. Chat,

@@ -50,6 +50,9 @@ class FakeEngine:
         """Always: it runs one request at a time per shard loop, so each loop takes a shard."""
         return True
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for request in requests:
             self.calls += 1

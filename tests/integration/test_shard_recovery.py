@@ -38,6 +38,9 @@ class CrashingEngine:
     def has_room(self) -> bool:
         return True
 
+    def close(self) -> None:
+        pass
+
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for count, result in enumerate(self._inner.run(requests)):
             if count == self._survive:
