@@ -10,12 +10,13 @@ from batch_core import s3keys
 from batch_core.errors import ConflictError
 from batch_core.ids import new_file_id, new_request_line_id
 from batch_core.messaging import ShardTask
-from batch_core.models import TERMINAL_STATUSES, BatchStatus, FileObject
+from batch_core.models import TERMINAL_STATUSES, BatchStatus
 from batch_core.protocol import (
     BatchLineError,
     BatchRequestOutput,
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.retention import new_file_object
 from batch_core.shard_parts import (
     ShardParts,
     jsonl,
@@ -265,13 +266,12 @@ class Ending(ShardParts):
         target = s3keys.file_key(file_id)
         size = self.store.put_stream(target, _concat(self.store, keys))
         now = self._now()
-        file = FileObject(
-            id=file_id,
-            bytes=size,
+        file = new_file_object(
+            file_id,
+            size=size,
             created_at=now,
             filename=f"batch_{batch_id}_{kind}.jsonl",
             purpose="batch_output",
-            status="processed",
             expires_at=now + keep_seconds,
         )
         self.repository.put_file(

@@ -28,7 +28,7 @@ from batch_core.records import (
     UploadRecord,
 )
 from batch_core.repository import BatchRepository
-from batch_core.retention import ExpiresAfter, expires_at
+from batch_core.retention import ExpiresAfter, expires_at, new_file_object
 from batch_core.settings import Settings
 from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
 
@@ -113,12 +113,11 @@ class FileService:
         expires_after: ExpiresAfter | None = None,
     ) -> FileObject:
         now = self._now()
-        file = FileObject(
-            id=file_id,
-            bytes=size,
+        file = new_file_object(
+            file_id,
+            size=size,
             created_at=now,
             filename=check_filename(filename or "upload.jsonl"),
-            purpose="batch",
             status=status,
             expires_at=expires_at(now, expires_after, self.settings.file_retention_seconds),
         )

@@ -24,8 +24,9 @@ from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id
 from batch_core.media_urls import MediaPolicy
 from batch_core.messaging import ShardTask
-from batch_core.models import BatchError, FileObject
+from batch_core.models import BatchError
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.retention import new_file_object
 from batch_core.settings import Settings
 from batch_core.shard_parts import refused_line
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
@@ -166,13 +167,11 @@ class Intake(Ending):
             outbox_name=name,
             invalid_lines=options.invalid_lines,
         )
-        input_file = FileObject(
-            id=input_file_id,
-            bytes=info.size,
+        input_file = new_file_object(
+            input_file_id,
+            size=info.size,
             created_at=now,
             filename=posixpath.basename(dropped.key),
-            purpose="batch",
-            status="processed",
             expires_at=now + self.settings.file_retention_seconds,
         )
         if not self.repository.create_batch(record):

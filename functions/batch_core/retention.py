@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from batch_core.json_bounds import JsonInt
+from batch_core.models import FileObject, FilePurpose, FileStatus
 
 MIN_EXPIRES_AFTER_SECONDS = 3600
 """OpenAI's bounds on `expires_after.seconds`: one hour..."""
@@ -34,3 +35,26 @@ class ExpiresAfter(BaseModel):
 def expires_at(created_at: int, policy: ExpiresAfter | None, default_seconds: int) -> int:
     """When a File created at `created_at` expires, by its policy or the default."""
     return created_at + (policy.seconds if policy is not None else default_seconds)
+
+
+def new_file_object(
+    file_id: str,
+    *,
+    size: int,
+    created_at: int,
+    filename: str,
+    expires_at: int,
+    purpose: FilePurpose = "batch",
+    status: FileStatus = "processed",
+) -> FileObject:
+    """The one place a File object is made (uploads, dropped inputs, retry inputs, outputs):
+    every File has an expiry, which the sweep deletes it by."""
+    return FileObject(
+        id=file_id,
+        bytes=size,
+        created_at=created_at,
+        filename=filename,
+        purpose=purpose,
+        status=status,
+        expires_at=expires_at,
+    )

@@ -13,10 +13,9 @@ from batch_core.errors import ConflictError
 from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id
 from batch_core.intake_jobs import BuildRetryInput
-from batch_core.models import FileObject
 from batch_core.protocol import read_output_line
 from batch_core.records import BatchRecord, FileRecord
-from batch_core.retention import ExpiresAfter
+from batch_core.retention import ExpiresAfter, new_file_object
 from batch_core.validation import iter_lines
 
 
@@ -63,12 +62,11 @@ class Retries(Batches):
         now = self._now()
         self.repository.put_file(
             FileRecord(
-                file=FileObject(
-                    id=input_file_id,
-                    bytes=0,
+                file=new_file_object(
+                    input_file_id,
+                    size=0,
                     created_at=now,
                     filename=f"{parent.id}_retry.jsonl",
-                    purpose="batch",
                     status="uploaded",
                     expires_at=now + self.settings.file_retention_seconds,
                 ),
