@@ -22,6 +22,7 @@ from batch_core.intake import Intake
 from batch_core.models import SUPPORTED_ENDPOINTS
 from batch_core.records import BatchRecord
 from batch_core.retention import ExpiresAfter
+from batch_core.table_codec import Page
 from batch_core.windows import window_seconds
 
 
@@ -40,7 +41,7 @@ class Batches(Intake):
 
     def list_batches(
         self, tenant: str, *, after: str | None = None, limit: int = 20
-    ) -> tuple[list[BatchRecord], bool]:
+    ) -> Page[BatchRecord]:
         """The tenant's batches, newest first; `after` is the last id of the previous page."""
         cursor = None
         if after is not None:

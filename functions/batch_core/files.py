@@ -31,6 +31,7 @@ from batch_core.repository import BatchRepository
 from batch_core.retention import ExpiresAfter, expires_at, new_file_object
 from batch_core.settings import Settings
 from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
+from batch_core.table_codec import Page
 
 INPUT_PURPOSE = "batch"
 """The only purpose a client may upload: this API runs batches."""
@@ -53,12 +54,6 @@ class AssembledFile:
     file_id: str
     error: str | None
     waiting_batches: list[str]
-
-
-@dataclass(frozen=True)
-class FilePage:
-    data: list[FileObject]
-    has_more: bool
 
 
 class FileService:
@@ -140,13 +135,13 @@ class FileService:
         limit: int = 10_000,
         order: Literal["asc", "desc"] = "desc",
         purpose: str | None = None,
-    ) -> FilePage:
+    ) -> Page[FileObject]:
         cursor = self._cursor(tenant, after)
-        records, has_more = self.repository.list_files(
+        page = self.repository.list_files(
             tenant, after=cursor, limit=limit, ascending=order == "asc", purpose=purpose
         )
         now = self._now()
-        return FilePage(data=[r.file for r in records if not r.expired(now)], has_more=has_more)
+        return Page([r.file for r in page.items if not r.expired(now)], page.has_more)
 
     def _cursor(self, tenant: str, after: str | None) -> str | None:
         if after is None:

@@ -131,12 +131,9 @@ class BatchTable:
         position: str = values["created_sort"]
         return position
 
-    def list_batches(
-        self, tenant: str, *, after: str | None, limit: int
-    ) -> tuple[list[BatchRecord], bool]:
+    def list_batches(self, tenant: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
         """A tenant's batches, newest first, past the listing position `after`."""
-        page = self._page(tenant, "batch", after, limit, ascending=False)
-        return [self._batch_from(values) for values in page.items], page.has_more
+        return self._page(tenant, "batch", after, limit, ascending=False).map(self._batch_from)
 
     def set_metadata(self, batch_id: str, metadata: dict[str, str]) -> None:
         self._db.update_item(
@@ -155,7 +152,7 @@ class BatchTable:
         *,
         ascending: bool,
         filters: Mapping[str, str] | None = None,
-    ) -> Page:
+    ) -> Page[dict[str, Any]]:
         """Up to `limit` items of a tenant's `kind` from the ByTenant index, past `cursor`."""
         condition = "tenant_kind = :partition"
         values: dict[str, Any] = {":partition": f"{tenant}#{kind}"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -17,12 +17,20 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of a listing: the items' raw values, and whether more follow."""
+T = TypeVar("T")
+U = TypeVar("U")
 
-    items: list[dict[str, Any]]
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing (raw item values, records, or API objects), and whether more
+    follow: the one listing shape from the table to the API."""
+
+    items: list[T]
     has_more: bool
+
+    def map(self, convert: Callable[[T], U]) -> Page[U]:
+        return Page([convert(item) for item in self.items], self.has_more)
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:

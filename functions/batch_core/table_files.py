@@ -13,7 +13,7 @@ from batch_core.records import (
     UploadRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import from_item, to_item, unless_refused
+from batch_core.table_codec import Page, from_item, to_item, unless_refused
 from batch_core.table_keys import FILES_BY_EXPIRY, META, file_pk, listing_keys, upload_pk
 
 
@@ -109,11 +109,11 @@ class FileTable(BatchTable):
         limit: int,
         ascending: bool,
         purpose: str | None,
-    ) -> tuple[list[FileRecord], bool]:
+    ) -> Page[FileRecord]:
         """A tenant's files in creation order (or reversed), past the listing position."""
         filters = {"file_purpose": purpose} if purpose else None
         page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
-        return [self._file_from(values) for values in page.items], page.has_more
+        return page.map(self._file_from)
 
     def delete_file(self, file_id: str) -> bool:
         """Forget a file; False if it was not there."""

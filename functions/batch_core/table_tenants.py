@@ -7,7 +7,7 @@ from batch_core.records import (
     WebhookRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import from_item, to_item, unless_refused
+from batch_core.table_codec import Page, from_item, to_item, unless_refused
 from batch_core.table_keys import META, api_key_pk, listing_keys, webhook_pk
 
 
@@ -33,11 +33,10 @@ class TenantTable(BatchTable):
 
     def list_webhooks(
         self, tenant: str, *, limit: int, after: str | None = None
-    ) -> tuple[list[WebhookRecord], bool]:
+    ) -> Page[WebhookRecord]:
         """A tenant's endpoints, newest first, past the listing position `after`."""
         page = self._page(tenant, "webhook", after, limit, ascending=False)
-        records = [WebhookRecord.model_validate_json(v["document"]) for v in page.items]
-        return records, page.has_more
+        return page.map(lambda values: WebhookRecord.model_validate_json(values["document"]))
 
     def delete_webhook(self, endpoint_id: str) -> None:
         self._db.delete_item(

@@ -215,7 +215,7 @@ class WebhookService:
             raise InvalidRequestError(
                 f"The webhook URL {refusal}.", param="url", code="invalid_url"
             )
-        records, _ = self.repository.list_webhooks(tenant, limit=MAX_ENDPOINTS_PER_TENANT)
+        records = self.repository.list_webhooks(tenant, limit=MAX_ENDPOINTS_PER_TENANT).items
         if len(records) >= MAX_ENDPOINTS_PER_TENANT:
             raise InvalidRequestError(
                 f"A tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints; delete "
@@ -251,8 +251,8 @@ class WebhookService:
             cursor = self.repository.listing_position(tenant, "webhook", after)
             if cursor is None:
                 raise NotFoundError(f"No such webhook endpoint: {after}", param="after")
-        records, has_more = self.repository.list_webhooks(tenant, limit=limit, after=cursor)
-        return WebhookEndpointList.of([record.endpoint for record in records], has_more)
+        page = self.repository.list_webhooks(tenant, limit=limit, after=cursor)
+        return WebhookEndpointList.of([record.endpoint for record in page.items], page.has_more)
 
     def delete(self, tenant: str, endpoint_id: str) -> DeletedWebhookEndpoint:
         self.get(tenant, endpoint_id)
@@ -267,7 +267,7 @@ class WebhookService:
         event_type = EVENT_OF_STATUS.get(record.status)
         if event_type is None or self.queue is None:
             return 0
-        records, _ = self.repository.list_webhooks(record.tenant, limit=MAX_ENDPOINTS_PER_TENANT)
+        records = self.repository.list_webhooks(record.tenant, limit=MAX_ENDPOINTS_PER_TENANT).items
         event = WebhookEvent(
             # One id per batch and event: a status announced twice is one event to receivers.
             id=new_event_id(f"{record.id}/{event_type}"),

@@ -76,8 +76,8 @@ def list_batches(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
-    records, has_more = default_service().list_batches(tenant_of(router), after=after, limit=limit)
-    return BatchList.of([r.to_batch() for r in records], has_more)
+    page = default_service().list_batches(tenant_of(router), after=after, limit=limit)
+    return BatchList.of([r.to_batch() for r in page.items], page.has_more)
 
 
 @router.get("/v1/batches/<batch_id>", summary="Retrieve a batch", responses=answers(Batch, 404))

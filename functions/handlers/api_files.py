@@ -93,7 +93,7 @@ def list_files(
     page = default_files().list_files(
         tenant_of(router), after=after, limit=limit, order=order, purpose=purpose
     )
-    return FileList.of(page.data, page.has_more)
+    return FileList.of(page.items, page.has_more)
 
 
 @router.get("/v1/files/<file_id>", summary="Retrieve a file", responses=answers(FileObject, 404))
