@@ -85,8 +85,9 @@ _TOKEN_RETRY_SECONDS = 0.25
 
 def _retry_fresh_tokens(client: Any) -> None:
     """moto registers a task token's waiter only after the message carrying it was sent, so
-    the finalize function can see its token refused as InvalidToken for a moment (in AWS that
-    code means a bad token, and the call fails at once)."""
+    the finalize function can see a fresh token refused as InvalidToken for a moment: retry
+    it briefly (a token that stays refused, one a duplicate already used, then reaches the
+    tracker client as InvalidToken, which it reads as "no execution waits")."""
     send = client.send_task_success
 
     def send_task_success(**request: Any) -> Any:

@@ -113,6 +113,9 @@ class WebhookQueue:
         )
 
 
+_TOKEN_NOT_WAITING = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+
+
 class Tracker:
     """The batch tracker state machine: one execution per batch, named by the batch id."""
 
@@ -133,15 +136,16 @@ class Tracker:
                 raise
 
     def report_success(self, task_token: str, output: dict[str, Any]) -> bool:
-        """Resume the waiting execution; False if no execution waits on this token any more.
+        """Resume the waiting execution; False if no execution waits on this token any more
+        (it timed out, or a duplicated message already used the token: Step Functions then
+        answers TaskTimedOut, TaskDoesNotExist or InvalidToken).
 
-        An execution that timed out meanwhile is no loss: finalize is idempotent and the
-        tracker's retry asks again.
+        Neither is a loss: finalize is idempotent and the tracker's retry asks again.
         """
         try:
             self._sfn.send_task_success(taskToken=task_token, output=json.dumps(output))
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"TaskTimedOut", "TaskDoesNotExist"}:
+            if error.response.get("Error", {}).get("Code") in _TOKEN_NOT_WAITING:
                 return False
             raise
         return True
