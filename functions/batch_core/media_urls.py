@@ -113,8 +113,17 @@ def first_refused(messages: object, policy: MediaPolicy) -> tuple[str, str] | No
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
-        for url, param in media_urls(message.get("content"), f"body.messages[{index}].content"):
-            reason = policy.refusal(url)
-            if reason is not None:
-                return param, reason
+        refused = refused_in(message.get("content"), f"body.messages[{index}].content", policy)
+        if refused is not None:
+            return refused
+    return None
+
+
+def refused_in(content: object, where: str, policy: MediaPolicy) -> tuple[str, str] | None:
+    """(param, reason) of the first media URL in one message's `content` that `policy`
+    refuses (chat messages and Responses input items alike)."""
+    for url, param in media_urls(content, where):
+        reason = policy.refusal(url)
+        if reason is not None:
+            return param, reason
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from batch_core.errors import LineError
-from batch_core.media_urls import MediaPolicy, media_urls
+from batch_core.media_urls import MediaPolicy, refused_in
 
 RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
 # Responses content parts that carry text (the rest: images, files, audio, tool output).
@@ -80,8 +80,8 @@ def _response_content_chars(content: object, where: str, media: MediaPolicy) -> 
             if not isinstance(text, str):
                 raise LineError.invalid(f"'{at}.text' must be a string.", f"{at}.text")
             chars += len(text)
-    for url, param in media_urls(content, where):
-        reason = media.refusal(url)
-        if reason is not None:
-            raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
+    refused = refused_in(content, where, media)
+    if refused is not None:
+        param, reason = refused
+        raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
     return chars

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -142,6 +142,19 @@ class BatchTable:
             UpdateExpression="SET metadata = :metadata",
             ExpressionAttributeValues=to_item({":metadata": metadata}),
         )
+
+    def _items_under(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        """Every item of partition `pk` whose sort key starts with `sk_prefix`, read
+        consistently, page after page."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=to_item({":pk": pk, ":prefix": sk_prefix}),
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page["Items"]:
+                yield from_item(item)
 
     def _page(
         self,

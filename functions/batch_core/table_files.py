@@ -195,17 +195,7 @@ class FileTable(BatchTable):
         )
 
     def list_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
-        parts: list[UploadPartRecord] = []
-        paginator = self._db.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :part)",
-            ExpressionAttributeValues=to_item({":pk": upload_pk(upload_id), ":part": "PART#"}),
-            ConsistentRead=True,
-        )
-        for page in pages:
-            parts += [
-                UploadPartRecord.model_validate_json(from_item(item)["document"])
-                for item in page["Items"]
-            ]
-        return parts
+        return [
+            UploadPartRecord.model_validate_json(values["document"])
+            for values in self._items_under(upload_pk(upload_id), "PART#")
+        ]

@@ -204,16 +204,10 @@ class ShardTable(BatchTable):
 
     def list_shards(self, batch_id: str) -> list[ShardRecord]:
         """Every shard item of a batch, in index order."""
-        shards: list[ShardRecord] = []
-        paginator = self._db.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :shard)",
-            ExpressionAttributeValues=to_item({":pk": batch_pk(batch_id), ":shard": "SHARD#"}),
-            ConsistentRead=True,
-        )
-        for page in pages:
-            shards.extend(ShardRecord.model_validate(from_item(i)) for i in page["Items"])
+        shards = [
+            ShardRecord.model_validate(values)
+            for values in self._items_under(batch_pk(batch_id), "SHARD#")
+        ]
         return sorted(shards, key=lambda shard: shard.index)
 
     def settle_shard(self, batch_id: str, index: int, *, never_ran: int = 0) -> bool:
