@@ -6,14 +6,12 @@ from typing import Annotated, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from batch_core.drop_options import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
+from batch_core.batch_params import CompletionWindow, Metadata
 from batch_core.files import MAX_FILENAME_CHARS
 from batch_core.json_bounds import JsonInt
-from batch_core.models import Batch, Endpoint, FileObject
-from batch_core.records import WebhookEndpoint
+from batch_core.models import Batch, Endpoint, FileObject, WebhookEndpoint
 from batch_core.retention import ExpiresAfter
 from batch_core.settings import DEFAULT_MAX_BATCH_BYTES
-from batch_core.windows import WINDOW_PATTERN
 
 MAX_ID_CHARS = 128
 """Ids longer than any this API issues are refused before they reach a table key."""
@@ -23,13 +21,6 @@ Filename = Annotated[
     StringConstraints(min_length=1, max_length=MAX_FILENAME_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
 ]
 """A name that can go back in a header: no control characters."""
-Metadata = Annotated[
-    dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY)],
-        Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)],
-    ],
-    Field(max_length=MAX_METADATA_PAIRS),
-]
 
 
 class BatchCreateParams(BaseModel):
@@ -42,7 +33,7 @@ class BatchCreateParams(BaseModel):
     endpoint: Endpoint
     """`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, or
     vLLM's `/v1/score` and `/v1/rerank` (pooling models)."""
-    completion_window: Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)] = "24h"
+    completion_window: CompletionWindow = "24h"
     """`24h` (OpenAI's only value); `1h` to `168h` or `1d` to `7d`."""
     metadata: Metadata | None = None
     """Up to 16 pairs; keys up to 64 characters, values up to 512."""

@@ -9,21 +9,16 @@ from typing import Literal
 import orjson
 
 from batch_core import s3keys
-from batch_core.drop_options import (
-    InvalidLines,
-    check_metadata,
-)
+from batch_core.batch_params import BatchParams, InvalidLines, checked, window_seconds
 from batch_core.errors import (
     InvalidRequestError,
     NotFoundError,
 )
 from batch_core.ids import new_batch_id
 from batch_core.intake import Intake
-from batch_core.models import SUPPORTED_ENDPOINTS
 from batch_core.records import BatchRecord
 from batch_core.retention import ExpiresAfter
 from batch_core.table_codec import Page
-from batch_core.windows import window_seconds
 
 
 @dataclass(frozen=True)
@@ -103,14 +98,17 @@ class Batches(Intake):
         fingerprint: str | None = None,
         output_expires_after: ExpiresAfter | None = None,
     ) -> BatchRecord:
-        if endpoint not in SUPPORTED_ENDPOINTS:
-            raise InvalidRequestError(
-                f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
-                param="endpoint",
-                code="invalid_value",
-            )
-        seconds = window_seconds(completion_window)
-        metadata = check_metadata(metadata) if metadata else None
+        params = checked(  # the API's body was checked; retries and direct calls were not
+            BatchParams,
+            {
+                "endpoint": endpoint,
+                "completion_window": completion_window,
+                "metadata": metadata or None,
+                "invalid_lines": invalid_lines,
+            },
+        )
+        seconds = window_seconds(params.completion_window)
+        metadata = params.metadata
         input_file = self.repository.get_file(input_file_id)
         if input_file is None or input_file.tenant != tenant or input_file.expired(self._now()):
             raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")

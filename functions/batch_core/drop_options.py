@@ -17,20 +17,18 @@ Object metadata wins over folders. Endpoints may be given in full (`/v1/embeddin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from batch_core.batch_params import (
+    SUPPORTED_ENDPOINTS,
+    CompletionWindow,
+    Endpoint,
+    InvalidLines,
+    Metadata,
+    checked,
+)
 from batch_core.errors import InvalidRequestError
-from batch_core.models import SUPPORTED_ENDPOINTS
-from batch_core.windows import window_seconds
-
-InvalidLines = Literal["fail", "skip"]
-
-# OpenAI's limits on batch metadata.
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 
 _SHORT_ENDPOINTS = {
     "chat": "/v1/chat/completions",
@@ -54,19 +52,20 @@ _METADATA_PREFIX = "metadata-"
 
 
 class DropOptions(BaseModel):
-    """The batch parameters of a dropped file (what `batches.create` takes for API users)."""
+    """The batch parameters of a dropped file (`batch_params` types, as the API's)."""
 
-    endpoint: str | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: Endpoint | None = None
     """The batch's endpoint; None lets the lines' `url` decide."""
-    completion_window: str | None = None
+    completion_window: CompletionWindow | None = None
     """None means the deployment's default window."""
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     invalid_lines: InvalidLines = "fail"
-    """`fail` (OpenAI's behaviour): one bad line fails the batch. `skip`: the valid lines run
-    and each bad line goes to the error file as a 400 line."""
 
 
 def parse_endpoint(value: str) -> str:
+    """A full or short endpoint name (`chat`, `embeddings`) as the full one."""
     endpoint = _SHORT_ENDPOINTS.get(value.strip().lower(), value.strip())
     if endpoint not in SUPPORTED_ENDPOINTS:
         raise InvalidRequestError(
@@ -76,43 +75,6 @@ def parse_endpoint(value: str) -> str:
             code="invalid_option",
         )
     return endpoint
-
-
-def parse_invalid_lines(value: str) -> InvalidLines:
-    mode = value.strip().lower()
-    if mode == "fail":
-        return "fail"
-    if mode == "skip":
-        return "skip"
-    raise InvalidRequestError(
-        f"invalid_lines {value!r} must be 'fail' or 'skip'.",
-        param="invalid_lines",
-        code="invalid_option",
-    )
-
-
-def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidRequestError(
-            f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS} are allowed.",
-            param="metadata",
-            code="invalid_option",
-        )
-    for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY:
-            raise InvalidRequestError(
-                f"metadata key {key!r} must have 1 to {MAX_METADATA_KEY} characters.",
-                param=f"metadata.{key}",
-                code="invalid_option",
-            )
-        if len(value) > MAX_METADATA_VALUE:
-            raise InvalidRequestError(
-                f"metadata value of {key!r} is longer than {MAX_METADATA_VALUE} characters.",
-                param=f"metadata.{key}",
-                code="invalid_option",
-            )
-    return dict(metadata)
 
 
 def drop_options(key: str, object_metadata: Mapping[str, str]) -> DropOptions:
@@ -137,19 +99,9 @@ def drop_options(key: str, object_metadata: Mapping[str, str]) -> DropOptions:
             metadata[name[len(_METADATA_PREFIX) :]] = value
         elif name in _OPTION_NAMES and name != "window":
             raw[_OPTION_NAMES[name]] = value
-    window = raw.get("completion_window")
-    if window is not None:
-        try:
-            window_seconds(window)
-        except InvalidRequestError as error:
-            raise InvalidRequestError(
-                str(error), param="completion_window", code="invalid_option"
-            ) from error
-    return DropOptions(
-        endpoint=parse_endpoint(raw["endpoint"]) if "endpoint" in raw else None,
-        completion_window=window,
-        metadata=check_metadata(metadata) if metadata else None,
-        invalid_lines=parse_invalid_lines(raw["invalid_lines"])
-        if "invalid_lines" in raw
-        else "fail",
-    )
+    if "endpoint" in raw:
+        raw["endpoint"] = parse_endpoint(raw["endpoint"])
+    if "invalid_lines" in raw:
+        raw["invalid_lines"] = raw["invalid_lines"].strip().lower()
+    values: dict[str, object] = {**raw, "metadata": metadata or None}
+    return checked(DropOptions, values, code="invalid_option")

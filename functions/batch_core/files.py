@@ -19,11 +19,9 @@ from batch_core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batch_core.ids import new_file_id, new_upload_id, new_upload_part_id
 from batch_core.intake_jobs import JoinUpload
 from batch_core.messaging import IntakeJobs
-from batch_core.models import FileObject, FileStatus
+from batch_core.models import FileObject, FileStatus, Upload, UploadPart
 from batch_core.records import (
     FileRecord,
-    Upload,
-    UploadPart,
     UploadPartRecord,
     UploadRecord,
 )

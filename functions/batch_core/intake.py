@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from batch_core import s3keys
+from batch_core.batch_params import window_seconds
 from batch_core.drop_options import (
     DropOptions,
     drop_options,
@@ -38,7 +39,6 @@ from batch_core.validation import (
     ValidationReport,
     iter_lines,
 )
-from batch_core.windows import window_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -135,3 +135,49 @@ class FileObject(BaseModel):
     status: FileStatus = "processed"
     expires_at: int | None = None
     status_details: str | None = None
+
+
+UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
+
+
+class Upload(BaseModel):
+    """The Upload object, as OpenAI returns it (a large file sent in parts)."""
+
+    id: str
+    """`upload_...`"""
+    object: Literal["upload"] = "upload"
+    bytes: int
+    """The size the whole file must have once its parts are joined."""
+    created_at: int
+    expires_at: int
+    """An upload not completed by then cannot be completed any more."""
+    filename: str
+    purpose: str
+    status: UploadStatus
+    file: FileObject | None = None
+    """The File created on completion."""
+
+
+class UploadPart(BaseModel):
+    """One part of an Upload."""
+
+    id: str
+    """`part_...`"""
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str
+
+
+class WebhookEndpoint(BaseModel):
+    """A registered endpoint, as OpenAI returns it (never with its secret)."""
+
+    id: str
+    """`we_...`"""
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    created_at: int
+    event_types: list[str]
+    name: str
+    url: str
+    signing_secret_hint: str | None = None
+    """The secret's last characters, to tell secrets apart."""
+    updated_at: int | None = None

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from batch_core.drop_options import InvalidLines
+from batch_core.batch_params import InvalidLines
 from batch_core.models import (
     Batch,
     BatchError,
@@ -18,6 +18,9 @@ from batch_core.models import (
     FileObject,
     InputTokensDetails,
     OutputTokensDetails,
+    Upload,
+    UploadPart,
+    WebhookEndpoint,
 )
 from batch_core.retention import ExpiresAfter
 
@@ -138,37 +141,6 @@ class FileRecord(BaseModel):
         return self.file.expires_at is not None and self.file.expires_at <= now
 
 
-UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
-
-
-class Upload(BaseModel):
-    """The Upload object, as OpenAI returns it (a large file sent in parts)."""
-
-    id: str
-    """`upload_...`"""
-    object: Literal["upload"] = "upload"
-    bytes: int
-    """The size the whole file must have once its parts are joined."""
-    created_at: int
-    expires_at: int
-    """An upload not completed by then cannot be completed any more."""
-    filename: str
-    purpose: str
-    status: UploadStatus
-    file: FileObject | None = None
-    """The File created on completion."""
-
-
-class UploadPart(BaseModel):
-    """One part of an Upload."""
-
-    id: str
-    """`part_...`"""
-    object: Literal["upload.part"] = "upload.part"
-    created_at: int
-    upload_id: str
-
-
 class UploadRecord(BaseModel):
     """The `UPLOAD#<id>/META` item."""
 
@@ -198,21 +170,6 @@ class ApiKeyRecord(BaseModel):
     tenant: str
     created_at: int
     name: str = ""
-
-
-class WebhookEndpoint(BaseModel):
-    """A registered endpoint, as OpenAI returns it (never with its secret)."""
-
-    id: str
-    """`we_...`"""
-    object: Literal["webhook_endpoint"] = "webhook_endpoint"
-    created_at: int
-    event_types: list[str]
-    name: str
-    url: str
-    signing_secret_hint: str | None = None
-    """The secret's last characters, to tell secrets apart."""
-    updated_at: int | None = None
 
 
 class WebhookRecord(BaseModel):

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import orjson
 
 from batch_core import s3keys
+from batch_core.batch_params import MAX_METADATA_PAIRS
 from batch_core.batches import Batches
-from batch_core.drop_options import MAX_METADATA_PAIRS
 from batch_core.errors import ConflictError
 from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id

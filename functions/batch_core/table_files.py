@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batch_core.models import FileObject
+from batch_core.models import FileObject, Upload, UploadPart
 from batch_core.records import (
     FileRecord,
-    Upload,
-    UploadPart,
     UploadPartRecord,
     UploadRecord,
 )

@@ -32,7 +32,8 @@ from batch_core.api_models import WebhookEndpointList
 from batch_core.errors import InvalidRequestError, NotFoundError
 from batch_core.ids import new_event_id, new_webhook_endpoint_id
 from batch_core.media_urls import is_internal_host
-from batch_core.records import BatchRecord, WebhookEndpoint, WebhookRecord
+from batch_core.models import WebhookEndpoint
+from batch_core.records import BatchRecord, WebhookRecord
 from batch_core.repository import BatchRepository
 from batch_core.settings import Settings
 

@@ -25,6 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from batch_core.batch_params import problem_of
 from batch_core.errors import (
     AuthenticationError,
     BatchCoreError,
@@ -122,8 +123,7 @@ def _invalid_request(error: RequestValidationError) -> Response[Any]:
             param=None,
             code="invalid_json",
         )
-    location = [str(part) for part in first.get("loc", ()) if part not in {"body", "query"}]
-    param = ".".join(location) or None
+    message, param = problem_of(first)
     if param is None:  # the body as a whole: empty, `null`, a list, a string...
         return _error_response(
             400,
@@ -133,11 +133,6 @@ def _invalid_request(error: RequestValidationError) -> Response[Any]:
             code="invalid_body",
         )
     missing = kind == "missing"
-    message = (
-        f"Missing required parameter: {param!r}."
-        if missing
-        else f"Invalid value for {param!r}: {first.get('msg', 'invalid')}."
-    )
     return _error_response(
         400,
         message,

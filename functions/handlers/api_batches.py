@@ -19,8 +19,7 @@ from batch_core.api_models import (
     ResultPartObject,
     WebhookEndpointList,
 )
-from batch_core.models import Batch
-from batch_core.records import WebhookEndpoint
+from batch_core.models import Batch, WebhookEndpoint
 from batch_core.webhooks import (
     DeletedWebhookEndpoint,
     WebhookEndpointCreateParams,

@@ -22,8 +22,7 @@ from batch_core.api_models import (
     UploadCreateParams,
 )
 from batch_core.files import content_disposition, content_type_of
-from batch_core.models import FileObject
-from batch_core.records import Upload, UploadPart
+from batch_core.models import FileObject, Upload, UploadPart
 from batch_core.retention import (
     MAX_EXPIRES_AFTER_SECONDS,
     MIN_EXPIRES_AFTER_SECONDS,

@@ -8,9 +8,9 @@ import itertools
 import time
 from collections import Counter
 
+from batch_core.batch_params import MAX_WINDOW_SECONDS
 from batch_core.records import BatchRecord
 from batch_core.settings import Settings
-from batch_core.windows import MAX_WINDOW_SECONDS
 from batchctl.local import LocalStack
 
 HISTORY_LIMIT = 25_000

@@ -118,3 +118,24 @@ def test_error_result_has_openai_error_body() -> None:
         }
     }
     assert line.error is None
+
+
+def test_every_openai_object_has_the_sdk_types_fields_exactly() -> None:
+    """models.py is the OpenAI objects, field for field: a field added to or missing from one
+    of them would show up here before a client meets it."""
+    from openai import types as sdk
+    from openai.types.uploads import UploadPart as SdkUploadPart
+
+    from batch_core import models
+
+    pairs = [
+        (models.Batch, sdk.Batch),
+        (models.BatchError, sdk.BatchError),
+        (models.BatchRequestCounts, sdk.BatchRequestCounts),
+        (models.BatchUsage, sdk.BatchUsage),
+        (models.FileObject, sdk.FileObject),
+        (models.Upload, sdk.Upload),
+        (models.UploadPart, SdkUploadPart),
+    ]
+    for ours, theirs in pairs:
+        assert set(ours.model_fields) == set(theirs.model_fields), ours.__name__

@@ -9,7 +9,8 @@ from typing import Any
 import openai
 import pytest
 
-from batch_core.records import WebhookEndpoint, WebhookRecord
+from batch_core.models import WebhookEndpoint
+from batch_core.records import WebhookRecord
 from batch_core.settings import Settings
 from batch_core.webhooks import (
     TargetRules,
