@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,10 +23,9 @@ from openai.types import Batch, FileObject
 
 from batch_core.drop_options import parse_endpoint
 from batch_core.errors import InvalidRequestError
+from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
+from batchctl.progress import ProgressPrinter, print_summary
 
-EXIT_OK = 0
-EXIT_NOT_COMPLETED = 1
-EXIT_TOOL_ERROR = 2
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
@@ -55,15 +54,19 @@ def add_api_commands(commands: Any) -> None:
     )
     submit.add_argument("--wait", action="store_true", help="show progress until it ends")
     submit.add_argument("--out", type=Path, help="with --wait: download the results here")
+    submit.set_defaults(run=_with_client(_submit))
 
     status = commands.add_parser("status", parents=[connection], help="show one batch")
     status.add_argument("batch_id")
+    status.set_defaults(run=_with_client(_status))
 
     listing = commands.add_parser("list", parents=[connection], help="list batches, newest first")
     listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_with_client(_list))
 
     cancel = commands.add_parser("cancel", parents=[connection], help="cancel a batch")
     cancel.add_argument("batch_id")
+    cancel.set_defaults(run=_with_client(_cancel))
 
     results = commands.add_parser("results", parents=[connection], help="download the results")
     results.add_argument("batch_id")
@@ -73,12 +76,14 @@ def add_api_commands(commands: Any) -> None:
         action="store_true",
         help="while the batch runs: the lines finished so far (*.partial.jsonl)",
     )
+    results.set_defaults(run=_with_client(_results))
 
     retry = commands.add_parser(
         "retry", parents=[connection], help="a new batch of a batch's failed requests"
     )
     retry.add_argument("batch_id")
     retry.add_argument("--wait", action="store_true")
+    retry.set_defaults(run=_with_client(_retry))
 
     webhooks = commands.add_parser(
         "webhooks", help="the endpoints that get a signed POST when a batch ends"
@@ -92,28 +97,40 @@ def add_api_commands(commands: Any) -> None:
         help="comma separated (default: all four batch events)",
     )
     add.add_argument("--name", help="default: the URL's host")
-    hooks.add_parser("list", parents=[connection], help="list the endpoints")
+    add.set_defaults(run=_with_client(_add_webhook))
+    hooks.add_parser("list", parents=[connection], help="list the endpoints").set_defaults(
+        run=_with_client(_list_webhooks)
+    )
     remove = hooks.add_parser("remove", parents=[connection], help="delete an endpoint")
     remove.add_argument("endpoint_id")
+    remove.set_defaults(run=_with_client(_remove_webhook))
 
 
-def run_api_command(args: argparse.Namespace) -> int:
-    if not args.base_url or not args.api_key:
-        print(
-            "batchctl: give --base-url and --api-key (or OPENAI_BASE_URL and OPENAI_API_KEY)",
-            file=sys.stderr,
-        )
-        return EXIT_TOOL_ERROR
-    client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key)
-    command = _COMMANDS[args.command]
-    try:
-        return command(client, args)
-    except openai.APIStatusError as error:
-        print(f"batchctl: {error.status_code}: {_message(error)}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
-    except openai.APIConnectionError as error:
-        print(f"batchctl: cannot reach {args.base_url}: {error}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
+ApiCommand = Callable[[openai.OpenAI, argparse.Namespace], int]
+
+
+def _with_client(command: ApiCommand) -> Callable[[argparse.Namespace], int]:
+    """`command` run with an SDK client for the connection arguments; the API's refusals and
+    an unreachable API become one line on stderr and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not args.base_url or not args.api_key:
+            print(
+                "batchctl: give --base-url and --api-key (or OPENAI_BASE_URL and OPENAI_API_KEY)",
+                file=sys.stderr,
+            )
+            return EXIT_TOOL_ERROR
+        client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key)
+        try:
+            return command(client, args)
+        except openai.APIStatusError as error:
+            print(f"batchctl: {error.status_code}: {_message(error)}", file=sys.stderr)
+            return EXIT_TOOL_ERROR
+        except openai.APIConnectionError as error:
+            print(f"batchctl: cannot reach {args.base_url}: {error}", file=sys.stderr)
+            return EXIT_TOOL_ERROR
+
+    return run
 
 
 def _message(error: openai.APIStatusError) -> str:
@@ -132,12 +149,9 @@ def _submit(client: openai.OpenAI, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"batchctl: no such file: {args.file}", file=sys.stderr)
         return EXIT_TOOL_ERROR
-    try:
-        endpoint = parse_endpoint(args.endpoint) if args.endpoint else _first_url(args.file)
-        metadata = _pairs(args.metadata)
-    except InvalidRequestError as error:
-        print(f"batchctl: {error}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
+    # A refused endpoint or pair raises InvalidRequestError: cli.main makes it one line.
+    endpoint = parse_endpoint(args.endpoint) if args.endpoint else _first_url(args.file)
+    metadata = _pairs(args.metadata)
     uploaded = _upload(client, args.file)
     batch = client.batches.create(
         input_file_id=uploaded.id,
@@ -206,35 +220,29 @@ def _retry(client: openai.OpenAI, args: argparse.Namespace) -> int:
     return EXIT_OK if final.status == "completed" else EXIT_NOT_COMPLETED
 
 
-def _webhooks(client: openai.OpenAI, args: argparse.Namespace) -> int:
-    if args.webhooks_command == "add":
-        events = [event.strip() for event in args.events.split(",") if event.strip()]
-        created = client.webhooks.create(
-            url=args.url,
-            event_types=events,
-            name=args.name or (urlsplit(args.url).hostname or args.url),
-        )
-        print(f"{created.id}  {created.url}  {', '.join(created.event_types)}")
-        print(f"signing secret (shown once): {created.signing_secret}")
-    elif args.webhooks_command == "list":
-        for endpoint in client.webhooks.list():
-            hint = endpoint.signing_secret_hint or ""
-            print(f"{endpoint.id}  {endpoint.url}  {', '.join(endpoint.event_types)}  {hint}")
-    else:
-        client.webhooks.delete(args.endpoint_id)
-        print(f"deleted {args.endpoint_id}")
+def _add_webhook(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    events = [event.strip() for event in args.events.split(",") if event.strip()]
+    created = client.webhooks.create(
+        url=args.url,
+        event_types=events,
+        name=args.name or (urlsplit(args.url).hostname or args.url),
+    )
+    print(f"{created.id}  {created.url}  {', '.join(created.event_types)}")
+    print(f"signing secret (shown once): {created.signing_secret}")
     return EXIT_OK
 
 
-_COMMANDS = {
-    "webhooks": _webhooks,
-    "submit": _submit,
-    "status": _status,
-    "list": _list,
-    "cancel": _cancel,
-    "results": _results,
-    "retry": _retry,
-}
+def _list_webhooks(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    for endpoint in client.webhooks.list():
+        hint = endpoint.signing_secret_hint or ""
+        print(f"{endpoint.id}  {endpoint.url}  {', '.join(endpoint.event_types)}  {hint}")
+    return EXIT_OK
+
+
+def _remove_webhook(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    client.webhooks.delete(args.endpoint_id)
+    print(f"deleted {args.endpoint_id}")
+    return EXIT_OK
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -280,73 +288,16 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return pairs
 
 
-@dataclass
-class ProgressMeter:
-    """Turns successive Batch snapshots into a progress line: a bar, requests done/failed/
-    total, output tokens per second and an ETA from the request rate so far."""
-
-    width: int = 30
-    _started: float | None = None
-    _samples: list[tuple[float, int, int]] = field(default_factory=list)
-
-    def line(self, batch: Batch, now: float) -> str:
-        counts = batch.request_counts
-        total = counts.total if counts else 0
-        failed = counts.failed if counts else 0
-        done = (counts.completed if counts else 0) + failed
-        tokens = batch.usage.output_tokens if batch.usage else 0
-        if batch.status == "in_progress" and self._started is None:
-            self._started = now
-            self._samples = [(now, done, tokens)]
-        elif self._started is not None:
-            self._samples = [*self._samples[-20:], (now, done, tokens)]
-        filled = int(self.width * done / total) if total else 0
-        bar = "#" * filled + "." * (self.width - filled)
-        text = f"[{bar}] {done}/{total} done, {failed} failed"
-        if len(self._samples) >= 2:
-            (t0, done0, tokens0), (t1, done1, tokens1) = self._samples[0], self._samples[-1]
-            seconds = max(t1 - t0, 1e-9)
-            text += f", {(tokens1 - tokens0) / seconds:.0f} tok/s"
-            rate = (done1 - done0) / seconds
-            if rate > 0 and total > done:
-                text += f", ETA {_duration((total - done) / rate)}"
-        return f"{text}  {batch.status}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def _wait(client: openai.OpenAI, batch_id: str, poll_seconds: float = 1.0) -> Batch:
-    meter = ProgressMeter()
-    live = sys.stdout.isatty()
-    last = ""
+    printer = ProgressPrinter()
     while True:
         batch = client.batches.retrieve(batch_id)
-        line = meter.line(batch, time.monotonic())
-        if line != last:
-            print(("\r" + line + "\x1b[K") if live else line, end="" if live else "\n", flush=True)
-            last = line
+        printer.show(batch, time.monotonic())
         if batch.status in TERMINAL:
-            if live:
-                print()
-            _summary(batch)
+            printer.finish()
+            print_summary(batch)
             return batch
         time.sleep(poll_seconds)
-
-
-def _summary(batch: Batch) -> None:
-    print(f"{batch.id}: {batch.status}")
-    if batch.errors and batch.errors.data:
-        for error in batch.errors.data[:20]:
-            print(f"  line {error.line}: [{error.code}] {error.message} (param: {error.param})")
-    if batch.usage:
-        print(f"  tokens: {batch.usage.input_tokens} in, {batch.usage.output_tokens} out")
 
 
 def _download(client: openai.OpenAI, batch: Batch, out: Path) -> None:

@@ -29,26 +29,32 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from batch_core.drop_options import parse_endpoint
-from batch_core.errors import InvalidRequestError
-from batch_core.models import Batch
+from batch_core.errors import BatchCoreError, InvalidRequestError
 from batch_core.protocol import Engine
 from batch_core.sharding import ShardBounds, dry_run
 from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
-from batchctl.api_commands import add_api_commands, run_api_command
+from batchctl.api_commands import add_api_commands
+from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
+from batchctl.progress import ProgressPrinter, print_summary
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_TOOL_ERROR = 2
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (and exit code 2), not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_TOOL_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchctl", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="batchctl", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     local = commands.add_parser("local", help="run the pipeline locally on moto")
-    local_commands = local.add_subparsers(dest="local_command", required=True)
+    local_commands = local.add_subparsers(dest="local_command", required=True, parser_class=_Parser)
     run = local_commands.add_parser("run", help="run one JSONL file to a terminal status")
     run.add_argument("file", type=Path, help="the JSONL input file")
     run.add_argument("--out", type=Path, required=True, help="where to write the results")
@@ -65,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the batch")
+    run.set_defaults(run=_local_run)
 
     serve = local_commands.add_parser("serve", help="serve the HTTP API locally")
     serve.add_argument("--port", type=int, default=8000)
@@ -73,14 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default=os.environ.get("MODEL") or None)
     serve.add_argument("--served-model-name")
     serve.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
+    serve.set_defaults(run=_local_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     create_key = key_commands.add_parser("create", help="create a key and print it once")
     create_key.add_argument("--tenant", required=True)
     create_key.add_argument("--name", default="", help="a note to recognize the key by")
+    create_key.set_defaults(run=_create_key)
     revoke_key = key_commands.add_parser("revoke", help="revoke a key: it stops working at once")
     revoke_key.add_argument("key")
+    revoke_key.set_defaults(run=_revoke_key)
 
     add_api_commands(commands)
 
@@ -107,20 +117,19 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--max-requests", type=int, default=ValidationLimits().max_requests, help="batch limit"
     )
+    validate.set_defaults(run=_validate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every command is its parser's `run`; a value one refuses is one line and exit code 2."""
     args = _parser().parse_args(argv)
-    if args.command == "local" and args.local_command == "run":
-        return _local_run(args)
-    if args.command == "local" and args.local_command == "serve":
-        return _local_serve(args)
-    if args.command == "validate":
-        return _validate(args)
-    if args.command == "keys":
-        return _create_key(args) if args.keys_command == "create" else _revoke_key(args)
-    return run_api_command(args)  # pragma: no cover - argparse rejects unknown commands
+    command: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return command(args)
+    except BatchCoreError as refused:
+        print(f"batchctl: {refused}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
 
 
 def _start_engine(args: argparse.Namespace) -> Engine | None:
@@ -208,7 +217,7 @@ def _revoke_key(args: argparse.Namespace) -> int:
         return EXIT_TOOL_ERROR
     if not revoked:
         print("batchctl: no such key", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_NOT_COMPLETED
     print("revoked")
     return EXIT_OK
 
@@ -227,14 +236,20 @@ def _local_run(args: argparse.Namespace) -> int:
             name = stack.drop(args.file)
             print(f"Dropped {args.file} into s3://{stack.bucket}/inbox/{name}.jsonl", flush=True)
             run_started = time.monotonic()
-            batch = stack.wait_for_outbox(name, timeout=args.timeout, on_progress=_show_progress)
+            printer = ProgressPrinter()
+            batch = stack.wait_for_outbox(
+                name,
+                timeout=args.timeout,
+                on_progress=lambda snapshot: printer.show(snapshot, time.monotonic()),
+            )
+            printer.finish()
             paths = stack.download_outbox(name, args.out)
     except TimeoutError as error:
         print(f"batchctl: {error}", file=sys.stderr)
         return EXIT_TOOL_ERROR
     finally:
         engine.close()
-    _print_summary(batch, time.monotonic() - run_started, paths)
+    print_summary(batch, seconds=time.monotonic() - run_started, paths=paths.values())
     return EXIT_OK
 
 
@@ -242,11 +257,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"batchctl: no such file: {args.file}", file=sys.stderr)
         return EXIT_TOOL_ERROR
-    try:
-        endpoint = parse_endpoint(args.endpoint) if args.endpoint else None
-    except InvalidRequestError as bad_endpoint:
-        print(f"batchctl: {bad_endpoint}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
+    endpoint = parse_endpoint(args.endpoint) if args.endpoint else None
 
     def show(rejected: RejectedLine) -> None:
         error = rejected.error
@@ -279,35 +290,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"  prompt tokens    ~{report.estimated_prompt_tokens} (estimated: 4 characters each)")
     print(f"  work tokens      ~{result.work_tokens} (prompt + output budget)")
     print(f"  shards           {result.shards}")
-    return EXIT_OK if runnable else EXIT_INVALID
-
-
-def _show_progress(batch: Batch) -> None:
-    counts = batch.request_counts
-    done = counts.completed + counts.failed
-    print(
-        f"  {batch.status:<12} {done}/{counts.total} requests "
-        f"({counts.completed} ok, {counts.failed} failed)",
-        flush=True,
-    )
-
-
-def _print_summary(batch: Batch, seconds: float, paths: dict[str, Path]) -> None:
-    counts = batch.request_counts
-    usage = batch.usage
-    print()
-    print(f"Batch {batch.id}: {batch.status}")
-    if batch.errors and batch.errors.data:
-        for error in batch.errors.data[:20]:
-            print(f"  line {error.line}: [{error.code}] {error.message} (param: {error.param})")
-    print(f"  requests   {counts.total}")
-    print(f"  succeeded  {counts.completed}")
-    print(f"  failed     {counts.failed}")
-    if usage:
-        print(f"  tokens     {usage.input_tokens} in, {usage.output_tokens} out")
-    print(f"  wall time  {seconds:.1f} s")
-    for path in paths.values():
-        print(f"  {path}")
+    return EXIT_OK if runnable else EXIT_NOT_COMPLETED
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,15 @@ from batch_core.records import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-from batch_core.table_codec import Page, from_item, is_condition_failure, to_item, unless_refused
+from batch_core.table_codec import (
+    Page,
+    from_item,
+    is_condition_failure,
+    record_from,
+    record_item,
+    to_item,
+    unless_refused,
+)
 from batch_core.table_keys import (
     ACTIVE_BY_EXPIRY,
     BY_TENANT,
@@ -41,9 +48,8 @@ class BatchTable:
 
     def create_batch(self, record: BatchRecord) -> bool:
         """Store a new batch; False when a batch with this id already exists."""
-        values = record.model_dump(exclude={"errors"})
         listing = listing_keys(record.tenant, "batch", record.id)
-        item = to_item({"pk": batch_pk(record.id), "sk": META, **values, **listing})
+        item = record_item(record, pk=batch_pk(record.id), sk=META, **listing)
         response = unless_refused(
             self._db.put_item,
             TableName=self._table,
@@ -65,10 +71,7 @@ class BatchTable:
 
     @staticmethod
     def _batch_from(values: dict[str, Any]) -> BatchRecord:
-        errors = values.pop("errors_json", None)
-        if errors:
-            values["errors"] = [BatchError.model_validate(e) for e in json.loads(errors)]
-        return BatchRecord.model_validate(values)
+        return record_from(BatchRecord, values)
 
     def transition(
         self,
@@ -91,7 +94,7 @@ class BatchTable:
         if to_status in TERMINAL_STATUSES:
             values["active"] = None  # leaves the index of batches that can expire
         if errors is not None:
-            values["errors_json"] = json.dumps([e.model_dump() for e in errors])
+            values["errors"] = [e.model_dump() for e in errors]
         names = {f"#f{i}": name for i, name in enumerate(values)}
         placeholders = {f":v{i}": v for i, v in enumerate(values.values()) if v is not None}
         sets = ", ".join(f"#f{i} = :v{i}" for i, v in enumerate(values.values()) if v is not None)
@@ -166,15 +169,21 @@ class BatchTable:
         ascending: bool,
         filters: Mapping[str, str] | None = None,
     ) -> Page[dict[str, Any]]:
-        """Up to `limit` items of a tenant's `kind` from the ByTenant index, past `cursor`."""
+        """Up to `limit` items of a tenant's `kind` from the ByTenant index, past `cursor`,
+        with each attribute path of `filters` (`file.purpose`) equal to its value."""
         condition = "tenant_kind = :partition"
         values: dict[str, Any] = {":partition": f"{tenant}#{kind}"}
         if cursor is not None:
             condition += f" AND created_sort {'>' if ascending else '<'} :cursor"
             values[":cursor"] = cursor
-        names = {f"#k{i}": name for i, name in enumerate(filters or {})}
-        filter_expression = " AND ".join(f"#k{i} = :k{i}" for i in range(len(names)))
-        values.update({f":k{i}": value for i, value in enumerate((filters or {}).values())})
+        names: dict[str, str] = {}
+        tests: list[str] = []
+        for i, (path, value) in enumerate((filters or {}).items()):  # `file.purpose`: a path
+            parts = {f"#k{i}_{j}": part for j, part in enumerate(path.split("."))}
+            names |= parts
+            tests.append(f"{'.'.join(parts)} = :k{i}")
+            values[f":k{i}"] = value
+        filter_expression = " AND ".join(tests)
         items: list[dict[str, Any]] = []
         start_key: Any = None
         while True:

@@ -1,9 +1,16 @@
-"""Items to and from DynamoDB's typed values, the listing page, and the one place a conditional
-write's refusal is told from a failure.
+"""The one item encoding, the listing page, and the one place a conditional write's refusal is
+told from a failure.
+
+Every item is its record's fields in DynamoDB's own types: a nested model (a File, an Upload, a
+webhook endpoint, a batch's errors) is a map or a list of maps, so a write can reach into it
+(`SET #file.#status = :s`), floats are numbers, and keys and index attributes sit beside the
+fields. Items written before this encoding (JSON in `document` or `errors_json`, a File's
+fields prefixed `file_`) are still read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -11,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
 _serializer = TypeSerializer()
 
@@ -19,6 +27,7 @@ _deserializer = TypeDeserializer()
 
 T = TypeVar("T")
 U = TypeVar("U")
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,42 @@ class Page(Generic[T]):
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+    """Plain values as DynamoDB's typed values; a None at the top is no attribute at all."""
+    return {k: _serializer.serialize(storable(v)) for k, v in values.items() if v is not None}
+
+
+def storable(value: Any) -> Any:
+    """`value` with its floats as Decimals, the only numbers boto3 stores."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
+def record_item(record: BaseModel, **keys: Any) -> dict[str, Any]:
+    """A record as its item: its fields beside `keys` (pk, sk, listing and index attributes)."""
+    return to_item({**keys, **record.model_dump()})
+
+
+def record_from(model: type[R], values: Mapping[str, Any]) -> R:
+    """A record from its item's plain values (keys and index attributes are ignored)."""
+    return model.model_validate(_upgraded(values))
+
+
+def _upgraded(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An item of the earlier encodings in this one: the JSON `document` of uploads, parts and
+    webhooks, a batch's `errors_json`, a File's `file_`-prefixed fields."""
+    if "document" in values:
+        return {**values, **json.loads(values["document"])}
+    if "errors_json" in values:
+        return {**values, "errors": json.loads(values["errors_json"])}
+    if "file" not in values and "file_id" in values:
+        nested = {k[5:]: v for k, v in values.items() if k.startswith("file_")}
+        return {**values, "file": nested}
+    return values
 
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:

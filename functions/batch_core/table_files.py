@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from batch_core.models import FileObject, Upload, UploadPart
+from batch_core.models import Upload, UploadPart
 from batch_core.records import (
     FileRecord,
     UploadPartRecord,
     UploadRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import Page, from_item, to_item, unless_refused
+from batch_core.table_codec import (
+    Page,
+    from_item,
+    record_from,
+    record_item,
+    to_item,
+    unless_refused,
+)
 from batch_core.table_keys import FILES_BY_EXPIRY, META, file_pk, listing_keys, upload_pk
+
+_FILE_STATUS = {"#file": "file", "#status": "status"}
 
 
 class FileTable(BatchTable):
@@ -20,18 +29,11 @@ class FileTable(BatchTable):
 
     def put_file(self, record: FileRecord) -> None:
         file = record.file
-        values = {
-            "pk": file_pk(file.id),
-            "sk": META,
-            "s3_key": record.s3_key,
-            "batch_id": record.batch_id,
-            "tenant": record.tenant,
-            **listing_keys(record.tenant, "file", file.id),
-            **{f"file_{k}": v for k, v in file.model_dump().items()},
-        }
+        keys: dict[str, Any] = {"pk": file_pk(file.id), "sk": META}
+        keys |= listing_keys(record.tenant, "file", file.id)
         if file.expires_at is not None:  # in the expiry index, under its own partition
-            values |= {"id": file.id, "active": FILES_BY_EXPIRY, "expires_at": file.expires_at}
-        self._db.put_item(TableName=self._table, Item=to_item(values))
+            keys |= {"id": file.id, "active": FILES_BY_EXPIRY, "expires_at": file.expires_at}
+        self._db.put_item(TableName=self._table, Item=record_item(record, **keys))
 
     def wait_for_file(self, file_id: str, batch_id: str) -> bool:
         """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
@@ -42,7 +44,8 @@ class FileTable(BatchTable):
             Key=to_item({"pk": file_pk(file_id), "sk": META}),
             UpdateExpression="SET waiting_batches = list_append("
             "if_not_exists(waiting_batches, :empty), :batch)",
-            ConditionExpression="file_status = :uploaded",
+            ConditionExpression="#file.#status = :uploaded",
+            ExpressionAttributeNames=_FILE_STATUS,
             ExpressionAttributeValues=to_item(
                 {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
             ),
@@ -61,19 +64,23 @@ class FileTable(BatchTable):
         returns the batches that waited for it (in the same write, so none is missed). Empty
         when it was already finished."""
         values: dict[str, Any] = {":status": status, ":uploaded": "uploaded"}
-        update = "SET file_status = :status"
+        names = dict(_FILE_STATUS)
+        update = "SET #file.#status = :status"
         if size is not None:
-            update += ", file_bytes = :size"
+            update += ", #file.#bytes = :size"
             values[":size"] = size
+            names["#bytes"] = "bytes"
         if status_details:
-            update += ", file_status_details = :details"
+            update += ", #file.#details = :details"
             values[":details"] = status_details
+            names["#details"] = "status_details"
         response = unless_refused(
             self._db.update_item,
             TableName=self._table,
             Key=to_item({"pk": file_pk(file_id), "sk": META}),
             UpdateExpression=update + " REMOVE waiting_batches",
-            ConditionExpression="file_status = :uploaded",
+            ConditionExpression="#file.#status = :uploaded",
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_item(values),
             ReturnValues="UPDATED_OLD",
         )
@@ -91,13 +98,7 @@ class FileTable(BatchTable):
 
     @staticmethod
     def _file_from(values: dict[str, Any]) -> FileRecord:
-        file_values = {k[5:]: v for k, v in values.items() if k.startswith("file_")}
-        return FileRecord(
-            file=FileObject.model_validate(file_values),
-            s3_key=values["s3_key"],
-            batch_id=values.get("batch_id"),
-            tenant=values.get("tenant", "default"),
-        )
+        return record_from(FileRecord, values)
 
     def list_files(
         self,
@@ -109,7 +110,7 @@ class FileTable(BatchTable):
         purpose: str | None,
     ) -> Page[FileRecord]:
         """A tenant's files in creation order (or reversed), past the listing position."""
-        filters = {"file_purpose": purpose} if purpose else None
+        filters = {"file.purpose": purpose} if purpose else None
         page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
         return page.map(self._file_from)
 
@@ -125,13 +126,7 @@ class FileTable(BatchTable):
     def put_upload(self, record: UploadRecord) -> None:
         self._db.put_item(
             TableName=self._table,
-            Item=to_item(
-                {
-                    "pk": upload_pk(record.upload.id),
-                    "sk": META,
-                    "document": record.model_dump_json(),
-                }
-            ),
+            Item=record_item(record, pk=upload_pk(record.upload.id), sk=META),
         )
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
@@ -143,7 +138,7 @@ class FileTable(BatchTable):
         item = response.get("Item")
         if not item:
             return None
-        return UploadRecord.model_validate_json(from_item(item)["document"])
+        return record_from(UploadRecord, from_item(item))
 
     def reserve_upload_bytes(self, upload_id: str, size: int, limit: int) -> bool:
         """Count `size` more bytes of parts against the upload's declared `limit`; False
@@ -166,16 +161,14 @@ class FileTable(BatchTable):
         response = unless_refused(
             self._db.put_item,
             TableName=self._table,
-            Item=to_item(
-                {
-                    "pk": upload_pk(upload.id),
-                    "sk": META,
-                    "status": upload.status,
-                    "document": record.model_copy(update={"upload": upload}).model_dump_json(),
-                }
+            Item=record_item(
+                record.model_copy(update={"upload": upload}), pk=upload_pk(upload.id), sk=META
             ),
-            ConditionExpression="attribute_not_exists(#status)",
-            ExpressionAttributeNames={"#status": "status"},
+            # An upload stored in the earlier encoding (a JSON document) has no map to test.
+            ConditionExpression="#upload.#status = :pending OR "
+            "(attribute_exists(document) AND attribute_not_exists(#status))",
+            ExpressionAttributeNames={"#upload": "upload", "#status": "status"},
+            ExpressionAttributeValues=to_item({":pending": "pending"}),
         )
         return response is not None
 
@@ -183,17 +176,11 @@ class FileTable(BatchTable):
         part: UploadPart = record.part
         self._db.put_item(
             TableName=self._table,
-            Item=to_item(
-                {
-                    "pk": upload_pk(part.upload_id),
-                    "sk": f"PART#{part.id}",
-                    "document": record.model_dump_json(),
-                }
-            ),
+            Item=record_item(record, pk=upload_pk(part.upload_id), sk=f"PART#{part.id}"),
         )
 
     def list_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
         return [
-            UploadPartRecord.model_validate_json(values["document"])
+            record_from(UploadPartRecord, values)
             for values in self._items_under(upload_pk(upload_id), "PART#")
         ]

@@ -6,14 +6,13 @@ import itertools
 import random
 import time
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 from batch_core.records import (
     ShardRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import from_item, to_item, unless_refused
+from batch_core.table_codec import from_item, record_from, record_item, to_item, unless_refused
 from batch_core.table_keys import META, batch_pk, shard_sk
 
 
@@ -22,13 +21,7 @@ class ShardTable(BatchTable):
 
     def put_shards(self, batch_id: str, shards: Iterable[ShardRecord]) -> None:
         requests = [
-            {
-                "PutRequest": {
-                    "Item": to_item(
-                        {"pk": batch_pk(batch_id), "sk": shard_sk(s.index), **s.model_dump()}
-                    )
-                }
-            }
+            {"PutRequest": {"Item": record_item(s, pk=batch_pk(batch_id), sk=shard_sk(s.index))}}
             for s in shards
         ]
         for start in range(0, len(requests), 25):
@@ -50,8 +43,7 @@ class ShardTable(BatchTable):
         item = response.get("Item")
         if not item:
             return None
-        values = from_item(item)
-        return ShardRecord.model_validate(values)
+        return record_from(ShardRecord, from_item(item))
 
     def begin_shard_attempt(
         self,
@@ -100,8 +92,8 @@ class ShardTable(BatchTable):
                                 ":one": 1,
                                 ":done": "done",
                                 ":owner": owner,
-                                ":until": Decimal(str(lease_until)),
-                                ":now": Decimal(str(now)),
+                                ":until": lease_until,
+                                ":now": now,
                             }
                         ),
                     }
@@ -120,9 +112,7 @@ class ShardTable(BatchTable):
             Key=to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
             UpdateExpression="SET lease_until = :until",
             ConditionExpression="lease_owner = :owner",
-            ExpressionAttributeValues=to_item(
-                {":owner": owner, ":until": Decimal(str(lease_until))}
-            ),
+            ExpressionAttributeValues=to_item({":owner": owner, ":until": lease_until}),
         )
         return response is not None
 
@@ -205,7 +195,7 @@ class ShardTable(BatchTable):
     def list_shards(self, batch_id: str) -> list[ShardRecord]:
         """Every shard item of a batch, in index order."""
         shards = [
-            ShardRecord.model_validate(values)
+            record_from(ShardRecord, values)
             for values in self._items_under(batch_pk(batch_id), "SHARD#")
         ]
         return sorted(shards, key=lambda shard: shard.index)

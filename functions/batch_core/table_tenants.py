@@ -7,7 +7,14 @@ from batch_core.records import (
     WebhookRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import Page, from_item, to_item, unless_refused
+from batch_core.table_codec import (
+    Page,
+    from_item,
+    record_from,
+    record_item,
+    to_item,
+    unless_refused,
+)
 from batch_core.table_keys import META, api_key_pk, listing_keys, webhook_pk
 
 
@@ -15,28 +22,23 @@ class TenantTable(BatchTable):
     """Webhook endpoints, request slots and API keys."""
 
     def put_webhook(self, record: WebhookRecord) -> None:
-        values = {
-            "pk": webhook_pk(record.endpoint.id),
-            "sk": META,
-            "tenant": record.tenant,
-            "document": record.model_dump_json(),
-            **listing_keys(record.tenant, "webhook", record.endpoint.id),
-        }
-        self._db.put_item(TableName=self._table, Item=to_item(values))
+        listing = listing_keys(record.tenant, "webhook", record.endpoint.id)
+        item = record_item(record, pk=webhook_pk(record.endpoint.id), sk=META, **listing)
+        self._db.put_item(TableName=self._table, Item=item)
 
     def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
         response = self._db.get_item(
             TableName=self._table, Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META})
         )
         item = response.get("Item")
-        return WebhookRecord.model_validate_json(from_item(item)["document"]) if item else None
+        return record_from(WebhookRecord, from_item(item)) if item else None
 
     def list_webhooks(
         self, tenant: str, *, limit: int, after: str | None = None
     ) -> Page[WebhookRecord]:
         """A tenant's endpoints, newest first, past the listing position `after`."""
         page = self._page(tenant, "webhook", after, limit, ascending=False)
-        return page.map(lambda values: WebhookRecord.model_validate_json(values["document"]))
+        return page.map(lambda values: record_from(WebhookRecord, values))
 
     def delete_webhook(self, endpoint_id: str) -> None:
         self._db.delete_item(
@@ -60,7 +62,7 @@ class TenantTable(BatchTable):
     def put_api_key(self, record: ApiKeyRecord) -> None:
         self._db.put_item(
             TableName=self._table,
-            Item=to_item({"pk": api_key_pk(record.key_hash), "sk": META, **record.model_dump()}),
+            Item=record_item(record, pk=api_key_pk(record.key_hash), sk=META),
         )
 
     def delete_api_key(self, key_hash: str) -> bool:
@@ -76,4 +78,4 @@ class TenantTable(BatchTable):
             TableName=self._table, Key=to_item({"pk": api_key_pk(key_hash), "sk": META})
         )
         item = response.get("Item")
-        return ApiKeyRecord.model_validate(from_item(item)) if item else None
+        return record_from(ApiKeyRecord, from_item(item)) if item else None

@@ -49,7 +49,8 @@ def expire_now(stack: LocalStack, file_id: str) -> None:
     stack.session.client("dynamodb").update_item(
         TableName=stack.physical_id("BatchTable"),
         Key={"pk": {"S": file_pk(file_id)}, "sk": {"S": "META"}},
-        UpdateExpression="SET expires_at = :t, file_expires_at = :t",
+        UpdateExpression="SET expires_at = :t, #file.expires_at = :t",
+        ExpressionAttributeNames={"#file": "file"},
         ExpressionAttributeValues={":t": {"N": str(int(time.time()) - 1)}},
     )
 

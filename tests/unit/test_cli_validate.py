@@ -75,7 +75,7 @@ def test_a_missing_file_is_a_tool_error(tmp_path: Path) -> None:
 def test_the_progress_meter_shows_counts_rate_and_eta() -> None:
     from openai.types import Batch
 
-    from batchctl.api_commands import ProgressMeter
+    from batchctl.progress import ProgressMeter
 
     def snapshot(done: int, tokens: int) -> Batch:
         return Batch.model_validate(
