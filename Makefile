@@ -41,13 +41,17 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# Four test processes on two cores: most tests wait on the local stack's pollers, not the
+# CPU. The real-engine tests then run in one process, one vLLM engine for all of them
+# (pytest-xdist's groups cannot pin them to one worker under pytest 9.2).
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 -m "not e2e"
+	$(BIN)/pytest -m e2e
 
 test-fast: $(STAMP) $(NODE_STAMP)
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -n 4 -m "not e2e"
 
 # The reliability suite at full size (make test runs its fast subset): worker kills, poison
 # input, duplicate events, AWS faults, generated requests, security, 1,000,000 requests of
