@@ -14,6 +14,7 @@ from types import FrameType
 
 from batch_core.wiring import default_service
 from gpu_worker.engines import load_engine
+from gpu_worker.gpu_monitor import GpuMonitor
 from gpu_worker.observability import ShardMetrics, configure_logging
 from gpu_worker.settings import EngineSettings, WorkerSettings
 from gpu_worker.worker import Worker
@@ -45,7 +46,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     logger.info("worker ready", extra={"served_model": engine.served_model})
     try:
-        worker.run(idle_exit_seconds=worker_settings.idle_exit_seconds)
+        with GpuMonitor(metrics.record_gpu):
+            worker.run(idle_exit_seconds=worker_settings.idle_exit_seconds)
     except Exception:
         logger.exception("worker failed; exiting for a restart")
         metrics.record_error()

@@ -48,6 +48,15 @@ class ShardMetrics:
             add(name=f"Shards_{run.outcome}", unit=MetricUnit.Count, value=1)
             self._metrics.flush_metrics()
 
+    def record_gpu(self, utilizations: list[float]) -> None:
+        """One sample of each GPU's utilisation (percent)."""
+        with self._lock:
+            for value in utilizations:
+                self._metrics.add_metric(
+                    name="GpuUtilization", unit=MetricUnit.Percent, value=value
+                )
+            self._metrics.flush_metrics()
+
     def record_error(self) -> None:
         with self._lock:
             self._metrics.add_metric(name="WorkerErrors", unit=MetricUnit.Count, value=1)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from batch_core import s3keys
+from batch_core.batch_metrics import count_status
 from batch_core.errors import NotFoundError
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
 from batch_core.models import TERMINAL_STATUSES
@@ -67,6 +68,10 @@ class ServiceBase:
 
     def _announce(self, record: BatchRecord) -> None:
         """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
+        try:
+            count_status(record.status)
+        except Exception:  # a metric must never fail the batch either
+            logger.exception("could not count the status of %s", record.id)
         try:
             if self.events is not None:
                 self.events.publish(record.to_batch().model_dump(mode="json"))
