@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov (the template's security linter) in a venv of its own: its pins clash with moto's.
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(TOOLS)/.checkov-$(CHECKOV_VERSION)
 # The official openai Node SDK, for the tests that run it against the local server.
 NODE_STAMP := tests/node/node_modules/.installed
 MODEL ?=
@@ -17,7 +21,7 @@ BENCH_REQUESTS ?= 1000000
 # (one table per request count).
 BENCH_WORKER_REQUESTS ?= 1024,4096
 
-.PHONY: venv demo test test-fast lint bench clean openapi serve reliability
+.PHONY: venv demo test test-fast lint security bench clean openapi serve reliability
 
 venv: $(STAMP)
 
@@ -44,7 +48,7 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 # Four test processes on two cores: most tests wait on the local stack's pollers, not the
 # CPU. The real-engine tests then run in one process, one vLLM engine for all of them
 # (pytest-xdist's groups cannot pin them to one worker under pytest 9.2).
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) security
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 4 -m "not e2e"
@@ -52,6 +56,19 @@ test: $(STAMP) $(NODE_STAMP)
 
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -n 4 -m "not e2e"
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV_STAMP)
+
+# The template: cfn-lint (with the SAM transform, as `sam validate --lint`) and checkov, whose
+# every skip is justified in the resource's Metadata (tests/unit/test_operations.py holds it).
+security: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/cfn-lint template.yaml
+	$(TOOLS)/bin/checkov --file template.yaml --framework cloudformation --skip-download \
+		--compact --quiet
 
 # The reliability suite at full size (make test runs its fast subset): worker kills, poison
 # input, duplicate events, AWS faults, generated requests, security, 1,000,000 requests of
@@ -80,4 +97,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) out bench/.data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) out bench/.data .pytest_cache .mypy_cache .ruff_cache

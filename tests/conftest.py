@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from openai.types import Batch as OpenAIBatch
 
+from batch_core.models import BatchStatus
+from batch_core.records import BatchRecord
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
 
-EVENTS = Path(__file__).parent / "events"
+EVENTS = Path(__file__).parent.parent / "events"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 MODEL = "demo-model"
 
@@ -139,3 +141,21 @@ def assert_ended_early(
     ids = sorted(str(line["custom_id"]) for line in output + errors)
     assert ids == sorted(f"r{i}" for i in range(total))
     return parsed, paths
+
+
+def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields: Any) -> None:
+    """A batch item as a stage would have left it (for tests that start mid-way)."""
+    now = int(time.time())
+    stack.service.repository.create_batch(
+        BatchRecord(
+            id=batch_id,
+            endpoint="/v1/chat/completions",
+            input_file_id="file-x",
+            completion_window="24h",
+            status=status,
+            created_at=now,
+            expires_at=now + 86400,
+            input_key="inbox/x.jsonl",
+            **fields,
+        )
+    )

@@ -11,11 +11,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from batch_core import s3keys
+from batch_core.ids import new_batch_id
 from batch_core.messaging import ShardTask
 from batchctl.local import LocalLambdaContext, LocalStack
 from gpu_worker.engines.fake import FakeEngine
-from handlers import finalize, validate
-from tests.conftest import MODEL, chat_request, load_event
+from handlers import dead_intake, dead_shard, finalize, validate
+from handlers.s3_notification import dropped_objects
+from tests.conftest import MODEL, chat_request, load_event, store_batch
 
 CONTEXT = LocalLambdaContext(function_name="test", aws_request_id="req-1")
 DECODED_KEY = "inbox/team prompts(2).jsonl"  # the event file carries it URL-encoded
@@ -223,3 +225,37 @@ def test_the_webhook_handler_delivers_the_event_file_signed(bare_stack: LocalSta
     )
     assert (verified.id, verified.type) == (body["event"]["id"], "batch.completed")
     assert queued(bare_stack, "WebhookQueue") == []  # delivered: nothing queued again
+
+
+def test_the_dead_shard_event_ends_a_shard_no_worker_could_run(bare_stack: LocalStack) -> None:
+    put_input(bare_stack, 6)
+    validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
+    first = min(
+        (ShardTask.model_validate_json(m["Body"]) for m in queued(bare_stack, "ShardQueue")),
+        key=lambda task: task.shard_index,
+    )
+    event = load_event("dead_shard_message.json")
+    event["Records"][0]["body"] = first.model_dump_json()
+    assert dead_shard.handler(event, CONTEXT) == {"batchItemFailures": []}
+    shard = bare_stack.service.repository.get_shard(first.batch_id, first.shard_index)
+    assert shard is not None and shard.status == "done"
+    batch = bare_stack.service.get_batch(first.batch_id)
+    # Its 4 requests (4 per shard here), each now a shard_failed line; the rest still to run.
+    assert batch is not None and (batch.request_failed, batch.shards_pending) == (4, 1)
+
+
+def test_the_dead_intake_event_fails_a_batch_stuck_validating(bare_stack: LocalStack) -> None:
+    put_input(bare_stack, 3)
+    event = load_event("dead_intake_message.json")
+    (dropped,) = dropped_objects(event["Records"][0]["body"])
+    service = bare_stack.service
+    # What an intake that crashed on every attempt leaves: the batch recorded, validating.
+    batch_id = new_batch_id(service._drop_seed(dropped))
+    store_batch(bare_stack, batch_id, "validating")
+    assert dead_intake.handler(event, CONTEXT) == {"batchItemFailures": []}
+    batch = service.get_batch(batch_id)
+    assert batch is not None and batch.status == "failed"
+    assert batch.errors is not None and batch.errors[0].code == "intake_failed"
+    # An event for an object that never became a batch names nothing to end.
+    event["Records"][0]["body"] = event["Records"][0]["body"].replace("prompts", "other")
+    assert dead_intake.handler(event, CONTEXT) == {"batchItemFailures": []}

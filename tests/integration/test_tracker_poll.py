@@ -9,9 +9,9 @@ import time
 from collections import Counter
 
 from batch_core.batch_params import MAX_WINDOW_SECONDS
-from batch_core.records import BatchRecord
 from batch_core.settings import Settings
 from batchctl.local import LocalStack
+from tests.conftest import store_batch
 
 HISTORY_LIMIT = 25_000
 FIRST_POLLS, LATER_POLLS = 10, 30  # the ASL's NumericLessThan 10 / 40 thresholds
@@ -57,21 +57,7 @@ def test_the_poll_slows_down_in_tiers_and_stays_under_the_history_limit(
 ) -> None:
     service = bare_stack.service
     batch_id = "batch_pollcheck"
-    now = int(time.time())
-    service.repository.create_batch(
-        BatchRecord(
-            id=batch_id,
-            endpoint="/v1/chat/completions",
-            input_file_id="file-x",
-            completion_window="24h",
-            status="in_progress",
-            created_at=now,
-            expires_at=now + 86400,
-            input_key="inbox/x.jsonl",
-            shards_total=1,
-            shards_pending=1,
-        )
-    )
+    store_batch(bare_stack, batch_id, "in_progress", shards_total=1, shards_pending=1)
     service.tracker.start(batch_id, poll={"first": 0, "later": 0, "latest": 0})
     arn = bare_stack.physical_id("BatchTracker").replace(":stateMachine:", ":execution:")
     execution = f"{arn}:{batch_id}"

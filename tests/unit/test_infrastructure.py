@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from pathlib import Path
 
 from batchctl.template import PROJECT_ROOT, load_template, resources_of_type
 
@@ -57,7 +56,7 @@ def test_template_passes_cfn_lint() -> None:
 
 
 def test_event_files_are_valid_json() -> None:
-    files = list((Path(__file__).parent.parent / "events").glob("*.json"))
+    files = list((PROJECT_ROOT / "events").glob("*.json"))
     assert files
     for path in files:
         json.loads(path.read_text())
@@ -136,3 +135,46 @@ def test_validation_accepts_the_workers_model_when_no_served_models_are_given() 
         resolved(DeployWorkers="true", WorkerModel="org/model-7b", WorkerServedModelName="m7")
         == "m7"
     )
+
+
+def test_every_function_has_its_sample_events() -> None:
+    """events/README.md names each function's events; each one exists and is its source's."""
+    rows = re.findall(r"^\| (\w+Function) \| (.+) \|$", (PROJECT_ROOT / "events" / "README.md")
+                      .read_text(), flags=re.MULTILINE)  # fmt: skip
+    functions = resources_of_type(load_template(), "AWS::Serverless::Function")
+    assert {name for name, _ in rows} == set(functions)
+    sources = {"Api": "aws:apigateway", "Schedule": "aws.events", "SQS": "aws:sqs"}
+    for name, files in rows:
+        (trigger,) = functions[name]["Events"].values()
+        for file in files.split(", "):
+            event = json.loads((PROJECT_ROOT / "events" / file).read_text())
+            if trigger["Type"] == "SQS":
+                assert event["Records"][0]["eventSource"] == sources["SQS"], file
+                queue = trigger["Properties"]["Queue"]["Fn::GetAtt"][0]
+                assert event["Records"][0]["eventSourceARN"].endswith(f"-{queue}"), file
+            elif trigger["Type"] == "Schedule":
+                assert event["source"] == sources["Schedule"], file
+            else:
+                assert event["requestContext"]["resourcePath"] == "/{proxy+}", file
+
+
+def test_the_readme_picture_and_the_template_name_the_same_parts() -> None:
+    """Every function, queue, state machine, table, bucket and topic of the template is in the
+    README's picture ("How the pieces fit"), and the picture names nothing else."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## How the pieces fit") :]
+    picture = section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n"))]
+    kinds = (
+        "AWS::Serverless::Function",
+        "AWS::SQS::Queue",
+        "AWS::Serverless::StateMachine",
+        "AWS::DynamoDB::Table",
+        "AWS::S3::Bucket",
+        "AWS::SNS::Topic",
+        "AWS::CloudWatch::Dashboard",
+    )
+    template = load_template()
+    parts = {name for kind in kinds for name in resources_of_type(template, kind)}
+    named = set(re.findall(r"\b[A-Z]\w*(?:Function|Queue|Tracker|Table|Bucket|Topic)\b", picture))
+    named |= {"Dashboard"} & set(re.findall(r"\b\w+\b", picture))
+    assert named == parts, (parts - named, named - parts)
