@@ -21,7 +21,7 @@ BENCH_REQUESTS ?= 1000000
 # (one table per request count).
 BENCH_WORKER_REQUESTS ?= 1024,4096
 
-.PHONY: venv demo test test-fast lint security bench clean openapi serve reliability
+.PHONY: venv demo test test-fast lint security browser bench clean openapi serve reliability
 
 venv: $(STAMP)
 
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 # SQS + Step Functions (moto) -> worker with the real vLLM engine -> finalize.
 demo: $(STAMP)
 	$(BIN)/batchctl local run examples/chat.jsonl --out out/chat --engine vllm \
-		$(if $(MODEL),--model $(MODEL)) --served-model-name demo-model --shard-size 8
+		$(if $(MODEL),--model $(MODEL)) --served-model-name demo-model --shard-size 4
 
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund
@@ -48,7 +48,7 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 # Four test processes on two cores: most tests wait on the local stack's pollers, not the
 # CPU. The real-engine tests then run in one process, one vLLM engine for all of them
 # (pytest-xdist's groups cannot pin them to one worker under pytest 9.2).
-test: $(STAMP) $(NODE_STAMP) security
+test: $(STAMP) $(NODE_STAMP) browser security
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 4 -m "not e2e"
@@ -56,6 +56,13 @@ test: $(STAMP) $(NODE_STAMP) security
 
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -n 4 -m "not e2e"
+
+# A real browser for the console's tests: Debian's Chromium, which Playwright drives (it
+# downloads no browser of its own). Where apt cannot install it, those tests skip and say so.
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+		|| echo "make: no Chromium could be installed with apt; the console's browser tests will skip"
 
 $(CHECKOV_STAMP):
 	$(PYTHON) -m venv $(TOOLS)

@@ -23,6 +23,7 @@ from openai.types import Batch, FileObject
 
 from batch_core.drop_options import parse_endpoint
 from batch_core.errors import InvalidRequestError
+from batchctl.arguments import completion_window, whole_number
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
 from batchctl.progress import ProgressPrinter, print_summary
 
@@ -48,7 +49,9 @@ def add_api_commands(commands: Any) -> None:
     )
     submit.add_argument("file", type=Path)
     submit.add_argument("--endpoint", help="default: the url of the file's first line")
-    submit.add_argument("--window", default="24h", help="completion window, 1h to 7d")
+    submit.add_argument(
+        "--window", type=completion_window, default="24h", help="completion window, 1h to 7d"
+    )
     submit.add_argument(
         "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
@@ -61,7 +64,7 @@ def add_api_commands(commands: Any) -> None:
     status.set_defaults(run=_with_client(_status))
 
     listing = commands.add_parser("list", parents=[connection], help="list batches, newest first")
-    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--limit", type=whole_number(1, 100), default=20)
     listing.set_defaults(run=_with_client(_list))
 
     cancel = commands.add_parser("cancel", parents=[connection], help="cancel a batch")

@@ -39,6 +39,8 @@ from batch_core.protocol import Engine
 from batch_core.sharding import ShardBounds, dry_run
 from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
 from batchctl.api_commands import add_api_commands
+from batchctl.arguments import port, positive, seconds
+from batchctl.engine_log import EngineLog
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
 from batchctl.progress import ProgressPrinter, print_summary
 
@@ -69,17 +71,19 @@ def _parser() -> argparse.ArgumentParser:
         "--served-model-name",
         help="the name requests must use (vLLM's --served-model-name; default: --model)",
     )
-    run.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
-    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the batch")
+    run.add_argument("--shard-size", type=positive, help="requests per shard (default: settings)")
+    run.add_argument("--timeout", type=seconds, default=3600, help="seconds to wait for the batch")
+    run.add_argument("--verbose", action="store_true", help="show the engine's own log here")
     run.set_defaults(run=_local_run)
 
     serve = local_commands.add_parser("serve", help="serve the HTTP API locally")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     serve.add_argument("--api-key", required=True, help="the key clients send (tenant: default)")
     serve.add_argument("--engine", choices=["vllm", "fake"], default="vllm")
     serve.add_argument("--model", default=os.environ.get("MODEL") or None)
     serve.add_argument("--served-model-name")
-    serve.add_argument("--shard-size", type=int, help="requests per shard (default: settings)")
+    serve.add_argument("--shard-size", type=positive, help="requests per shard (default: settings)")
+    serve.add_argument("--verbose", action="store_true", help="show the engine's own log here")
     serve.set_defaults(run=_local_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -112,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         help="fail: any bad line fails the batch (OpenAI); skip: bad lines go to the error file",
     )
     defaults = ShardBounds()
-    validate.add_argument("--shard-size", type=int, default=defaults.max_requests)
-    validate.add_argument("--shard-tokens", type=int, default=defaults.max_work_tokens)
+    validate.add_argument("--shard-size", type=positive, default=defaults.max_requests)
+    validate.add_argument("--shard-tokens", type=positive, default=defaults.max_work_tokens)
     validate.add_argument(
-        "--max-requests", type=int, default=ValidationLimits().max_requests, help="batch limit"
+        "--max-requests", type=positive, default=ValidationLimits().max_requests, help="batch limit"
     )
     validate.set_defaults(run=_validate)
     return parser
@@ -130,11 +134,22 @@ def main(argv: list[str] | None = None) -> int:
     except BatchCoreError as refused:
         print(f"batchctl: {refused}", file=sys.stderr)
         return EXIT_TOOL_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug or the machine: still one line (the traceback on ask)
+        if os.environ.get("BATCHCTL_TRACEBACK"):
+            raise
+        print(
+            f"batchctl: {type(error).__name__}: {error} (BATCHCTL_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_TOOL_ERROR
 
 
-def _start_engine(args: argparse.Namespace) -> Engine | None:
-    """The engine `local run` / `local serve` asked for; None (after saying why) if it fails."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+def _start_engine(args: argparse.Namespace, log_path: Path) -> Engine | None:
+    """The engine `local run` / `local serve` asked for; None (after saying why) if it fails.
+    Its own output goes to `log_path` unless `--verbose`."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if not args.verbose else "WARNING")
     from gpu_worker.engines import load_engine
     from gpu_worker.settings import EngineSettings
 
@@ -143,13 +158,27 @@ def _start_engine(args: argparse.Namespace) -> Engine | None:
         model=args.model,
         served_model_name=args.served_model_name or (args.model if args.engine == "fake" else None),
     )
+    log = None if args.verbose else EngineLog(log_path)
+    say = log.say if log else print
     started = time.monotonic()
-    print(f"Starting the {args.engine} engine ...", flush=True)
+    if log is not None:
+        log.start()
+        say(f"Starting the {args.engine} engine (its log: {log_path}) ...")
+    else:
+        say(f"Starting the {args.engine} engine ...")
     try:
         engine = load_engine(settings)
     except Exception as error:
-        print(f"batchctl: could not start the {args.engine} engine: {error}", file=sys.stderr)
+        if log is not None:
+            log.keep_terminal()
+        print(
+            f"batchctl: could not start the {args.engine} engine: {error}"
+            + (f" (details in {log_path})" if log else ""),
+            file=sys.stderr,
+        )
         return None
+    if log is not None:
+        log.keep_terminal()
     if getattr(engine, "is_tiny_model", False):
         print(
             "Note: no MODEL given, so the worker serves a tiny random Llama built offline. "
@@ -161,9 +190,11 @@ def _start_engine(args: argparse.Namespace) -> Engine | None:
 
 
 def _local_serve(args: argparse.Namespace) -> int:
+    from batch_core.auth import check_key
     from batchctl.server import serve_locally
 
-    engine = _start_engine(args)
+    check_key(args.api_key)  # before the engine takes its minute to start
+    engine = _start_engine(args, Path("out") / "local-serve" / "engine.log")
     if engine is None:
         return EXIT_TOOL_ERROR
     stopping = threading.Event()
@@ -228,7 +259,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return EXIT_TOOL_ERROR
     from batchctl.local import LocalStack
 
-    engine = _start_engine(args)
+    engine = _start_engine(args, args.out / "engine.log")
     if engine is None:
         return EXIT_TOOL_ERROR
     try:

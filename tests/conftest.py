@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,3 +161,28 @@ def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields:
             **fields,
         )
     )
+
+
+def start_local_serve(
+    *arguments: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`batchctl local serve ARGUMENTS` in its own process, as a user starts it (no AWS
+    settings of ours leak in); returns it and what it printed up to "Ctrl-C"."""
+    command = [sys.executable, "-m", "batchctl.cli", "local", "serve", *arguments]
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TABLE_", "BUCKET_"))
+    }
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**environment, **(env or {})},
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("Ctrl-C") for line in printed):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
+        printed.append(process.stdout.readline())
+    return process, "".join(printed)

@@ -79,7 +79,7 @@ class Outbox:
                 last = batch
                 if batch.status in TERMINAL_STATUSES:
                     return batch
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise TimeoutError(
             f"batch for {name!r} did not finish within {timeout:.0f} s "
             f"(last status: {last.status if last else 'no batch yet'})"

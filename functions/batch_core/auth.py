@@ -25,6 +25,18 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+MIN_KEY_CHARS = 8
+
+
+def check_key(key: str) -> None:
+    """A key chosen by hand must be one a guess will not find: at least 8 characters."""
+    if len(key) < MIN_KEY_CHARS:
+        raise InvalidRequestError(
+            f"An API key needs at least {MIN_KEY_CHARS} characters (this one has {len(key)}).",
+            param="key",
+        )
+
+
 class ApiKeys:
     """Creates keys and resolves them to tenants."""
 
@@ -45,8 +57,7 @@ class ApiKeys:
                 f"Tenant {tenant!r} must be 1-64 letters, digits, '_', '.' or '-'.",
                 param="tenant",
             )
-        if len(key) < 8:
-            raise InvalidRequestError("An API key needs at least 8 characters.", param="key")
+        check_key(key)
         self.repository.put_api_key(
             ApiKeyRecord(
                 key_hash=hash_key(key), tenant=tenant, created_at=int(self._clock()), name=name

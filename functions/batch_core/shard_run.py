@@ -116,6 +116,9 @@ class ShardRunning(ShardParts):
             return run
         # The last part and the shard's settlement are one transaction.
         self._write_part(shard, next_part, part, run, check_status=False, settle=True)
+        settled = self.repository.get_batch(task.batch_id)
+        if settled is not None:
+            self._publish(settled)  # a shard of one part moves the outbox's counts too
         run.seconds = time.monotonic() - started
         return run
 

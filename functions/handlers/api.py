@@ -44,7 +44,7 @@ from batch_core.wiring import (
     default_service,
     is_throttled,
 )
-from handlers import api_batches, api_files
+from handlers import api_batches, api_console, api_files
 from handlers.api_document import finish, path_rules
 
 logger = Logger()
@@ -53,6 +53,7 @@ metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(api_files.router)
 app.include_router(api_batches.router)
+app.include_router(api_console.router)
 
 OPENAPI_PATH = "/openapi.json"
 API_TITLE = "openbatch: OpenAI-compatible Batch API"
@@ -252,7 +253,9 @@ def _admit(event: dict[str, Any]) -> dict[str, Any] | None:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     try:
         tenant = None
-        if event.get("path") != OPENAPI_PATH:
+        path = event.get("path")
+        console = path in api_console.PUBLIC_PATHS and event.get("httpMethod") == "GET"
+        if path != OPENAPI_PATH and not console:
             tenant = default_api_keys().tenant_of(headers.get("authorization"))
             default_rate_limiter().admit(tenant)
         _check_body(event, headers.get("content-type", ""))

@@ -54,7 +54,7 @@ def test_the_handlers_import_and_answer_with_the_packaged_dependencies(tmp_path:
         "POWERTOOLS_SERVICE_NAME": "openbatch",
         "POWERTOOLS_METRICS_NAMESPACE": "OpenBatch",
     }  # tracing on, as in Lambda (Tracing: Active)
-    event = PROJECT_ROOT / "tests" / "events" / "api_list_batches.json"
+    event = PROJECT_ROOT / "events" / "api_list_batches.json"
     result = subprocess.run(
         [str(python), "-c", SCRIPT, str(event)],
         check=False,

@@ -4,11 +4,9 @@ and boto3 on its S3 endpoint (drop mode), then SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,26 +15,16 @@ import openai
 import pytest
 
 from batchctl.moto_server import _free_port
-from tests.conftest import MODEL, chat_request
+from tests.conftest import MODEL, chat_request, start_local_serve
 
 KEY = "sk-serve-0123456789"
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    command = [sys.executable, "-m", "batchctl.cli", "local", "serve", "--port", str(_free_port())]
-    command += ["--api-key", KEY, "--engine", "fake", "--model", MODEL]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TABLE_", "BUCKET_"))}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    process, text = start_local_serve(
+        "--port", str(_free_port()), "--api-key", KEY, "--engine", "fake", "--model", MODEL
     )
-    assert process.stdout is not None
-    printed: list[str] = []
-    deadline = time.monotonic() + 120
-    while not any(line.startswith("Ctrl-C") for line in printed):
-        assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
-        printed.append(process.stdout.readline())
-    text = "".join(printed)
     found = {
         "api": re.search(r"^API\s+(\S+)", text, re.M),
         "s3": re.search(r"^S3\s+(\S+)\s+\(bucket (\S+);", text, re.M),

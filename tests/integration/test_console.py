@@ -1,0 +1,267 @@
+"""The console in a real browser (Debian's Chromium driven by Playwright) against
+`batchctl local serve --engine fake`, as a person uses it: sign in, create a batch from a file,
+watch it complete, download its results, open a failed batch's errors, cancel another, and
+manage files. A screenshot of each page goes to out/console/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from batchctl.moto_server import _free_port
+from tests.conftest import MODEL, chat_request, start_local_serve
+
+KEY = "sk-console-0123456789"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "console"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# As the machine's notes say: no background networking, or Chromium's calls home are refused.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium with apt; "
+        "set CHROMIUM to another Chromium build",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def console_url() -> Iterator[str]:
+    process, printed = start_local_serve(
+        *("--port", str(_free_port()), "--api-key", KEY, "--engine", "fake", "--model", MODEL),
+        *("--shard-size", "4"),
+        env={"FAKE_SECONDS_PER_REQUEST": "0.05"},  # slow enough to watch, and to cancel mid-run
+    )
+    found = re.search(r"^API\s+(\S+)/v1", printed, re.M)
+    assert found, printed
+    try:
+        yield found.group(1) + "/"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, console_url: str) -> Iterator[sync_api.Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    opened = context.new_page()
+    opened.on("dialog", lambda dialog: dialog.accept())  # the confirm() of cancel and delete
+    outside: list[str] = []
+    opened.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith((console_url, "blob:", "data:"))
+            else outside.append(request.url)
+        ),
+    )
+    # A script error or a refused resource (the page's own policy refusing it) shows here.
+    problems: list[str] = []
+    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    opened.goto(console_url)
+    opened.get_by_label("API key").fill(KEY)
+    opened.get_by_role("button", name="Sign in").click()
+    opened.get_by_role("heading", name="Batches").wait_for()
+    yield opened
+    assert problems == []
+    assert outside == []  # nothing but this API, ever
+    assert KEY not in opened.url
+    context.close()
+
+
+def shot(page: sync_api.Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def jsonl(tmp_path: Path, name: str, lines: list[object]) -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def create_batch(page: sync_api.Page, path: Path, *, metadata: dict[str, str] | None = None) -> str:
+    page.get_by_role("link", name="New batch").first.click()
+    page.get_by_label("JSONL file").set_input_files(str(path))
+    page.get_by_label("Completion window").fill("48h")
+    for key, value in (metadata or {}).items():
+        page.get_by_role("button", name="Add a pair").click()
+        page.locator(".meta-key").last.fill(key)
+        page.locator(".meta-value").last.fill(value)
+    shot(page, "new-batch")
+    page.get_by_role("button", name="Create batch").click()
+    page.wait_for_url(re.compile(r"#/batches/batch_"))
+    return page.url.rsplit("/", 1)[-1]
+
+
+def test_a_batch_from_the_page_completes_and_its_results_download(
+    page: sync_api.Page, tmp_path: Path
+) -> None:
+    long_prompt = " ".join(["word"] * 5000)  # over the fake model's context: one failed line
+    lines = [chat_request(f"r{i}") for i in range(11)] + [chat_request("too-long", long_prompt)]
+    batch_id = create_batch(page, jsonl(tmp_path, "chat.jsonl", lines), metadata={"team": "nlp"})
+    page.get_by_text("completed", exact=True).first.wait_for(timeout=60_000)
+    assert page.get_by_role("progressbar").get_attribute("aria-valuenow") == "12"
+    assert page.get_by_text("12 / 12 done, 1 failed").is_visible()
+    bar = page.locator(".progress").bounding_box()
+    done = page.locator(".progress .done").bounding_box()
+    assert bar and done and 0.8 < done["width"] / bar["width"] < 0.95  # 11 of 12 succeeded
+    assert page.get_by_text("nlp", exact=True).is_visible()  # its metadata
+    timeline = page.locator(".card", has_text="Timeline")
+    for step in ("created", "in progress", "finalizing", "completed"):
+        assert timeline.get_by_text(step, exact=True).count() == 1, step
+    # The error file's first lines: the one request the engine refused.
+    errors = page.locator("#error-lines")
+    errors.wait_for()
+    assert errors.get_by_text("too-long").is_visible()
+    assert errors.get_by_text("context_length_exceeded").is_visible()
+    shot(page, "batch-completed")
+
+    with page.expect_download() as output:
+        page.get_by_role("button", name="Download output").click()
+    lines_out = Path(output.value.path()).read_text().splitlines()
+    assert output.value.suggested_filename == f"{batch_id}_output.jsonl"
+    assert sorted(json.loads(line)["custom_id"] for line in lines_out) == sorted(
+        f"r{i}" for i in range(11)
+    )
+    with page.expect_download() as errors_file:
+        page.get_by_role("button", name="Download errors").click()
+    assert json.loads(Path(errors_file.value.path()).read_text())["custom_id"] == "too-long"
+
+    # The list shows it with its progress and tokens, and the status filter finds it.
+    page.get_by_role("link", name="Batches").first.click()
+    row = page.locator(f"tr[data-batch='{batch_id}']")
+    row.wait_for()
+    assert row.get_by_text("12 / 12 done, 1 failed").is_visible()
+    page.get_by_label("Status").select_option("completed")
+    page.locator(f"tr[data-batch='{batch_id}']").wait_for()
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_text("No failed batch on this page.").wait_for()
+    page.get_by_label("Status").select_option("")
+    row.wait_for()
+    shot(page, "batches")
+
+
+def test_a_failed_batch_shows_its_validation_errors(page: sync_api.Page, tmp_path: Path) -> None:
+    lines: list[object] = [
+        chat_request("a"),
+        {"custom_id": "b", "method": "POST"},
+        chat_request("a"),
+    ]
+    create_batch(page, jsonl(tmp_path, "bad.jsonl", lines))
+    table = page.locator("#validation-errors")
+    table.wait_for(timeout=60_000)
+    assert page.get_by_text("failed", exact=True).first.is_visible()
+    # Each bad line with its number, code, param and message.
+    rows = [row.split("\t") for row in table.locator("tbody").inner_text().splitlines()]
+    assert rows[0][:3] == ["2", "missing_body", "body"]
+    assert rows[1][:3] == ["3", "duplicate_custom_id", "custom_id"]
+    shot(page, "batch-failed")
+
+
+def test_a_running_batch_can_be_cancelled_from_its_page(
+    page: sync_api.Page, tmp_path: Path
+) -> None:
+    lines = [chat_request(f"c{i}") for i in range(400)]  # 20 s of fake work
+    create_batch(page, jsonl(tmp_path, "long.jsonl", lines))
+    page.get_by_text("in progress", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Cancel batch").click()
+    page.get_by_text("cancelled", exact=True).first.wait_for(timeout=60_000)
+    # Every request is accounted for: those that ran, and the rest as batch_cancelled lines.
+    label = page.locator(".progress-label").inner_text()
+    done, failed = (int(n.replace(",", "")) for n in re.findall(r"([\d,]+) (?:/|failed)", label))
+    assert label.startswith(f"{done} / 400 done") and done == 400
+    assert 0 < 400 - failed < 400  # some ran, the rest never did
+    shot(page, "batch-cancelled")
+
+
+def test_files_list_download_and_delete(
+    page: sync_api.Page, tmp_path: Path, console_url: str
+) -> None:
+    client = openai.OpenAI(base_url=console_url + "v1", api_key=KEY, max_retries=0)
+    data = b"".join(json.dumps(chat_request(f"f{i}")).encode() + b"\n" for i in range(2))
+    uploaded = client.files.create(file=("to-delete.jsonl", data), purpose="batch")
+    page.get_by_role("link", name="Files").click()
+    row = page.locator(f"tr[data-file='{uploaded.id}']")
+    row.wait_for()
+    with page.expect_download() as got:
+        row.get_by_role("button", name="Download to-delete.jsonl").click()
+    assert Path(got.value.path()).read_bytes() == data
+    shot(page, "files")
+    row.get_by_role("button", name="Delete to-delete.jsonl").click()
+    page.get_by_text("Deleted to-delete.jsonl.").wait_for(state="attached")
+    page.locator(f"tr[data-file='{uploaded.id}']").wait_for(state="detached")
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(uploaded.id)
+
+
+def test_the_page_works_at_phone_width_and_by_keyboard(
+    browser: sync_api.Browser, console_url: str
+) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    phone = context.new_page()
+    phone.goto(console_url)
+    phone.keyboard.press("Tab")  # the skip link, then the key field by keyboard alone
+    phone.get_by_label("API key").focus()
+    phone.keyboard.type(KEY)
+    phone.keyboard.press("Enter")
+    phone.get_by_role("heading", name="Batches").wait_for()
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375  # tables scroll inside their box; the page does not
+    shot(phone, "batches-phone")
+    # A wrong key is refused with a message, and nothing is kept.
+    phone.get_by_role("button", name="Sign out").click()
+    phone.get_by_label("API key").fill("sk-wrong-key-000")
+    phone.get_by_role("button", name="Sign in").click()
+    phone.get_by_role("alert").wait_for()
+    assert phone.evaluate("sessionStorage.length") == 0
+    context.close()
+
+
+def test_the_console_files_hold_the_page_to_its_own_origin(console_url: str) -> None:
+    import httpx
+
+    page = httpx.get(console_url)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "http" not in re.sub(r"https?://[^\s]*w3\.org[^\s\"]*", "", page.text)
+    script = httpx.get(console_url + "console/console.js")
+    assert script.status_code == 200 and "fetch(API" in script.text
+    assert not re.search(r"https?://(?!www\.w3\.org)", script.text)  # no third-party calls
+    # Only the console's own files are served without a key; everything else still needs one.
+    assert httpx.get(console_url + "console/other.js").status_code == 401
+    assert httpx.get(console_url + "v1/batches").status_code == 401
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(console_url + "console/other.js", headers=auth).status_code == 404
