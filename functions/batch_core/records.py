@@ -11,9 +11,8 @@ from batch_core.models import (
     Batch,
     BatchError,
     BatchErrors,
+    BatchFields,
     BatchRequestCounts,
-    BatchStatus,
-    BatchTimestamps,
     BatchUsage,
     FileObject,
     InputTokensDetails,
@@ -28,18 +27,10 @@ DEFAULT_TENANT = "default"
 """The tenant of dropped files, and of the local server's key."""
 
 
-class BatchRecord(BatchTimestamps):
-    """The `BATCH#<id>/META` item."""
+class BatchRecord(BatchFields):
+    """The `BATCH#<id>/META` item: the Batch object's own fields plus the counters and
+    bookkeeping around them."""
 
-    id: str
-    endpoint: str
-    model: str | None = None
-    input_file_id: str
-    completion_window: str
-    status: BatchStatus
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    metadata: dict[str, str] | None = None
     errors: list[BatchError] | None = None
     request_total: int = 0
     request_completed: int = 0
@@ -84,22 +75,13 @@ class BatchRecord(BatchTimestamps):
                 total_tokens=self.input_tokens + self.output_tokens,
             )
         return Batch(
-            id=self.id,
-            endpoint=self.endpoint,
-            model=self.model,
-            input_file_id=self.input_file_id,
-            completion_window=self.completion_window,
-            status=self.status,
-            output_file_id=self.output_file_id,
-            error_file_id=self.error_file_id,
-            **self.model_dump(include=set(BatchTimestamps.model_fields)),
+            **self.model_dump(include=set(BatchFields.model_fields)),
             request_counts=BatchRequestCounts(
                 total=self.request_total,
                 completed=self.request_completed,
                 failed=self.request_failed,
             ),
             errors=BatchErrors(data=self.errors) if self.errors else None,
-            metadata=self.metadata,
             usage=usage,
         )
 

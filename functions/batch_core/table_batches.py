@@ -46,6 +46,21 @@ class BatchTable:
         self._db = dynamodb
         self._table = table_name
 
+    def _item(self, pk: str, sk: str = META, *, consistent: bool = False) -> dict[str, Any] | None:
+        """One item's plain values; None when there is none."""
+        response = self._db.get_item(
+            TableName=self._table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=consistent
+        )
+        item = response.get("Item")
+        return from_item(item) if item else None
+
+    def _delete(self, pk: str, sk: str = META) -> bool:
+        """Delete one item; False if it was not there."""
+        response = self._db.delete_item(
+            TableName=self._table, Key=to_item({"pk": pk, "sk": sk}), ReturnValues="ALL_OLD"
+        )
+        return bool(response.get("Attributes"))
+
     def create_batch(self, record: BatchRecord) -> bool:
         """Store a new batch; False when a batch with this id already exists."""
         listing = listing_keys(record.tenant, "batch", record.id)
@@ -59,15 +74,8 @@ class BatchTable:
         return response is not None
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
-        response = self._db.get_item(
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
-        if not item:
-            return None
-        return self._batch_from(from_item(item))
+        values = self._item(batch_pk(batch_id), consistent=True)
+        return self._batch_from(values) if values else None
 
     @staticmethod
     def _batch_from(values: dict[str, Any]) -> BatchRecord:

@@ -90,11 +90,8 @@ class FileTable(BatchTable):
         return [str(batch_id) for batch_id in old.get("waiting_batches") or []]
 
     def get_file(self, file_id: str) -> FileRecord | None:
-        response = self._db.get_item(
-            TableName=self._table, Key=to_item({"pk": file_pk(file_id), "sk": META})
-        )
-        item = response.get("Item")
-        return self._file_from(from_item(item)) if item else None
+        values = self._item(file_pk(file_id))
+        return self._file_from(values) if values else None
 
     @staticmethod
     def _file_from(values: dict[str, Any]) -> FileRecord:
@@ -116,12 +113,7 @@ class FileTable(BatchTable):
 
     def delete_file(self, file_id: str) -> bool:
         """Forget a file; False if it was not there."""
-        response = self._db.delete_item(
-            TableName=self._table,
-            Key=to_item({"pk": file_pk(file_id), "sk": META}),
-            ReturnValues="ALL_OLD",
-        )
-        return bool(response.get("Attributes"))
+        return self._delete(file_pk(file_id))
 
     def put_upload(self, record: UploadRecord) -> None:
         self._db.put_item(
@@ -130,15 +122,8 @@ class FileTable(BatchTable):
         )
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
-        response = self._db.get_item(
-            TableName=self._table,
-            Key=to_item({"pk": upload_pk(upload_id), "sk": META}),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
-        if not item:
-            return None
-        return record_from(UploadRecord, from_item(item))
+        values = self._item(upload_pk(upload_id), consistent=True)
+        return record_from(UploadRecord, values) if values else None
 
     def reserve_upload_bytes(self, upload_id: str, size: int, limit: int) -> bool:
         """Count `size` more bytes of parts against the upload's declared `limit`; False

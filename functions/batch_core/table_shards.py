@@ -12,7 +12,7 @@ from batch_core.records import (
     ShardRecord,
 )
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import from_item, record_from, record_item, to_item, unless_refused
+from batch_core.table_codec import record_from, record_item, to_item, unless_refused
 from batch_core.table_keys import META, batch_pk, shard_sk
 
 
@@ -35,15 +35,8 @@ class ShardTable(BatchTable):
                 time.sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
     def get_shard(self, batch_id: str, index: int) -> ShardRecord | None:
-        response = self._db.get_item(
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
-        if not item:
-            return None
-        return record_from(ShardRecord, from_item(item))
+        values = self._item(batch_pk(batch_id), shard_sk(index), consistent=True)
+        return record_from(ShardRecord, values) if values else None
 
     def begin_shard_attempt(
         self,

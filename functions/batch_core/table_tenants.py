@@ -9,7 +9,6 @@ from batch_core.records import (
 from batch_core.table_batches import BatchTable
 from batch_core.table_codec import (
     Page,
-    from_item,
     record_from,
     record_item,
     to_item,
@@ -27,11 +26,8 @@ class TenantTable(BatchTable):
         self._db.put_item(TableName=self._table, Item=item)
 
     def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
-        response = self._db.get_item(
-            TableName=self._table, Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META})
-        )
-        item = response.get("Item")
-        return record_from(WebhookRecord, from_item(item)) if item else None
+        values = self._item(webhook_pk(endpoint_id))
+        return record_from(WebhookRecord, values) if values else None
 
     def list_webhooks(
         self, tenant: str, *, limit: int, after: str | None = None
@@ -41,9 +37,7 @@ class TenantTable(BatchTable):
         return page.map(lambda values: record_from(WebhookRecord, values))
 
     def delete_webhook(self, endpoint_id: str) -> None:
-        self._db.delete_item(
-            TableName=self._table, Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META})
-        )
+        self._delete(webhook_pk(endpoint_id))
 
     def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request of `tenant` in the time window `window`; False when `limit`
@@ -66,16 +60,8 @@ class TenantTable(BatchTable):
         )
 
     def delete_api_key(self, key_hash: str) -> bool:
-        response = self._db.delete_item(
-            TableName=self._table,
-            Key=to_item({"pk": api_key_pk(key_hash), "sk": META}),
-            ReturnValues="ALL_OLD",
-        )
-        return bool(response.get("Attributes"))
+        return self._delete(api_key_pk(key_hash))
 
     def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        response = self._db.get_item(
-            TableName=self._table, Key=to_item({"pk": api_key_pk(key_hash), "sk": META})
-        )
-        item = response.get("Item")
-        return record_from(ApiKeyRecord, from_item(item)) if item else None
+        values = self._item(api_key_pk(key_hash))
+        return record_from(ApiKeyRecord, values) if values else None

@@ -265,3 +265,19 @@ def test_the_console_files_hold_the_page_to_its_own_origin(console_url: str) -> 
     assert httpx.get(console_url + "v1/batches").status_code == 401
     auth = {"Authorization": f"Bearer {KEY}"}
     assert httpx.get(console_url + "console/other.js", headers=auth).status_code == 404
+
+
+def test_a_file_over_one_request_goes_up_in_parts(
+    page: sync_api.Page, tmp_path: Path, console_url: str
+) -> None:
+    # Six requests of about 900 KB each: over the 4 MB one request carries.
+    lines = [chat_request(f"big{i}", "x" * 900_000) for i in range(6)]
+    path = jsonl(tmp_path, "big.jsonl", lines)
+    assert path.stat().st_size > 5_000_000
+    parts_seen: list[str] = []
+    page.on("request", lambda r: parts_seen.append(r.url) if r.url.endswith("/parts") else None)
+    batch_id = create_batch(page, path)
+    client = openai.OpenAI(base_url=console_url + "v1", api_key=KEY, max_retries=0)
+    batch = client.batches.retrieve(batch_id)
+    assert len(parts_seen) == 2  # 4 MB and the rest, joined by the upload
+    assert client.files.retrieve(batch.input_file_id).bytes == path.stat().st_size

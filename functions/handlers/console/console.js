@@ -123,6 +123,16 @@ async function uploadFile(file, progress) {
   return done.file;
 }
 
+async function firstUrl(file) {
+  // The first line's url. A line can be far longer than what is worth reading here: then
+  // its "url" field is looked for in the first 64 KB (batch lines put it before the body).
+  const head = await file.slice(0, 64 * 1024).text();
+  const line = head.split("\n").find((l) => l.trim()) || "";
+  try { return JSON.parse(line).url || ""; } catch (ignored) { /* cut short, or not JSON */ }
+  const found = line.match(/"url"\s*:\s*"([^"]{1,64})"/);
+  return found ? found[1] : "";
+}
+
 // -- progress and ETA -------------------------------------------------------------------------
 
 function counts(batch) {
@@ -385,8 +395,7 @@ function newBatchView() {
     try {
       let url = endpoint.value;
       if (!url) {
-        const head = await chosen.slice(0, 64 * 1024).text();
-        try { url = JSON.parse(head.split("\n").find((l) => l.trim())).url; } catch (ignored) { url = ""; }
+        url = await firstUrl(chosen);
         if (!ENDPOINTS.includes(url)) throw new Error("The file's first line names no endpoint: choose one.");
       }
       const metadata = {};
