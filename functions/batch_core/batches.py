@@ -143,6 +143,7 @@ class Batches(Intake):
                 output_expires_after.seconds if output_expires_after else None
             ),
         )
+        self._take_slot(record)  # 429 at the tenant's limit (a retried create holds its slot)
         if not self.repository.create_batch(record):
             existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
             if existing.idempotency_fingerprint != fingerprint:

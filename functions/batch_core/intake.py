@@ -20,6 +20,7 @@ from batch_core.ending import Ending
 from batch_core.errors import (
     InvalidRequestError,
     MissingObjectError,
+    RateLimitError,
 )
 from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id
@@ -185,6 +186,11 @@ class Intake(Ending):
         self.repository.put_file(FileRecord(file=input_file, s3_key=input_key))
         if option_error is not None:
             return self._fail_validation(record, [_option_error(option_error)])
+        try:
+            self._take_slot(record)
+        except RateLimitError as refused:  # a dropped file has no request to answer 429
+            limit = BatchError(code=refused.code, message=str(refused))
+            return self._fail_validation(record, [limit])
         return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
 
     def _drop_seed(self, dropped: DroppedObject) -> str:

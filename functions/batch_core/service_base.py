@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from batch_core import s3keys
 from batch_core.batch_metrics import count_status
-from batch_core.errors import NotFoundError
+from batch_core.errors import NotFoundError, RateLimitError
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
 from batch_core.models import TERMINAL_STATUSES
 from batch_core.records import BatchRecord
@@ -66,12 +66,62 @@ class ServiceBase:
             raise NotFoundError(f"No batch found with id {batch_id!r}.")
         return record
 
+    # -- the tenant's load: active batches and the requests they hold ----------------------
+
+    def _take_slot(self, record: BatchRecord) -> None:
+        """Count the new batch against its tenant's limits; RateLimitError (429) when the
+        tenant already has the most active batches, or requests queued, it may have."""
+        max_batches = self.settings.tenant_max_active_batches
+        max_requests = self.settings.tenant_max_queued_requests
+        if self.repository.reserve_batch_slot(
+            record.tenant,
+            record.id,
+            expires_at=record.expires_at or self._now(),
+            max_batches=max_batches,
+            max_requests=max_requests,
+        ):
+            return
+        active, queued = self.repository.tenant_load(record.tenant)
+        if max_batches and active >= max_batches:
+            reason = f"{active} batches not yet ended, its limit is {max_batches}"
+        else:
+            reason = f"{queued} requests queued in its batches, its limit is {max_requests}"
+        raise RateLimitError(
+            f"This tenant has {reason}. Create this batch once an earlier one has ended."
+        )
+
+    def _release_slot(self, record: BatchRecord) -> None:
+        try:
+            self.repository.release_batch_slot(record.tenant, record.id)
+        except Exception:  # the expiry sweep releases a slot left behind
+            logger.exception("could not release the tenant slot of %s", record.id)
+
+    def release_ended_slots(self) -> list[str]:
+        """Slots of batches past their window: those whose batch has ended (a crash came
+        between the end and the release) are released. Returns their batch ids."""
+        released = []
+        for tenant, batch_id in self.repository.slots_past_expiry(self._now()):
+            batch = self.repository.get_batch(batch_id)
+            if batch is None or batch.status in TERMINAL_STATUSES:
+                self.repository.release_batch_slot(tenant, batch_id)
+                released.append(batch_id)
+        return released
+
     def _announce(self, record: BatchRecord) -> None:
         """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
         try:
             count_status(record.status)
         except Exception:  # a metric must never fail the batch either
             logger.exception("could not count the status of %s", record.id)
+        if record.status in TERMINAL_STATUSES:
+            self._release_slot(record)
+        elif record.status == "in_progress":
+            try:
+                self.repository.count_slot_requests(
+                    record.tenant, record.id, record.request_total - record.request_rejected
+                )
+            except Exception:
+                logger.exception("could not count the requests of %s", record.id)
         try:
             if self.events is not None:
                 self.events.publish(record.to_batch().model_dump(mode="json"))

@@ -117,6 +117,17 @@ class Settings(BaseSettings):
         description="How long past its window a batch may stay not terminal before the expiry "
         "sweep ends it itself (whatever its tracker, shards or workers are doing).",
     )
+    tenant_max_active_batches: int = Field(
+        default=0,
+        ge=0,
+        description="Batches a tenant may have not yet ended; one more answers 429 (0: no limit).",
+    )
+    tenant_max_queued_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests a tenant's active batches may hold; while they hold this many, a "
+        "new batch answers 429 (0: no limit).",
+    )
     api_requests_per_second: int = Field(
         default=20,
         ge=0,

@@ -232,15 +232,20 @@ class BatchTable:
 
     def expired_file_ids(self, now: int, limit: int = 1000) -> list[str]:
         """Up to `limit` files whose `expires_at` is past, oldest first (an index query)."""
+        return [str(v["id"]) for v in self._past_expiry(FILES_BY_EXPIRY, now + 1, limit)]
+
+    def _past_expiry(self, partition: str, before: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items of the expiry index's `partition` with `expires_at` before
+        `before`, oldest first (keys and `id`)."""
         response = self._db.query(
             TableName=self._table,
             IndexName=ACTIVE_BY_EXPIRY,
-            KeyConditionExpression="#active = :files AND expires_at <= :now",
+            KeyConditionExpression="#active = :partition AND expires_at < :before",
             ExpressionAttributeNames={"#active": "active"},
-            ExpressionAttributeValues=to_item({":files": FILES_BY_EXPIRY, ":now": now}),
+            ExpressionAttributeValues=to_item({":partition": partition, ":before": before}),
             Limit=limit,
         )
-        return [str(from_item(item)["id"]) for item in response["Items"]]
+        return [from_item(item) for item in response["Items"]]
 
     def claim_outbox(self, name: str, batch_id: str) -> bool:
         """Take outbox/<name>/ for `batch_id`; False when another batch holds it (claiming

@@ -13,6 +13,12 @@ BY_TENANT = "ByTenant"
 FILES_BY_EXPIRY = "file"
 """The expiry index's partition of File items (batches not yet ended are under "1")."""
 
+SLOTS_BY_EXPIRY = "slot"
+"""The expiry index's partition of tenants' batch slots (a sweep releases leaked ones)."""
+
+TENANT_LOAD = "LOAD"
+"""The sort key of a tenant's counters: active batches and the requests they hold."""
+
 
 def batch_pk(batch_id: str) -> str:
     return f"BATCH#{batch_id}"
@@ -40,6 +46,14 @@ def outbox_pk(name: str) -> str:
 
 def api_key_pk(key_hash: str) -> str:
     return f"APIKEY#{key_hash}"
+
+
+def tenant_pk(tenant: str) -> str:
+    return f"TENANT#{tenant}"
+
+
+def slot_sk(batch_id: str) -> str:
+    return f"SLOT#{batch_id}"
 
 
 def listing_keys(tenant: str, kind: str, object_id: str) -> dict[str, str]:

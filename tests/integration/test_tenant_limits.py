@@ -1,0 +1,150 @@
+"""Per-tenant limits: a tenant at its most active batches, or with its most requests queued,
+gets a 429 `rate_limit_exceeded` in OpenAI's shape for the next one (and a dropped file a
+failed batch saying so); other tenants are not held back; ending a batch frees its slot."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from batch_core import wiring
+from batchctl.local import LocalStack
+from batchctl.server import ApiServer
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL, chat_request, serve_api, write_jsonl
+
+BUSY = "sk-busy-tenant-0123456789"
+OTHER = "sk-other-tenant-0123456789"
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[tuple[LocalStack, ApiServer]]:
+    engine = FakeEngine(MODEL, seconds_per_request=0.05)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TENANT_MAX_ACTIVE_BATCHES", "2")
+        patch.setenv("TENANT_MAX_QUEUED_REQUESTS", "50")
+        with serve_api(engine, {BUSY: "busy", OTHER: "other"}, shard_size=10) as running:
+            yield running
+
+
+def client_for(limited: tuple[LocalStack, ApiServer], key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=limited[1].base_url, api_key=key, max_retries=0)
+
+
+def submit(client: openai.OpenAI, count: int, stem: str) -> str:
+    data = b"".join(json.dumps(chat_request(f"{stem}{i}")).encode() + b"\n" for i in range(count))
+    uploaded = client.files.create(file=(f"{stem}.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    return batch.id
+
+
+def wait_for(client: openai.OpenAI, batch_id: str, statuses: set[str], timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.batches.retrieve(batch_id).status
+        if status in statuses:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{batch_id} did not reach {statuses}")
+
+
+def refusal(excinfo: pytest.ExceptionInfo[openai.RateLimitError]) -> dict[str, object]:
+    body = excinfo.value.response.json()
+    assert set(body) == {"error"}
+    error: dict[str, object] = body["error"]
+    return error
+
+
+def test_the_third_active_batch_is_429_and_an_ended_one_frees_its_slot(
+    limited: tuple[LocalStack, ApiServer],
+) -> None:
+    busy = client_for(limited, BUSY)
+    first, second = submit(busy, 200, "a"), submit(busy, 2, "b")
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        submit(busy, 1, "c")
+    error = refusal(excinfo)
+    assert excinfo.value.status_code == 429
+    assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert "2 batches not yet ended, its limit is 2" in str(error["message"])
+    # Another tenant's batches are not refused for this one's load.
+    other = client_for(limited, OTHER)
+    others = submit(other, 2, "o")
+    # Once one of the busy tenant's batches has ended, it may create another.
+    busy.batches.cancel(first)
+    wait_for(busy, first, {"cancelled"})
+    wait_for(busy, second, {"completed"})
+    wait_for(other, others, {"completed"})
+    third = submit(busy, 1, "d")
+    assert wait_for(busy, third, {"completed"}) == "completed"
+    assert limited[0].service.repository.tenant_load("busy") == (0, 0)
+
+
+def test_a_tenant_holding_its_most_queued_requests_is_429_until_they_run(
+    limited: tuple[LocalStack, ApiServer],
+) -> None:
+    busy = client_for(limited, BUSY)
+    big = submit(busy, 60, "q")  # more than 50: the limit applies to the batches after it
+    wait_for(busy, big, {"in_progress"})
+    assert limited[0].service.repository.tenant_load("busy") == (1, 60)
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        submit(busy, 1, "r")
+    assert "60 requests queued in its batches, its limit is 50" in str(refusal(excinfo)["message"])
+    busy.batches.cancel(big)
+    wait_for(busy, big, {"cancelled"})
+    assert limited[0].service.repository.tenant_load("busy") == (0, 0)
+    wait_for(busy, submit(busy, 1, "s"), {"completed"})
+
+
+def test_a_dropped_file_over_the_limit_fails_saying_why(
+    limited: tuple[LocalStack, ApiServer], tmp_path: Path
+) -> None:
+    stack = limited[0]
+    service = wiring.default_service()
+    # Two batches of the default tenant (drops) that take a while hold both of its slots.
+    names = [
+        stack.drop(
+            write_jsonl(tmp_path / f"slow{i}.jsonl", [chat_request(f"s{j}") for j in range(40)])
+        )
+        for i in range(2)
+    ]
+    for name in names:
+        deadline = time.monotonic() + 60
+        while (batch := stack.outbox_batch(name)) is None or batch.status == "validating":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    refused = stack.wait_for_outbox(
+        stack.drop(write_jsonl(tmp_path / "over.jsonl", [chat_request("x")])), timeout=60
+    )
+    assert refused.status == "failed"
+    assert refused.errors is not None and refused.errors.data is not None
+    (error,) = refused.errors.data
+    assert error.code == "rate_limit_exceeded"
+    assert "its limit is 2" in (error.message or "")
+    for name in names:
+        service.cancel(stack.outbox_batch(name).id)  # type: ignore[union-attr]
+        stack.wait_for_outbox(name, timeout=60)
+    assert service.repository.tenant_load("default") == (0, 0)
+
+
+def test_a_slot_left_behind_by_a_crash_is_released_by_the_sweep(
+    limited: tuple[LocalStack, ApiServer],
+) -> None:
+    busy = client_for(limited, BUSY)
+    batch_id = submit(busy, 1, "z")
+    wait_for(busy, batch_id, {"completed"})
+    repository = limited[0].service.repository
+    # What a crash between a batch's end and its release leaves: the slot still counted.
+    repository.reserve_batch_slot(
+        "busy", batch_id, expires_at=int(time.time()) - 1, max_batches=0, max_requests=0
+    )
+    assert repository.tenant_load("busy")[0] == 1
+    assert limited[0].service.release_ended_slots() == [batch_id]
+    assert repository.tenant_load("busy") == (0, 0)
+    assert limited[0].service.release_ended_slots() == []  # once
