@@ -148,19 +148,17 @@ def assert_ended_early(
 def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields: Any) -> None:
     """A batch item as a stage would have left it (for tests that start mid-way)."""
     now = int(time.time())
-    stack.service.repository.create_batch(
-        BatchRecord(
-            id=batch_id,
-            endpoint="/v1/chat/completions",
-            input_file_id="file-x",
-            completion_window="24h",
-            status=status,
-            created_at=now,
-            expires_at=now + 86400,
-            input_key="inbox/x.jsonl",
-            **fields,
-        )
-    )
+    values: dict[str, Any] = {
+        "id": batch_id,
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-x",
+        "completion_window": "24h",
+        "status": status,
+        "created_at": now,
+        "expires_at": now + 86400,
+        "input_key": "inbox/x.jsonl",
+    }
+    stack.service.repository.create_batch(BatchRecord(**{**values, **fields}))
 
 
 def start_local_serve(

@@ -102,6 +102,27 @@ class Ending(ShardParts):
         )
         return self.finalize(record.id, force=True)
 
+    def escalate_near_deadlines(self) -> list[str]:
+        """Running batches whose deadline is now within the urgent tier's slack, with shards
+        still waiting in a lower tier: their unfinished shards are sent to the urgent tier
+        (a copy left behind below is skipped when a worker takes it: the shard is done or
+        leased). Returns their ids."""
+        now = self._now()
+        moved = []
+        for batch_id in self.repository.overdue_batch_ids(now + self.settings.urgent_slack_seconds):
+            batch = self.repository.get_batch(batch_id)
+            if batch is None or batch.status != "in_progress" or batch.tier == "urgent":
+                continue
+            if not self.repository.raise_tier(batch_id, "urgent", from_tier=batch.tier):
+                continue
+            waiting = [s.index for s in self.repository.list_shards(batch_id) if s.status != "done"]
+            self.shard_queue.send(
+                (ShardTask(batch_id=batch_id, shard_index=i) for i in waiting), "urgent"
+            )
+            logger.info("batch %s: %d shards moved to the urgent tier", batch_id, len(waiting))
+            moved.append(batch_id)
+        return moved
+
     def expire(self, batch_id: str) -> BatchRecord:
         """A running batch finalizes as `expired`: workers stop after their current part, the
         tracker writes batch_expired lines for what never ran and keeps finished results.

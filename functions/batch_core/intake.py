@@ -29,6 +29,7 @@ from batch_core.messaging import ShardTask
 from batch_core.models import BatchError
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.retention import new_file_object
+from batch_core.scheduling import ShardTier, shard_tier
 from batch_core.settings import Settings
 from batch_core.shard_parts import refused_line
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
@@ -230,13 +231,14 @@ class Intake(Ending):
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
-            self._start_running(record.id, range(record.shards_total))
+            self._start_running(record.id, range(record.shards_total), record.tier)
             return self._require(record.id)
         return record
 
-    def _start_running(self, batch_id: str, shard_indexes: Iterable[int]) -> None:
+    def _start_running(self, batch_id: str, shard_indexes: Iterable[int], tier: ShardTier) -> None:
         self.tracker.start(batch_id, poll=self.settings.poll_schedule)
-        self.shard_queue.send(ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
+        tasks = (ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
+        self.shard_queue.send(tasks, tier)
         self.repository.mark_shards_queued(batch_id)
 
     def new_validator(
@@ -304,15 +306,22 @@ class Intake(Ending):
             if report.rejected_lines:
                 rejected.store(self.store)
         self.repository.put_shards(record.id, shards)
-        plan = _plan_fields(report, len(shards))
+        now = self._now()
+        tier = shard_tier(
+            expires_at=record.expires_at or now,
+            now=now,
+            estimated_tokens=sum(shard.estimated_tokens for shard in shards),
+            settings=self.settings,
+        )
+        plan = {**_plan_fields(report, len(shards)), "tier": tier}
         moved = self.repository.transition(
             record.id,
             to_status="in_progress",
             from_statuses=["validating"],
-            fields={**plan, "in_progress_at": self._now()},
+            fields={**plan, "in_progress_at": now},
         )
         if moved:
-            self._start_running(record.id, (s.index for s in shards))
+            self._start_running(record.id, (s.index for s in shards), tier)
         else:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)

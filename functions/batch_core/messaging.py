@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from batch_core.scheduling import TIERS, ShardTier
 from batch_core.table_keys import batch_pk
 
 if TYPE_CHECKING:
@@ -32,32 +33,57 @@ class QueueMessage:
     body: str
     receipt_handle: str
     receive_count: int
+    queue_url: str = ""
+    """The queue it came from (a shard queue has one per tier)."""
 
 
 class ShardQueue:
-    """The queue GPU workers pull shards from."""
+    """The queues GPU workers pull shards from: one per priority tier (`scheduling`), taken
+    most urgent first. A tier without a queue of its own uses the normal one."""
 
-    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+    def __init__(
+        self, sqs: SQSClient, queue_url: str, *, urgent_url: str = "", bulk_url: str = ""
+    ) -> None:
         self._sqs = sqs
         self.url = queue_url
+        self.urls: dict[ShardTier, str] = {
+            "urgent": urgent_url or queue_url,
+            "normal": queue_url,
+            "bulk": bulk_url or queue_url,
+        }
 
-    def send(self, tasks: Iterable[ShardTask]) -> None:
+    def send(self, tasks: Iterable[ShardTask], tier: ShardTier = "normal") -> None:
+        url = self.urls[tier]
         entries = [
             {"Id": str(i), "MessageBody": task.model_dump_json()} for i, task in enumerate(tasks)
         ]
         for start in range(0, len(entries), 10):
             chunk: Any = entries[start : start + 10]
-            response = self._sqs.send_message_batch(QueueUrl=self.url, Entries=chunk)
+            response = self._sqs.send_message_batch(QueueUrl=url, Entries=chunk)
             if response.get("Failed"):
                 raise RuntimeError(f"SQS refused shard messages: {response['Failed']}")
 
     def receive(
         self, *, wait_seconds: int, visibility_seconds: int | None = None
     ) -> list[QueueMessage]:
-        """At most one message; `visibility_seconds` overrides the queue's timeout (the
-        worker's heartbeat then extends it while the shard runs)."""
+        """At most one message, from the most urgent tier that has one; `visibility_seconds`
+        overrides the queue's timeout (the worker's heartbeat then extends it while the shard
+        runs). The upper tiers get a short poll (no wait: SQS may then miss a message of a
+        nearly empty queue, which the next poll finds; a shard of a lower tier may run first
+        meanwhile); the last tier waits `wait_seconds`."""
+        urls = list(dict.fromkeys(self.urls[tier] for tier in TIERS))
+        for position, url in enumerate(urls):
+            wait = wait_seconds if position == len(urls) - 1 else 0
+            found = self._receive(url, wait, visibility_seconds)
+            if found:
+                return found
+        return []
+
+    def _receive(
+        self, url: str, wait_seconds: int, visibility_seconds: int | None
+    ) -> list[QueueMessage]:
         kwargs: dict[str, Any] = {
-            "QueueUrl": self.url,
+            "QueueUrl": url,
             "MaxNumberOfMessages": 1,
             "WaitTimeSeconds": wait_seconds,
             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
@@ -70,12 +96,15 @@ class ShardQueue:
                 body=message["Body"],
                 receipt_handle=message["ReceiptHandle"],
                 receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                queue_url=url,
             )
             for message in response.get("Messages", [])
         ]
 
     def delete(self, message: QueueMessage) -> None:
-        self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+        self._sqs.delete_message(
+            QueueUrl=message.queue_url or self.url, ReceiptHandle=message.receipt_handle
+        )
 
     def release(self, message: QueueMessage) -> None:
         """Make the message visible again at once, for another worker."""
@@ -83,7 +112,9 @@ class ShardQueue:
 
     def extend(self, message: QueueMessage, seconds: int) -> None:
         self._sqs.change_message_visibility(
-            QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+            QueueUrl=message.queue_url or self.url,
+            ReceiptHandle=message.receipt_handle,
+            VisibilityTimeout=seconds,
         )
 
 

@@ -22,6 +22,7 @@ from batch_core.models import (
     WebhookEndpoint,
 )
 from batch_core.retention import ExpiresAfter
+from batch_core.scheduling import ShardTier
 
 DEFAULT_TENANT = "default"
 """The tenant of dropped files, and of the local server's key."""
@@ -63,6 +64,9 @@ class BatchRecord(BatchFields):
     """What validation does with a bad line: fail the batch, or skip it to the error file."""
     tenant: str = DEFAULT_TENANT
     """Whose batch it is: API calls see only their tenant's batches (dropped files: default)."""
+    tier: ShardTier = "normal"
+    """The priority tier its shards wait in (`scheduling`): by its slack, raised as its
+    deadline nears."""
 
     def to_batch(self) -> Batch:
         usage = None

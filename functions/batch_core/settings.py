@@ -24,6 +24,27 @@ class Settings(BaseSettings):
     bucket_name: str = Field(description="The one bucket: inbox/, outbox/, files/, batches/.")
     table_name: str = Field(description="The one DynamoDB table (batches, shards, files).")
     shard_queue_url: str = Field(description="SQS queue the GPU workers pull shards from.")
+    urgent_shard_queue_url: str = Field(
+        default="", description="The shard queue of the urgent tier (empty: SHARD_QUEUE_URL)."
+    )
+    bulk_shard_queue_url: str = Field(
+        default="", description="The shard queue of the bulk tier (empty: SHARD_QUEUE_URL)."
+    )
+    urgent_slack_seconds: int = Field(
+        default=6 * 3600,
+        ge=0,
+        description="A batch with less slack than this (deadline less work) runs urgent.",
+    )
+    bulk_slack_seconds: int = Field(
+        default=48 * 3600,
+        ge=0,
+        description="A batch with more slack than this runs in the bulk tier, after the others.",
+    )
+    fleet_tokens_per_second: int = Field(
+        default=2000,
+        ge=1,
+        description="The workers' throughput (prompt plus output tokens per second), for slack.",
+    )
     intake_queue_url: str = Field(
         default="", description="SQS queue of the validate function (S3 events and jobs)."
     )

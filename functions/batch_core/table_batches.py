@@ -146,6 +146,22 @@ class BatchTable:
         """A tenant's batches, newest first, past the listing position `after`."""
         return self._page(tenant, "batch", after, limit, ascending=False).map(self._batch_from)
 
+    def raise_tier(self, batch_id: str, tier: str, from_tier: str) -> bool:
+        """Move a batch's shards to `tier` if they are still in `from_tier`; False when
+        another sweep moved them first."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET tier = :tier",
+            ConditionExpression="attribute_exists(pk) AND "
+            "(tier = :from OR (attribute_not_exists(tier) AND :from = :normal))",
+            ExpressionAttributeValues=to_item(
+                {":tier": tier, ":from": from_tier, ":normal": "normal"}
+            ),
+        )
+        return response is not None
+
     def set_metadata(self, batch_id: str, metadata: dict[str, str]) -> None:
         self._db.update_item(
             TableName=self._table,

@@ -87,7 +87,12 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
             _client(session, "s3", region, RETRIES.merge(Config(signature_version="s3v4"))),
             settings.bucket_name,
         ),
-        shard_queue=ShardQueue(sqs, settings.shard_queue_url),
+        shard_queue=ShardQueue(
+            sqs,
+            settings.shard_queue_url,
+            urgent_url=settings.urgent_shard_queue_url,
+            bulk_url=settings.bulk_shard_queue_url,
+        ),
         jobs=IntakeJobs(sqs, settings.intake_queue_url),
         tracker=Tracker(
             _client(session, "stepfunctions", region),

@@ -25,11 +25,17 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     expired = default_service().expire_overdue()
     deleted = default_files().delete_expired()
     released = default_service().release_ended_slots()  # tenant slots a crash left behind
+    escalated = default_service().escalate_near_deadlines()
     # Overdue batches it began to end (the core counts BatchesExpired once each has ended).
     metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(expired))
     metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))
     logger.info(
         "expired overdue batches and files",
-        extra={"batch_ids": [b.id for b in expired], "file_ids": deleted, "slots": released},
+        extra={
+            "batch_ids": [b.id for b in expired],
+            "file_ids": deleted,
+            "slots": released,
+            "escalated": escalated,
+        },
     )
     return {"expired": [b.id for b in expired], "deleted_files": deleted}

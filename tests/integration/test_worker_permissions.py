@@ -85,12 +85,15 @@ def check(call: Call) -> str | None:
                 return f"dynamodb {action} {pk}"
         return None
     if service == "sqs":
+        # The queue the call names (a local queue is named <stack>-<logical name>).
+        queue = str(params.get("QueueUrl", "")).rsplit("/", 1)[-1].split("-")[-1]
         ok = any(
             f"sqs:{operation}" in statement["Action"]
-            and statement["Resource"] == {"Fn::GetAtt": ["ShardQueue", "Arn"]}
+            and {"Fn::GetAtt": [queue, "Arn"]}
+            in (r if isinstance(r := statement["Resource"], list) else [r])
             for statement in worker_statements()
         )
-        return None if ok else f"sqs {operation}"
+        return None if ok else f"sqs {operation} on {queue}"
     return f"{service} {operation}: the role has no statement for this service"
 
 

@@ -127,8 +127,16 @@ def test_the_alarms_cover_what_needs_a_person() -> None:
             assert json.dumps({"Fn::GetAtt": [queue, "QueueName"]}) in text, queue
     assert '"IntakeFailures"' in text
     assert '"BatchesFailed"' in text and '"BatchesExpired"' in text
-    age = [a for a in paging.values() if a.get("MetricName") == "ApproximateAgeOfOldestMessage"]
-    assert age and age[0]["Threshold"] == {"Ref": "ShardQueueMaxAgeSeconds"}
+    (age,) = [a for a in paging.values() if "ApproximateAgeOfOldestMessage" in json.dumps(a)]
+    assert age["Threshold"] == {"Ref": "ShardQueueMaxAgeSeconds"}
+    aged = {
+        json.dumps(q["MetricStat"]["Metric"]["Dimensions"])
+        for q in age["Metrics"]
+        if "MetricStat" in q
+    }
+    assert {"UrgentShardQueue", "ShardQueue"} == {
+        json.loads(d)[0]["Value"]["Fn::GetAtt"][0] for d in aged
+    }
     assert '"WorkerErrors"' in text and '"5XXError"' in text
     throttled = {
         query["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]

@@ -1,0 +1,102 @@
+"""Deadlines decide what runs first: a batch's shards wait in the tier its slack puts them in,
+workers take the most urgent tier first, and a batch whose deadline nears moves up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batch_core.messaging import ShardTask
+from batch_core.scheduling import shard_tier
+from batch_core.settings import Settings
+from batchctl.local import LocalStack
+from gpu_worker.engines.fake import FakeEngine
+from tests.conftest import MODEL, chat_request, store_batch, write_jsonl
+
+
+@pytest.fixture
+def slow_worker_stack() -> Iterator[LocalStack]:
+    with LocalStack(FakeEngine(MODEL, seconds_per_request=0.02), shard_size=10) as stack:
+        yield stack
+
+
+def test_a_one_hour_batch_behind_a_seven_day_one_finishes_first(
+    slow_worker_stack: LocalStack, tmp_path: Path
+) -> None:
+    stack = slow_worker_stack
+    week = write_jsonl(tmp_path / "week.jsonl", [chat_request(f"w{i}") for i in range(400)])
+    hour = write_jsonl(tmp_path / "hour.jsonl", [chat_request(f"h{i}") for i in range(10)])
+    long_name = stack.drop(week, metadata={"completion-window": "7d"})
+    deadline = time.monotonic() + 60
+    while (batch := stack.outbox_batch(long_name)) is None or batch.status != "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    short = stack.wait_for_outbox(
+        stack.drop(hour, metadata={"completion-window": "1h"}), timeout=60
+    )
+    long_now = stack.outbox_batch(long_name)
+    assert short.status == "completed" and long_now is not None
+    # The week's batch (40 shards of 10, 8 s of work) was still running: the hour's one did
+    # not wait for it to drain, as it would in one first-in first-out queue.
+    assert long_now.status == "in_progress"
+    assert long_now.request_counts.completed < 300
+    tiers = {b.id: b.tier for b in (stack.service.get_batch(x.id) for x in (short, long_now)) if b}
+    assert tiers == {short.id: "urgent", long_now.id: "bulk"}
+    assert stack.wait_for_outbox(long_name, timeout=120).status == "completed"
+
+
+def test_a_batch_whose_deadline_nears_moves_its_waiting_shards_up(bare_stack: LocalStack) -> None:
+    service = bare_stack.service
+    soon = int(time.time()) + 1800  # within the urgent tier's six hours
+    store_batch(
+        bare_stack,
+        "batch_nearing",
+        "in_progress",
+        expires_at=soon,
+        tier="normal",
+        shards_total=2,
+        shards_pending=2,
+    )
+    from batch_core.records import ShardRecord
+
+    service.repository.put_shards(
+        "batch_nearing",
+        [ShardRecord(batch_id="batch_nearing", index=i, request_count=5) for i in range(2)],
+    )
+    service.shard_queue.send(ShardTask(batch_id="batch_nearing", shard_index=i) for i in range(2))
+    assert service.escalate_near_deadlines() == ["batch_nearing"]
+    assert service.get_batch("batch_nearing").tier == "urgent"  # type: ignore[union-attr]
+    urgent = bare_stack.session.client("sqs").receive_message(
+        QueueUrl=service.shard_queue.urls["urgent"], MaxNumberOfMessages=10
+    )["Messages"]
+    assert sorted(ShardTask.model_validate_json(m["Body"]).shard_index for m in urgent) == [0, 1]
+    assert service.escalate_near_deadlines() == []  # once
+    # The copy left in the normal tier is harmless: the worker takes urgent first, and a
+    # shard already done is skipped.
+    message = service.shard_queue.receive(wait_seconds=0)[0]
+    assert message.queue_url == service.shard_queue.urls["normal"]
+
+
+def test_the_tier_follows_the_slack() -> None:
+    settings = Settings(bucket_name="b", table_name="t", shard_queue_url="q")
+    now = 1_000_000
+    hour, day, week = 3600, 86400, 7 * 86400
+    assert (
+        shard_tier(expires_at=now + hour, now=now, estimated_tokens=0, settings=settings)
+        == "urgent"
+    )
+    assert (
+        shard_tier(expires_at=now + day, now=now, estimated_tokens=0, settings=settings) == "normal"
+    )
+    assert (
+        shard_tier(expires_at=now + week, now=now, estimated_tokens=0, settings=settings) == "bulk"
+    )
+    # A week's deadline with six days of work at the fleet's speed has a day of slack.
+    six_days = 6 * day * settings.fleet_tokens_per_second
+    assert (
+        shard_tier(expires_at=now + week, now=now, estimated_tokens=six_days, settings=settings)
+        == "normal"
+    )
