@@ -20,7 +20,7 @@ RUN python3 -m pip install --no-cache-dir . && python3 -c "import batch_core, gp
 ENV HF_HOME=/models \
     WORKER_CONCURRENCY=8 \
     WORKER_VISIBILITY_SECONDS=300 \
-    RESULTS_PART_SECONDS=60 \
+    RESULTS_PART_SECONDS=10 \
     POWERTOOLS_SERVICE_NAME=openbatch-worker \
     POWERTOOLS_METRICS_NAMESPACE=OpenBatch
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from batch_core import s3keys
+from batch_core.batch_params import MAX_WINDOW_SECONDS
 from batch_core.errors import ConflictError
 from batch_core.ids import new_file_id, new_request_line_id
 from batch_core.messaging import ShardTask
@@ -17,6 +18,7 @@ from batch_core.protocol import (
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.retention import new_file_object
+from batch_core.scheduling import work_seconds
 from batch_core.shard_parts import (
     ShardParts,
     jsonl,
@@ -122,6 +124,30 @@ class Ending(ShardParts):
             logger.info("batch %s: %d shards moved to the urgent tier", batch_id, len(waiting))
             moved.append(batch_id)
         return moved
+
+    def flag_at_risk(self) -> list[str]:
+        """Running batches that cannot finish by their deadline even if every worker the
+        fleet may scale to ran only them (their remaining share of the planner's estimate at
+        FLEET_TOKENS_PER_SECOND): each is marked once and announced as `Batch At Risk`, so
+        its owner hears of it before it expires. Returns their ids."""
+        now = self._now()
+        flagged = []
+        for batch_id in self.repository.overdue_batch_ids(now + MAX_WINDOW_SECONDS + 86400):
+            batch = self.repository.get_batch(batch_id)
+            if batch is None or batch.status != "in_progress" or batch.at_risk_at:
+                continue
+            to_run = max(batch.request_total - batch.request_rejected, 1)
+            ran = batch.request_completed + batch.request_failed - batch.request_rejected
+            remaining = batch.estimated_tokens * max(to_run - ran, 0) / to_run
+            if now + work_seconds(round(remaining), self.settings) <= (batch.expires_at or now):
+                continue
+            if self.repository.mark_at_risk(batch_id, now):
+                flagged.append(batch_id)
+                logger.warning("batch %s cannot make its deadline", batch_id)
+                if self.events is not None:
+                    marked = self._require(batch_id).to_batch().model_dump(mode="json")
+                    self.events.publish(marked, detail_type=self.events.AT_RISK)
+        return flagged
 
     def expire(self, batch_id: str) -> BatchRecord:
         """A running batch finalizes as `expired`: workers stop after their current part, the

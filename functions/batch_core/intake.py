@@ -310,10 +310,10 @@ class Intake(Ending):
         tier = shard_tier(
             expires_at=record.expires_at or now,
             now=now,
-            estimated_tokens=sum(shard.estimated_tokens for shard in shards),
+            estimated_tokens=(work := sum(shard.estimated_tokens for shard in shards)),
             settings=self.settings,
         )
-        plan = {**_plan_fields(report, len(shards)), "tier": tier}
+        plan = {**_plan_fields(report, len(shards)), "tier": tier, "estimated_tokens": work}
         moved = self.repository.transition(
             record.id,
             to_status="in_progress",

@@ -189,17 +189,19 @@ class StatusEvents:
 
     SOURCE = "openbatch"
     DETAIL_TYPE = "Batch Status Change"
+    AT_RISK = "Batch At Risk"
+    """A running batch that cannot finish by its deadline even with the whole fleet."""
 
     def __init__(self, events: EventBridgeClient, bus_name: str) -> None:
         self._events = events
         self._bus = bus_name
 
-    def publish(self, batch: dict[str, Any]) -> None:
+    def publish(self, batch: dict[str, Any], detail_type: str = DETAIL_TYPE) -> None:
         response = self._events.put_events(
             Entries=[
                 {
                     "Source": self.SOURCE,
-                    "DetailType": self.DETAIL_TYPE,
+                    "DetailType": detail_type,
                     "Detail": json.dumps(batch),
                     "EventBusName": self._bus,
                     "Resources": [str(batch["id"])],

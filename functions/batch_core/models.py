@@ -122,6 +122,15 @@ class Batch(BatchFields):
     errors: BatchErrors | None = None
     """Validation errors (status `failed`)."""
     usage: BatchUsage | None = None
+    eta_at: int | None = None
+    """Extension: when a running batch is expected to finish, from its pace so far."""
+    at_risk_at: int | None = None
+    """Extension: when it was found unable to finish by `expires_at`, even with every worker
+    the fleet may scale to (the `Batch At Risk` event went out then)."""
+
+
+BATCH_EXTENSIONS = frozenset({"eta_at", "at_risk_at"})
+"""Batch fields OpenAI's object does not have (clients ignore them)."""
 
 
 FilePurpose = Literal["batch", "batch_output"]

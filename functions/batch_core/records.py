@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -64,9 +65,24 @@ class BatchRecord(BatchFields):
     """What validation does with a bad line: fail the batch, or skip it to the error file."""
     tenant: str = DEFAULT_TENANT
     """Whose batch it is: API calls see only their tenant's batches (dropped files: default)."""
+    estimated_tokens: int = 0
+    """The planner's estimate of its work (prompt plus output tokens), for its slack."""
+    at_risk_at: int | None = None
+    """When it was found unable to make its deadline (see `Ending.flag_at_risk`)."""
     tier: ShardTier = "normal"
     """The priority tier its shards wait in (`scheduling`): by its slack, raised as its
     deadline nears."""
+
+    def eta_at(self, now: int) -> int | None:
+        """When a running batch should finish at the pace it has kept since it started."""
+        to_run = self.request_total - self.request_rejected
+        ran = self.request_completed + self.request_failed - self.request_rejected
+        if self.status != "in_progress" or not self.in_progress_at or ran <= 0:
+            return None
+        elapsed = now - self.in_progress_at
+        if elapsed <= 0:
+            return None
+        return now + round((to_run - ran) * elapsed / ran)
 
     def to_batch(self) -> Batch:
         usage = None
@@ -80,6 +96,8 @@ class BatchRecord(BatchFields):
             )
         return Batch(
             **self.model_dump(include=set(BatchFields.model_fields)),
+            eta_at=self.eta_at(int(time.time())),
+            at_risk_at=self.at_risk_at,
             request_counts=BatchRequestCounts(
                 total=self.request_total,
                 completed=self.request_completed,

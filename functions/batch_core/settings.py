@@ -117,7 +117,10 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Results per part file: the unit of crash-safe progress."
     )
     results_part_seconds: float = Field(
-        default=60.0, gt=0, description="A part is also written this long after the previous one."
+        default=10.0,
+        gt=0,
+        description="A part is also written this long after the previous one: request_counts "
+        "move at least this often while a shard runs.",
     )
 
     max_inline_content_bytes: int = Field(

@@ -146,6 +146,18 @@ class BatchTable:
         """A tenant's batches, newest first, past the listing position `after`."""
         return self._page(tenant, "batch", after, limit, ascending=False).map(self._batch_from)
 
+    def mark_at_risk(self, batch_id: str, at: int) -> bool:
+        """Note that a running batch cannot make its deadline; False if it was noted before."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET at_risk_at = :at",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(at_risk_at)",
+            ExpressionAttributeValues=to_item({":at": at}),
+        )
+        return response is not None
+
     def raise_tier(self, batch_id: str, tier: str, from_tier: str) -> bool:
         """Move a batch's shards to `tier` if they are still in `from_tier`; False when
         another sweep moved them first."""

@@ -26,6 +26,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     deleted = default_files().delete_expired()
     released = default_service().release_ended_slots()  # tenant slots a crash left behind
     escalated = default_service().escalate_near_deadlines()
+    at_risk = default_service().flag_at_risk()
     # Overdue batches it began to end (the core counts BatchesExpired once each has ended).
     metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(expired))
     metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))
@@ -36,6 +37,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             "file_ids": deleted,
             "slots": released,
             "escalated": escalated,
+            "at_risk": at_risk,
         },
     )
     return {"expired": [b.id for b in expired], "deleted_files": deleted}

@@ -100,3 +100,52 @@ def test_the_tier_follows_the_slack() -> None:
         shard_tier(expires_at=now + week, now=now, estimated_tokens=six_days, settings=settings)
         == "normal"
     )
+
+
+def test_an_infeasible_deadline_is_announced_at_risk_before_it_expires(
+    bare_stack: LocalStack,
+) -> None:
+    from tests.integration.test_status_events import received, subscribe
+
+    service = bare_stack.service
+    url = subscribe(bare_stack)
+    fleet = service.settings.fleet_tokens_per_second
+    # Ten minutes left, and an hour of work for the whole fleet: it cannot make it.
+    store_batch(bare_stack, "batch_doomed", "in_progress", request_total=100,
+                expires_at=int(time.time()) + 600, estimated_tokens=3600 * fleet)  # fmt: skip
+    # A day left for the same work: fine.
+    store_batch(bare_stack, "batch_fine", "in_progress", request_total=100,
+                expires_at=int(time.time()) + 86400, estimated_tokens=3600 * fleet)  # fmt: skip
+    assert service.flag_at_risk() == ["batch_doomed"]
+    assert service.flag_at_risk() == []  # announced once
+    (event,) = [
+        e
+        for e in received(bare_stack, url, at_least=1)
+        if e["detail-type"] != "Batch Status Change"
+    ]
+    assert event["detail-type"] == "Batch At Risk"
+    assert event["detail"]["id"] == "batch_doomed" and event["detail"]["status"] == "in_progress"
+    doomed = service.get_batch("batch_doomed")
+    assert doomed is not None and doomed.to_batch().at_risk_at is not None
+    assert service.get_batch("batch_fine").to_batch().at_risk_at is None  # type: ignore[union-attr]
+
+
+def test_a_running_batch_carries_an_eta_from_its_pace() -> None:
+    from batch_core.records import BatchRecord
+
+    started = 1_000_000
+    batch = BatchRecord(
+        id="batch_eta", endpoint="/v1/chat/completions", input_file_id="f",
+        completion_window="24h", status="in_progress", created_at=started,
+        in_progress_at=started, input_key="k", request_total=110, request_rejected=10,
+        request_failed=10 + 5, request_completed=15,
+    )  # fmt: skip
+    # 20 of 100 ran in 100 s: the other 80 take 400 s more.
+    assert batch.eta_at(started + 100) == started + 500
+    assert batch.model_copy(update={"status": "completed"}).eta_at(started + 100) is None
+    assert (
+        batch.model_copy(update={"request_completed": 0, "request_failed": 10}).eta_at(
+            started + 100
+        )
+        is None
+    )  # nothing ran yet: no pace to go by
