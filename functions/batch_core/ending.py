@@ -118,9 +118,8 @@ class Ending(ShardParts):
             if not self.repository.raise_tier(batch_id, "urgent", from_tier=batch.tier):
                 continue
             waiting = [s.index for s in self.repository.list_shards(batch_id) if s.status != "done"]
-            self.shard_queue.send(
-                (ShardTask(batch_id=batch_id, shard_index=i) for i in waiting), "urgent"
-            )
+            tasks = (ShardTask(batch_id=batch_id, shard_index=i) for i in waiting)
+            self.shard_queue.send(tasks, "urgent", tenant=batch.tenant)
             logger.info("batch %s: %d shards moved to the urgent tier", batch_id, len(waiting))
             moved.append(batch_id)
         return moved

@@ -231,15 +231,17 @@ class Intake(Ending):
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
-            self._start_running(record.id, range(record.shards_total), record.tier)
+            self._start_running(record, range(record.shards_total), record.tier)
             return self._require(record.id)
         return record
 
-    def _start_running(self, batch_id: str, shard_indexes: Iterable[int], tier: ShardTier) -> None:
-        self.tracker.start(batch_id, poll=self.settings.poll_schedule)
-        tasks = (ShardTask(batch_id=batch_id, shard_index=i) for i in shard_indexes)
-        self.shard_queue.send(tasks, tier)
-        self.repository.mark_shards_queued(batch_id)
+    def _start_running(
+        self, record: BatchRecord, shard_indexes: Iterable[int], tier: ShardTier
+    ) -> None:
+        self.tracker.start(record.id, poll=self.settings.poll_schedule)
+        tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in shard_indexes)
+        self.shard_queue.send(tasks, tier, tenant=record.tenant)
+        self.repository.mark_shards_queued(record.id)
 
     def new_validator(
         self,
@@ -321,7 +323,7 @@ class Intake(Ending):
             fields={**plan, "in_progress_at": now},
         )
         if moved:
-            self._start_running(record.id, (s.index for s in shards), tier)
+            self._start_running(record, (s.index for s in shards), tier)
         else:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)

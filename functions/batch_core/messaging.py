@@ -52,10 +52,16 @@ class ShardQueue:
             "bulk": bulk_url or queue_url,
         }
 
-    def send(self, tasks: Iterable[ShardTask], tier: ShardTier = "normal") -> None:
+    def send(
+        self, tasks: Iterable[ShardTask], tier: ShardTier = "normal", *, tenant: str = ""
+    ) -> None:
+        """Queue shards in `tier`. With `tenant` as the MessageGroupId, SQS fair queues keep
+        one tenant's backlog from delaying the others' shards in the same tier."""
         url = self.urls[tier]
+        group = {"MessageGroupId": tenant} if tenant else {}
         entries = [
-            {"Id": str(i), "MessageBody": task.model_dump_json()} for i, task in enumerate(tasks)
+            {"Id": str(i), "MessageBody": task.model_dump_json(), **group}
+            for i, task in enumerate(tasks)
         ]
         for start in range(0, len(entries), 10):
             chunk: Any = entries[start : start + 10]

@@ -149,3 +149,20 @@ def test_a_running_batch_carries_an_eta_from_its_pace() -> None:
         )
         is None
     )  # nothing ran yet: no pace to go by
+
+
+def test_shard_messages_carry_their_tenant_for_sqs_fair_queues(bare_stack: LocalStack) -> None:
+    from handlers import validate
+    from tests.conftest import load_event
+    from tests.integration.test_handlers import CONTEXT, put_input
+
+    put_input(bare_stack, 6)  # a dropped file: the default tenant's
+    validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
+    sqs = bare_stack.session.client("sqs")
+    messages = sqs.receive_message(
+        QueueUrl=bare_stack.service.shard_queue.urls["normal"],
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["MessageGroupId"],
+    )["Messages"]
+    assert len(messages) == 2  # 6 requests, 4 per shard
+    assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"default"}
