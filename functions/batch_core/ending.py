@@ -124,6 +124,26 @@ class Ending(ShardParts):
             moved.append(batch_id)
         return moved
 
+    def deadline_pressure(self, horizon_seconds: int = 3600) -> float:
+        """The work due within `horizon_seconds` over what the fleet does in that time: 1.0
+        means the whole fleet, at full speed, needs all of it for the batches due then. The
+        workers scale out on it as well as on waiting shards."""
+        now = self._now()
+        due = 0.0
+        for batch_id in self.repository.overdue_batch_ids(now + horizon_seconds):
+            batch = self.repository.get_batch(batch_id)
+            if batch is None or batch.status != "in_progress":
+                continue
+            due += work_seconds(round(self._remaining_tokens(batch)), self.settings)
+        return due / horizon_seconds
+
+    @staticmethod
+    def _remaining_tokens(batch: BatchRecord) -> float:
+        """Its share of the planner's estimate that has not run yet."""
+        to_run = max(batch.request_total - batch.request_rejected, 1)
+        ran = batch.request_completed + batch.request_failed - batch.request_rejected
+        return batch.estimated_tokens * max(to_run - ran, 0) / to_run
+
     def flag_at_risk(self) -> list[str]:
         """Running batches that cannot finish by their deadline even if every worker the
         fleet may scale to ran only them (their remaining share of the planner's estimate at
@@ -135,9 +155,7 @@ class Ending(ShardParts):
             batch = self.repository.get_batch(batch_id)
             if batch is None or batch.status != "in_progress" or batch.at_risk_at:
                 continue
-            to_run = max(batch.request_total - batch.request_rejected, 1)
-            ran = batch.request_completed + batch.request_failed - batch.request_rejected
-            remaining = batch.estimated_tokens * max(to_run - ran, 0) / to_run
+            remaining = self._remaining_tokens(batch)
             if now + work_seconds(round(remaining), self.settings) <= (batch.expires_at or now):
                 continue
             if self.repository.mark_at_risk(batch_id, now):

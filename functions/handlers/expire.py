@@ -27,6 +27,10 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     released = default_service().release_ended_slots()  # tenant slots a crash left behind
     escalated = default_service().escalate_near_deadlines()
     at_risk = default_service().flag_at_risk()
+    # The workers scale out on this too: work due within the hour over the fleet's hour.
+    metrics.add_metric(
+        name="DeadlinePressure", unit=MetricUnit.NoUnit, value=default_service().deadline_pressure()
+    )
     # Overdue batches it began to end (the core counts BatchesExpired once each has ended).
     metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(expired))
     metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))

@@ -166,3 +166,19 @@ def test_shard_messages_carry_their_tenant_for_sqs_fair_queues(bare_stack: Local
     )["Messages"]
     assert len(messages) == 2  # 6 requests, 4 per shard
     assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"default"}
+
+
+def test_deadline_pressure_is_the_work_due_within_the_hour_over_the_fleets_hour(
+    bare_stack: LocalStack,
+) -> None:
+    service = bare_stack.service
+    fleet = service.settings.fleet_tokens_per_second
+    now = int(time.time())
+    assert service.deadline_pressure() == 0
+    # Due in 30 minutes: 45 minutes of the fleet's work, a quarter of it done.
+    store_batch(bare_stack, "batch_soon", "in_progress", expires_at=now + 1800,
+                request_total=100, request_completed=25, estimated_tokens=2700 * fleet)  # fmt: skip
+    # Due in two days: not this hour's work.
+    store_batch(bare_stack, "batch_later", "in_progress", expires_at=now + 2 * 86400,
+                request_total=100, estimated_tokens=3600 * fleet)  # fmt: skip
+    assert abs(service.deadline_pressure() - 0.5625) < 0.01  # 2025 s of 3600
