@@ -120,6 +120,12 @@ def create_batch(page: sync_api.Page, path: Path, *, metadata: dict[str, str] | 
         page.locator(".meta-key").last.fill(key)
         page.locator(".meta-value").last.fill(value)
     shot(page, "new-batch")
+    # Every field has a label a screen reader reads out.
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)"
+        ".map(e => e.id || e.name)"
+    )
+    assert unlabelled == []
     page.get_by_role("button", name="Create batch").click()
     page.wait_for_url(re.compile(r"#/batches/batch_"))
     return page.url.rsplit("/", 1)[-1]
