@@ -42,6 +42,7 @@ from batchctl.api_commands import add_api_commands
 from batchctl.arguments import port, positive, seconds
 from batchctl.engine_log import EngineLog
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
+from batchctl.model_commands import add_model_commands
 from batchctl.progress import ProgressPrinter, print_summary
 
 
@@ -63,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=["vllm", "fake"], default="vllm")
     run.add_argument(
         "--model",
-        default=os.environ.get("MODEL") or None,
-        help="model the worker serves: a local directory or hub id for vllm (default: a tiny "
-        "offline model), the name it answers to for fake",
+        action="append",
+        help="model the worker serves: a local directory or hub id for vllm (default: MODEL, or "
+        "a tiny offline model), the name it answers to for fake; repeat it for more models, "
+        "each with its own shard queues and worker",
     )
     run.add_argument(
         "--served-model-name",
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     serve.add_argument("--api-key", required=True, help="the key clients send (tenant: default)")
     serve.add_argument("--engine", choices=["vllm", "fake"], default="vllm")
-    serve.add_argument("--model", default=os.environ.get("MODEL") or None)
+    serve.add_argument("--model", action="append", help="as for local run (repeatable)")
     serve.add_argument("--served-model-name")
     serve.add_argument("--shard-size", type=positive, help="requests per shard (default: settings)")
     serve.add_argument("--verbose", action="store_true", help="show the engine's own log here")
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke_key.set_defaults(run=_revoke_key)
 
     add_api_commands(commands)
+    add_model_commands(commands)
 
     validate = commands.add_parser("validate", help="validate a JSONL file offline")
     validate.add_argument("file", type=Path, help="the JSONL input file")
@@ -146,31 +149,35 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TOOL_ERROR
 
 
-def _start_engine(args: argparse.Namespace, log_path: Path) -> Engine | None:
-    """The engine `local run` / `local serve` asked for; None (after saying why) if it fails.
-    Its own output goes to `log_path` unless `--verbose`."""
+def _start_engines(args: argparse.Namespace, log_path: Path) -> list[Engine] | None:
+    """The engines `local run` / `local serve` asked for, one per `--model` (the first is the
+    stack's own); None (after saying why) if one fails. Their own output goes to `log_path`
+    unless `--verbose`."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if not args.verbose else "WARNING")
     from gpu_worker.engines import load_engine
     from gpu_worker.settings import EngineSettings
 
-    settings = EngineSettings(
-        engine=args.engine,
-        model=args.model,
-        served_model_name=args.served_model_name or (args.model if args.engine == "fake" else None),
-    )
+    models: list[str | None] = list(args.model or [os.environ.get("MODEL") or None])
     log = None if args.verbose else EngineLog(log_path)
     say = log.say if log else print
     started = time.monotonic()
     if log is not None:
         log.start()
-        say(f"Starting the {args.engine} engine (its log: {log_path}) ...")
-    else:
-        say(f"Starting the {args.engine} engine ...")
+    say(f"Starting the {args.engine} engine" + (f" (its log: {log_path})" if log else "") + " ...")
+    engines: list[Engine] = []
     try:
-        engine = load_engine(settings)
+        for index, model in enumerate(models):
+            name = args.served_model_name if index == 0 else None
+            fake_name = model if args.engine == "fake" else None
+            settings = EngineSettings(
+                engine=args.engine, model=model, served_model_name=name or fake_name
+            )
+            engines.append(load_engine(settings))
     except Exception as error:
         if log is not None:
             log.keep_terminal()
+        for engine in engines:
+            engine.close()
         print(
             f"batchctl: could not start the {args.engine} engine: {error}"
             + (f" (details in {log_path})" if log else ""),
@@ -179,14 +186,15 @@ def _start_engine(args: argparse.Namespace, log_path: Path) -> Engine | None:
         return None
     if log is not None:
         log.keep_terminal()
-    if getattr(engine, "is_tiny_model", False):
+    if getattr(engines[0], "is_tiny_model", False):
         print(
             "Note: no MODEL given, so the worker serves a tiny random Llama built offline. "
             "Its text is meaningless; it only proves the wiring. Use MODEL=<dir or hub id>.",
             flush=True,
         )
-    print(f"Engine ready ({time.monotonic() - started:.0f} s), serving {engine.served_model!r}.")
-    return engine
+    served = ", ".join(repr(engine.served_model) for engine in engines)
+    print(f"Engine ready ({time.monotonic() - started:.0f} s), serving {served}.")
+    return engines
 
 
 def _local_serve(args: argparse.Namespace) -> int:
@@ -194,14 +202,19 @@ def _local_serve(args: argparse.Namespace) -> int:
     from batchctl.server import serve_locally
 
     check_key(args.api_key)  # before the engine takes its minute to start
-    engine = _start_engine(args, Path("out") / "local-serve" / "engine.log")
-    if engine is None:
+    engines = _start_engines(args, Path("out") / "local-serve" / "engine.log")
+    if engines is None:
         return EXIT_TOOL_ERROR
+    engine, more = engines[0], engines[1:]
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         with serve_locally(
-            engine, api_keys={args.api_key: "default"}, port=args.port, shard_size=args.shard_size
+            engine,
+            api_keys={args.api_key: "default"},
+            port=args.port,
+            shard_size=args.shard_size,
+            more_models=more,
         ) as (stack, server):
             s3 = os.environ["AWS_ENDPOINT_URL"]
             print(
@@ -211,14 +224,15 @@ API      {server.base_url}
          export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY={args.api_key}
 S3       {s3}  (bucket {stack.bucket}; any credentials)
          aws --endpoint-url {s3} s3 cp prompts.jsonl s3://{stack.bucket}/inbox/
-Model    {engine.served_model}
+Models   {", ".join(e.served_model for e in engines)}
 Ctrl-C stops the server (everything is in memory).""",
                 flush=True,
             )
             with contextlib.suppress(KeyboardInterrupt):
                 stopping.wait()
     finally:
-        engine.close()
+        for each in engines:
+            each.close()
     return EXIT_OK
 
 
@@ -259,11 +273,11 @@ def _local_run(args: argparse.Namespace) -> int:
         return EXIT_TOOL_ERROR
     from batchctl.local import LocalStack
 
-    engine = _start_engine(args, args.out / "engine.log")
-    if engine is None:
+    engines = _start_engines(args, args.out / "engine.log")
+    if engines is None:
         return EXIT_TOOL_ERROR
     try:
-        with LocalStack(engine, shard_size=args.shard_size) as stack:
+        with LocalStack(engines[0], shard_size=args.shard_size, more_models=engines[1:]) as stack:
             name = stack.drop(args.file)
             print(f"Dropped {args.file} into s3://{stack.bucket}/inbox/{name}.jsonl", flush=True)
             run_started = time.monotonic()
@@ -279,7 +293,8 @@ def _local_run(args: argparse.Namespace) -> int:
         print(f"batchctl: {error}", file=sys.stderr)
         return EXIT_TOOL_ERROR
     finally:
-        engine.close()
+        for engine in engines:
+            engine.close()
     print_summary(batch, seconds=time.monotonic() - run_started, paths=paths.values())
     return EXIT_OK
 

@@ -11,9 +11,11 @@ and plays the GPU host itself (worker threads on a real or fake engine).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -22,13 +24,15 @@ from typing import Any
 import boto3
 
 from batch_core import wiring
+from batch_core.messaging import ShardQueue
 from batch_core.models import Batch
 from batch_core.protocol import Engine
+from batch_core.records import ServedModel
 from batchctl import moto_quirks
 from batchctl.local.events import EventSources
 from batchctl.local.moto_clients import adapt_to_moto
 from batchctl.local.outbox import Outbox
-from batchctl.local.resources import REGION, ResourceOptions, create_resources
+from batchctl.local.resources import REGION, STACK, ResourceOptions, create_resources
 from batchctl.template import Resolver
 from gpu_worker.worker import Worker
 
@@ -59,10 +63,14 @@ class LocalStack:
         route_events: bool = True,
         endpoint_url: str | None = None,
         worker_concurrency: int = 1,
+        more_models: list[Engine] | None = None,
     ) -> None:
         """`endpoint_url` points every AWS client at a running moto server instead of moto's
-        in-process mock (so other processes can share the stack)."""
+        in-process mock (so other processes can share the stack). `more_models` are other
+        served models, each with shard queues of its own in the registry and its own worker,
+        as a worker-fleet deploy gives them."""
         self.engine = engine
+        self.more_models = list(more_models or [])
         self.endpoint_url = endpoint_url
         # One shard loop by default, unlike a deployed worker: moto's DynamoDB applies
         # concurrent ADD updates without a lock, so two loops committing parts of the same
@@ -150,6 +158,8 @@ class LocalStack:
             self.events.schedule("handlers.expire", every_seconds=60)
         for index in range(self.worker_count):
             self.start_worker(name=f"worker-{index}")
+        for extra in self.more_models:
+            self._serve_model(extra)
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,13 +211,20 @@ class LocalStack:
 
     # -- the GPU host ---------------------------------------------------------------------
 
-    def start_worker(self, name: str = "worker") -> Worker:
-        """Start one more worker thread on the stack's engine."""
-        assert self.engine is not None, "the stack has no engine"
+    def start_worker(
+        self,
+        name: str = "worker",
+        *,
+        engine: Engine | None = None,
+        queue: ShardQueue | None = None,
+    ) -> Worker:
+        """Start one more worker thread: on the stack's engine and shard queues by default."""
+        engine = engine or self.engine
+        assert engine is not None, "the stack has no engine"
         worker = Worker(
             self.service,
-            self.service.shard_queue,
-            self.engine,
+            queue or self.service.shard_queue,
+            engine,
             wait_seconds=1,
             concurrency=self.worker_concurrency,
         )
@@ -216,6 +233,34 @@ class LocalStack:
         self.workers.append(worker)
         self._threads.append(thread)
         return worker
+
+    def _serve_model(self, engine: Engine) -> Worker:
+        """Another served model: its three tiers' queues (dead letters to the stack's shard
+        dead-letter queue), its registry entry, and a worker of its own on them."""
+        assert self.resolver is not None
+        sqs = self.session.client("sqs")
+        dead_letters = self.resolver.attributes[("ShardDeadLetterQueue", "Arn")]
+        redrive = json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": 3})
+        urls = {
+            tier: sqs.create_queue(
+                QueueName=f"{STACK}-{engine.served_model}-{tier}-shards",
+                Attributes={"VisibilityTimeout": "900", "RedrivePolicy": redrive},
+            )["QueueUrl"]
+            for tier in ("urgent", "normal", "bulk")
+        }
+        self.service.repository.put_model(
+            ServedModel(
+                name=engine.served_model,
+                queue_url=urls["normal"],
+                urgent_queue_url=urls["urgent"],
+                bulk_queue_url=urls["bulk"],
+                created_at=int(time.time()),
+            )
+        )
+        queue = self.service.shard_queue.of_model(
+            urls["normal"], urgent_url=urls["urgent"], bulk_url=urls["bulk"]
+        )
+        return self.start_worker(f"worker-{engine.served_model}", engine=engine, queue=queue)
 
     def _run_worker(self, worker: Worker) -> None:
         try:

@@ -119,7 +119,7 @@ class Ending(ShardParts):
                 continue
             waiting = [s.index for s in self.repository.list_shards(batch_id) if s.status != "done"]
             tasks = (ShardTask(batch_id=batch_id, shard_index=i) for i in waiting)
-            self.shard_queue.send(tasks, "urgent", tenant=batch.tenant)
+            self._queue_for(batch.model).send(tasks, "urgent", tenant=batch.tenant)
             logger.info("batch %s: %d shards moved to the urgent tier", batch_id, len(waiting))
             moved.append(batch_id)
         return moved

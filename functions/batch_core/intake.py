@@ -231,16 +231,16 @@ class Intake(Ending):
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
-            self._start_running(record, range(record.shards_total), record.tier)
+            self._start_running(record, range(record.shards_total), record.tier, record.model)
             return self._require(record.id)
         return record
 
     def _start_running(
-        self, record: BatchRecord, shard_indexes: Iterable[int], tier: ShardTier
+        self, record: BatchRecord, shard_indexes: Iterable[int], tier: ShardTier, model: str | None
     ) -> None:
         self.tracker.start(record.id, poll=self.settings.poll_schedule)
         tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in shard_indexes)
-        self.shard_queue.send(tasks, tier, tenant=record.tenant)
+        self._queue_for(model).send(tasks, tier, tenant=record.tenant)
         self.repository.mark_shards_queued(record.id)
 
     def new_validator(
@@ -253,7 +253,7 @@ class Intake(Ending):
         return BatchValidator(
             endpoint=endpoint,
             default_endpoint=settings.default_endpoint,
-            served_models=settings.served_models,
+            served_models=self.served_model_names(),
             limits=ValidationLimits(
                 max_requests=settings.max_requests_per_batch,
                 max_line_bytes=settings.max_line_bytes,
@@ -323,7 +323,7 @@ class Intake(Ending):
             fields={**plan, "in_progress_at": now},
         )
         if moved:
-            self._start_running(record, (s.index for s in shards), tier)
+            self._start_running(record, (s.index for s in shards), tier, report.model)
         else:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)

@@ -52,6 +52,10 @@ class ShardQueue:
             "bulk": bulk_url or queue_url,
         }
 
+    def of_model(self, queue_url: str, *, urgent_url: str = "", bulk_url: str = "") -> ShardQueue:
+        """The shard queues of another served model, through the same client."""
+        return ShardQueue(self._sqs, queue_url, urgent_url=urgent_url, bulk_url=bulk_url)
+
     def send(
         self, tasks: Iterable[ShardTask], tier: ShardTier = "normal", *, tenant: str = ""
     ) -> None:

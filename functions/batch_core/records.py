@@ -182,3 +182,20 @@ class WebhookRecord(BaseModel):
     endpoint: WebhookEndpoint
     tenant: str
     secret: str
+
+
+ModelStatus = Literal["active", "retiring"]
+
+
+class ServedModel(BaseModel):
+    """The `MODELS/MODEL#<name>` item: a model the deployment serves and its shard queues."""
+
+    name: str
+    """The name requests use (`body.model`)."""
+    queue_url: str
+    """Its normal tier's shard queue, which its workers pull from."""
+    urgent_queue_url: str = ""
+    bulk_queue_url: str = ""
+    status: ModelStatus = "active"
+    """`retiring`: new batches for it are refused; running ones finish."""
+    created_at: int = 0

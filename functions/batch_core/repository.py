@@ -2,9 +2,9 @@
 
 `table_keys` names the keys, `table_codec` turns items to and from DynamoDB's values and
 tells a conditional write's refusal from a failure; `table_batches`, `table_shards`,
-`table_files` and `table_tenants` hold the calls for each kind of item. Every write that a
-retry could repeat is conditional, so a redelivered SQS message or a duplicated S3 event never
-changes anything twice.
+`table_files`, `table_tenants` and `table_models` hold the calls for each kind of item. Every
+write that a retry could repeat is conditional, so a redelivered SQS message or a duplicated
+S3 event never changes anything twice.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from batch_core.table_keys import (
     upload_pk,
     webhook_pk,
 )
+from batch_core.table_models import ModelTable
 from batch_core.table_shards import ShardTable
 from batch_core.table_tenants import TenantTable
 
@@ -44,5 +45,6 @@ __all__ = [
 ]
 
 
-class BatchRepository(ShardTable, FileTable, TenantTable):
-    """Batches, their shards, files, uploads and tenants' items in the single table."""
+class BatchRepository(ShardTable, FileTable, TenantTable, ModelTable):
+    """Batches, their shards, files, uploads, tenants' items and served models in the single
+    table."""

@@ -66,6 +66,28 @@ class ServiceBase:
             raise NotFoundError(f"No batch found with id {batch_id!r}.")
         return record
 
+    # -- served models: where a batch's shards go ---------------------------------------------
+
+    def _queue_for(self, model: str | None) -> ShardQueue:
+        """The shard queues of `model`'s workers: its registry entry's, else the stack's own."""
+        served = self.repository.get_model(model) if model else None
+        if served is None:
+            return self.shard_queue
+        return self.shard_queue.of_model(
+            served.queue_url, urgent_url=served.urgent_queue_url, bulk_url=served.bulk_queue_url
+        )
+
+    def served_model_names(self) -> list[str]:
+        """What validation accepts: SERVED_MODELS and the registry's active models (empty
+        when both are: any model)."""
+        models = self.repository.list_models()
+        registered = {m.name for m in models if m.status == "active"}
+        retiring = {m.name for m in models if m.status == "retiring"}
+        named = {name for name in self.settings.served_models if name not in retiring}
+        if retiring and not (named or registered):  # an empty list would accept any model
+            return ["no model (every registered model is retiring)"]
+        return sorted(named | registered)
+
     # -- the tenant's load: active batches and the requests they hold ----------------------
 
     def _take_slot(self, record: BatchRecord) -> None:

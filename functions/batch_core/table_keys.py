@@ -16,6 +16,9 @@ FILES_BY_EXPIRY = "file"
 SLOTS_BY_EXPIRY = "slot"
 """The expiry index's partition of tenants' batch slots (a sweep releases leaked ones)."""
 
+MODELS = "MODELS"
+"""The partition of the model registry (one item per served model)."""
+
 TENANT_LOAD = "LOAD"
 """The sort key of a tenant's counters: active batches and the requests they hold."""
 
@@ -46,6 +49,10 @@ def outbox_pk(name: str) -> str:
 
 def api_key_pk(key_hash: str) -> str:
     return f"APIKEY#{key_hash}"
+
+
+def model_sk(name: str) -> str:
+    return f"MODEL#{name}"
 
 
 def tenant_pk(tenant: str) -> str:

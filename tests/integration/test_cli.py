@@ -94,3 +94,20 @@ def test_a_missing_input_file_is_a_tool_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_local_run_serves_several_models_each_on_its_own_worker(tmp_path: Path) -> None:
+    source = write_jsonl(
+        tmp_path / "b.jsonl", [chat_request(f"b{i}", model="model-b") for i in range(5)]
+    )
+    out = tmp_path / "b"
+    result = batchctl(
+        "local", "run", str(source), "--out", str(out), "--engine", "fake",
+        "--model", "model-a", "--model", "model-b", "--shard-size", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "serving 'model-a', 'model-b'" in result.stdout
+    output = [json.loads(line) for line in (out / "output.jsonl").read_text().splitlines()]
+    assert len(output) == 5 and {line["response"]["body"]["model"] for line in output} == {
+        "model-b"
+    }

@@ -1,0 +1,37 @@
+"""The model registry: one item per served model, all in one partition (one query lists them)."""
+
+from __future__ import annotations
+
+from batch_core.records import ServedModel
+from batch_core.table_batches import BatchTable
+from batch_core.table_codec import record_from, record_item, to_item, unless_refused
+from batch_core.table_keys import MODELS, model_sk
+
+
+class ModelTable(BatchTable):
+    """Served models: where each one's shards go, and whether it takes new batches."""
+
+    def put_model(self, model: ServedModel) -> None:
+        self._db.put_item(
+            TableName=self._table, Item=record_item(model, pk=MODELS, sk=model_sk(model.name))
+        )
+
+    def get_model(self, name: str) -> ServedModel | None:
+        values = self._item(MODELS, model_sk(name), consistent=True)
+        return record_from(ServedModel, values) if values else None
+
+    def list_models(self) -> list[ServedModel]:
+        return [record_from(ServedModel, v) for v in self._items_under(MODELS, "MODEL#")]
+
+    def retire_model(self, name: str) -> bool:
+        """Refuse new batches for the model from now on; False if it is not registered."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": MODELS, "sk": model_sk(name)}),
+            UpdateExpression="SET #status = :retiring",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item({":retiring": "retiring"}),
+        )
+        return response is not None
