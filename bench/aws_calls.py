@@ -2,9 +2,10 @@
 
     python -m bench.aws_calls [--requests 10000]
 
-Every botocore API call made while the batch runs is counted by service and operation: the
-validate and finalize functions, the worker, and the SQS polls that Lambda's event source
-mappings would make (the local stack makes them). The tracker's own Step Functions SDK calls
+Every botocore API call the pipeline makes while the batch runs is counted by service and
+operation: the validate and finalize functions, the worker, and the SQS polls that Lambda's
+event source mappings would make (the local stack makes them). The user's own calls (the drop,
+the reads of the outbox while waiting) are listed apart. The tracker's own Step Functions SDK calls
 run inside moto and are not counted. Long polls of an empty queue are listed apart: they
 depend on idle time, not on the batch. Issue 5's target is <= 5 calls per 1,000 requests.
 """
@@ -38,11 +39,17 @@ def main() -> None:
     lock = threading.Lock()
     original = getattr(BaseClient, "_make_api_call")  # noqa: B009 - patched, then restored
 
+    user_calls = Counter[str]()
+
     def counting(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         response = original(self, operation, params)
         service = self.meta.service_model.service_name
         with lock:
-            if operation == "ReceiveMessage" and not response.get("Messages"):
+            if threading.current_thread() is threading.main_thread():
+                # The user's: the drop and the reads of outbox/<name>/batch.json while waiting
+                # (their number follows the polling interval, not the pipeline).
+                user_calls[operation] += 1
+            elif operation == "ReceiveMessage" and not response.get("Messages"):
                 idle_polls[service] += 1
             else:
                 calls[(service, operation)] += 1
@@ -80,7 +87,9 @@ def main() -> None:
         print(f"{service:<14} {operation:<28} {count:>7}")
     print(f"\n{total} calls: {1000 * total / args.requests:.1f} per 1,000 requests (target <= 5)")
     print(
-        f"(not counted: {sum(idle_polls.values())} long polls of empty queues, {dict(idle_polls)})"
+        f"(not counted: {sum(idle_polls.values())} long polls of empty queues, {dict(idle_polls)};"
+        f" {sum(user_calls.values())} calls of the user dropping the file and watching its"
+        f" outbox, {dict(user_calls)})"
     )
 
 

@@ -13,13 +13,16 @@ from batch_core.batch_metrics import count_status
 from batch_core.errors import NotFoundError, RateLimitError
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
 from batch_core.models import TERMINAL_STATUSES
-from batch_core.records import BatchRecord
+from batch_core.records import BatchRecord, ServedModel
 from batch_core.repository import BatchRepository
 from batch_core.settings import Settings
 from batch_core.storage import ObjectStore
 from batch_core.webhooks import WebhookService
 
 logger = logging.getLogger(__name__)
+
+MODEL_REGISTRY_SECONDS = 60.0
+"""How long a process keeps the model registry it read."""
 
 
 class ServiceBase:
@@ -46,6 +49,7 @@ class ServiceBase:
         self.tracker = tracker
         self.events = events
         self._clock = clock
+        self._registry: tuple[float, dict[str, ServedModel]] | None = None
 
     def _now(self) -> int:
         return int(self._clock())
@@ -68,9 +72,23 @@ class ServiceBase:
 
     # -- served models: where a batch's shards go ---------------------------------------------
 
+    def _models(self) -> dict[str, ServedModel]:
+        """The registry, read at most once a minute per process: models change rarely, and a
+        retired one may take that long to be refused by every function."""
+        now = time.monotonic()
+        cached = self._registry
+        if cached is None or now - cached[0] > MODEL_REGISTRY_SECONDS:
+            cached = (now, {m.name: m for m in self.repository.list_models()})
+            self._registry = cached
+        return cached[1]
+
+    def forget_models(self) -> None:
+        """Read the registry again at the next use (after a change made in this process)."""
+        self._registry = None
+
     def _queue_for(self, model: str | None) -> ShardQueue:
         """The shard queues of `model`'s workers: its registry entry's, else the stack's own."""
-        served = self.repository.get_model(model) if model else None
+        served = self._models().get(model) if model else None
         if served is None:
             return self.shard_queue
         return self.shard_queue.of_model(
@@ -80,7 +98,7 @@ class ServiceBase:
     def served_model_names(self) -> list[str]:
         """What validation accepts: SERVED_MODELS and the registry's active models (empty
         when both are: any model)."""
-        models = self.repository.list_models()
+        models = list(self._models().values())
         registered = {m.name for m in models if m.status == "active"}
         retiring = {m.name for m in models if m.status == "retiring"}
         named = {name for name in self.settings.served_models if name not in retiring}
@@ -90,11 +108,20 @@ class ServiceBase:
 
     # -- the tenant's load: active batches and the requests they hold ----------------------
 
+    def _tenant_limits(self) -> bool:
+        """Whether tenants have limits: without, no slots are kept (a limit turned on later
+        counts the batches created from then on)."""
+        return bool(
+            self.settings.tenant_max_active_batches or self.settings.tenant_max_queued_requests
+        )
+
     def _take_slot(self, record: BatchRecord) -> None:
         """Count the new batch against its tenant's limits; RateLimitError (429) when the
         tenant already has the most active batches, or requests queued, it may have."""
         max_batches = self.settings.tenant_max_active_batches
         max_requests = self.settings.tenant_max_queued_requests
+        if not self._tenant_limits():
+            return  # no limits, no bookkeeping: five AWS calls per batch saved
         if self.repository.reserve_batch_slot(
             record.tenant,
             record.id,
@@ -113,6 +140,10 @@ class ServiceBase:
         )
 
     def _release_slot(self, record: BatchRecord) -> None:
+        if not (
+            self.settings.tenant_max_active_batches or self.settings.tenant_max_queued_requests
+        ):
+            return
         try:
             self.repository.release_batch_slot(record.tenant, record.id)
         except Exception:  # the expiry sweep releases a slot left behind
@@ -137,7 +168,7 @@ class ServiceBase:
             logger.exception("could not count the status of %s", record.id)
         if record.status in TERMINAL_STATUSES:
             self._release_slot(record)
-        elif record.status == "in_progress":
+        elif record.status == "in_progress" and self._tenant_limits():
             try:
                 self.repository.count_slot_requests(
                     record.tenant, record.id, record.request_total - record.request_rejected

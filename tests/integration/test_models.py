@@ -54,6 +54,7 @@ def test_a_retiring_model_refuses_new_batches_and_finishes_running_ones(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert stack.service.repository.retire_model("model-b")
+    stack.service.forget_models()  # a function reads the registry again within a minute
     refused = stack.wait_for_outbox(
         stack.drop(write_jsonl(tmp_path / "new.jsonl", lines("model-b", 1, "n"))), timeout=60
     )
@@ -73,11 +74,13 @@ def test_batchctl_models_adds_lists_and_retires(
     stack, _, _ = two_models
     url = stack.session.client("sqs").create_queue(QueueName="z-shards")["QueueUrl"]
     assert main(["models", "add", "model-z", "--queue-url", url]) == 0
+    stack.service.forget_models()  # the functions read the registry again within a minute
     assert main(["models", "list"]) == 0
     listed = capsys.readouterr().out
     assert "model-z" in listed and "model-b" in listed and url in listed
     assert "model-z" in stack.service.served_model_names()
     assert main(["models", "retire", "model-z"]) == 0
+    stack.service.forget_models()
     assert "model-z" not in stack.service.served_model_names()
     assert main(["models", "retire", "model-y"]) == 1
     assert "no model 'model-y'" in capsys.readouterr().err
