@@ -104,37 +104,44 @@ class Ending(ShardParts):
         )
         return self.finalize(record.id, force=True)
 
-    def escalate_near_deadlines(self) -> list[str]:
+    def running_batches(self) -> list[BatchRecord]:
+        """Every batch in progress (the expiry index's active batches, read once): the
+        deadline checks below share one read of them per sweep."""
+        ids = self.repository.overdue_batch_ids(self._now() + MAX_WINDOW_SECONDS + 86400)
+        batches = (self.repository.get_batch(batch_id) for batch_id in ids)
+        return [b for b in batches if b is not None and b.status == "in_progress"]
+
+    def escalate_near_deadlines(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches whose deadline is now within the urgent tier's slack, with shards
         still waiting in a lower tier: their unfinished shards are sent to the urgent tier
         (a copy left behind below is skipped when a worker takes it: the shard is done or
         leased). Returns their ids."""
-        now = self._now()
+        soon = self._now() + self.settings.urgent_slack_seconds
         moved = []
-        for batch_id in self.repository.overdue_batch_ids(now + self.settings.urgent_slack_seconds):
-            batch = self.repository.get_batch(batch_id)
-            if batch is None or batch.status != "in_progress" or batch.tier == "urgent":
+        for batch in self.running_batches() if running is None else running:
+            if batch.tier == "urgent" or (batch.expires_at or 0) >= soon:
                 continue
-            if not self.repository.raise_tier(batch_id, "urgent", from_tier=batch.tier):
+            if not self.repository.raise_tier(batch.id, "urgent", from_tier=batch.tier):
                 continue
-            waiting = [s.index for s in self.repository.list_shards(batch_id) if s.status != "done"]
-            tasks = (ShardTask(batch_id=batch_id, shard_index=i) for i in waiting)
+            waiting = [s.index for s in self.repository.list_shards(batch.id) if s.status != "done"]
+            tasks = (ShardTask(batch_id=batch.id, shard_index=i) for i in waiting)
             self._queue_for(batch.model).send(tasks, "urgent", tenant=batch.tenant)
-            logger.info("batch %s: %d shards moved to the urgent tier", batch_id, len(waiting))
-            moved.append(batch_id)
+            logger.info("batch %s: %d shards moved to the urgent tier", batch.id, len(waiting))
+            moved.append(batch.id)
         return moved
 
-    def deadline_pressure(self, horizon_seconds: int = 3600) -> float:
+    def deadline_pressure(
+        self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None
+    ) -> float:
         """The work due within `horizon_seconds` over what the fleet does in that time: 1.0
         means the whole fleet, at full speed, needs all of it for the batches due then. The
         workers scale out on it as well as on waiting shards."""
-        now = self._now()
-        due = 0.0
-        for batch_id in self.repository.overdue_batch_ids(now + horizon_seconds):
-            batch = self.repository.get_batch(batch_id)
-            if batch is None or batch.status != "in_progress":
-                continue
-            due += work_seconds(round(self._remaining_tokens(batch)), self.settings)
+        due_before = self._now() + horizon_seconds
+        due = sum(
+            work_seconds(round(self._remaining_tokens(batch)), self.settings)
+            for batch in (self.running_batches() if running is None else running)
+            if (batch.expires_at or 0) < due_before
+        )
         return due / horizon_seconds
 
     @staticmethod
@@ -144,25 +151,24 @@ class Ending(ShardParts):
         ran = batch.request_completed + batch.request_failed - batch.request_rejected
         return batch.estimated_tokens * max(to_run - ran, 0) / to_run
 
-    def flag_at_risk(self) -> list[str]:
+    def flag_at_risk(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches that cannot finish by their deadline even if every worker the
         fleet may scale to ran only them (their remaining share of the planner's estimate at
         FLEET_TOKENS_PER_SECOND): each is marked once and announced as `Batch At Risk`, so
         its owner hears of it before it expires. Returns their ids."""
         now = self._now()
         flagged = []
-        for batch_id in self.repository.overdue_batch_ids(now + MAX_WINDOW_SECONDS + 86400):
-            batch = self.repository.get_batch(batch_id)
-            if batch is None or batch.status != "in_progress" or batch.at_risk_at:
+        for batch in self.running_batches() if running is None else running:
+            if batch.at_risk_at:
                 continue
             remaining = self._remaining_tokens(batch)
             if now + work_seconds(round(remaining), self.settings) <= (batch.expires_at or now):
                 continue
-            if self.repository.mark_at_risk(batch_id, now):
-                flagged.append(batch_id)
-                logger.warning("batch %s cannot make its deadline", batch_id)
+            if self.repository.mark_at_risk(batch.id, now):
+                flagged.append(batch.id)
+                logger.warning("batch %s cannot make its deadline", batch.id)
                 if self.events is not None:
-                    marked = self._require(batch_id).to_batch().model_dump(mode="json")
+                    marked = self._require(batch.id).to_batch().model_dump(mode="json")
                     self.events.publish(marked, detail_type=self.events.AT_RISK)
         return flagged
 

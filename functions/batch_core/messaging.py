@@ -51,6 +51,8 @@ class ShardQueue:
             "normal": queue_url,
             "bulk": bulk_url or queue_url,
         }
+        # The queues in the order a worker polls them (a tier without its own queue shares).
+        self._poll_order = list(dict.fromkeys(self.urls[tier] for tier in TIERS))
 
     def of_model(self, queue_url: str, *, urgent_url: str = "", bulk_url: str = "") -> ShardQueue:
         """The shard queues of another served model, through the same client."""
@@ -81,9 +83,8 @@ class ShardQueue:
         runs). The upper tiers get a short poll (no wait: SQS may then miss a message of a
         nearly empty queue, which the next poll finds; a shard of a lower tier may run first
         meanwhile); the last tier waits `wait_seconds`."""
-        urls = list(dict.fromkeys(self.urls[tier] for tier in TIERS))
-        for position, url in enumerate(urls):
-            wait = wait_seconds if position == len(urls) - 1 else 0
+        for position, url in enumerate(self._poll_order):
+            wait = wait_seconds if position == len(self._poll_order) - 1 else 0
             found = self._receive(url, wait, visibility_seconds)
             if found:
                 return found

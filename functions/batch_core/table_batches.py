@@ -75,11 +75,7 @@ class BatchTable:
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         values = self._item(batch_pk(batch_id), consistent=True)
-        return self._batch_from(values) if values else None
-
-    @staticmethod
-    def _batch_from(values: dict[str, Any]) -> BatchRecord:
-        return record_from(BatchRecord, values)
+        return record_from(BatchRecord, values) if values else None
 
     def transition(
         self,
@@ -144,7 +140,8 @@ class BatchTable:
 
     def list_batches(self, tenant: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
         """A tenant's batches, newest first, past the listing position `after`."""
-        return self._page(tenant, "batch", after, limit, ascending=False).map(self._batch_from)
+        page = self._page(tenant, "batch", after, limit, ascending=False)
+        return page.map(lambda values: record_from(BatchRecord, values))
 
     def mark_at_risk(self, batch_id: str, at: int) -> bool:
         """Note that a running batch cannot make its deadline; False if it was noted before."""

@@ -91,11 +91,7 @@ class FileTable(BatchTable):
 
     def get_file(self, file_id: str) -> FileRecord | None:
         values = self._item(file_pk(file_id))
-        return self._file_from(values) if values else None
-
-    @staticmethod
-    def _file_from(values: dict[str, Any]) -> FileRecord:
-        return record_from(FileRecord, values)
+        return record_from(FileRecord, values) if values else None
 
     def list_files(
         self,
@@ -109,7 +105,7 @@ class FileTable(BatchTable):
         """A tenant's files in creation order (or reversed), past the listing position."""
         filters = {"file.purpose": purpose} if purpose else None
         page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
-        return page.map(self._file_from)
+        return page.map(lambda values: record_from(FileRecord, values))
 
     def delete_file(self, file_id: str) -> bool:
         """Forget a file; False if it was not there."""

@@ -25,12 +25,12 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     expired = default_service().expire_overdue()
     deleted = default_files().delete_expired()
     released = default_service().release_ended_slots()  # tenant slots a crash left behind
-    escalated = default_service().escalate_near_deadlines()
-    at_risk = default_service().flag_at_risk()
+    running = default_service().running_batches()  # read once for the three checks
+    escalated = default_service().escalate_near_deadlines(running)
+    at_risk = default_service().flag_at_risk(running)
     # The workers scale out on this too: work due within the hour over the fleet's hour.
-    metrics.add_metric(
-        name="DeadlinePressure", unit=MetricUnit.NoUnit, value=default_service().deadline_pressure()
-    )
+    pressure = default_service().deadline_pressure(running=running)
+    metrics.add_metric(name="DeadlinePressure", unit=MetricUnit.NoUnit, value=pressure)
     # Overdue batches it began to end (the core counts BatchesExpired once each has ended).
     metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(expired))
     metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))
