@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.validate --requests $(BENCH_REQUESTS)
 	$(BIN)/python -m bench.worker --requests $(BENCH_WORKER_REQUESTS)
 	$(BIN)/python -m bench.aws_calls --requests 10000
+	$(BIN)/python -m bench.scheduling
 
 # The API's OpenAPI document, checked in (a test compares it with what the API serves).
 openapi: $(STAMP)

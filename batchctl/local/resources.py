@@ -31,6 +31,8 @@ class ResourceOptions:
     poll_seconds: int = 1
     shard_size: int | None = None
     part_size: int | None = None
+    shards_ahead: int | None = None
+    """A batch's shards queued or running at once (None: the template's default)."""
 
 
 def create_resources(
@@ -53,6 +55,8 @@ def create_resources(
     )
     resolver.parameters["ServedModels"] = ",".join(options.served_models)
     resolver.parameters["TrackerPollSeconds"] = str(options.poll_seconds)
+    if options.shards_ahead is not None:
+        resolver.parameters["ShardsAheadPerBatch"] = str(options.shards_ahead)
     sqs = session.client("sqs")
     queues = resources_of_type(template, "AWS::SQS::Queue")
     # Dead-letter queues first: the others point at them.

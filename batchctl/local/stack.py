@@ -64,6 +64,7 @@ class LocalStack:
         endpoint_url: str | None = None,
         worker_concurrency: int = 1,
         more_models: list[Engine] | None = None,
+        shards_ahead: int | None = None,
     ) -> None:
         """`endpoint_url` points every AWS client at a running moto server instead of moto's
         in-process mock (so other processes can share the stack). `more_models` are other
@@ -85,6 +86,7 @@ class LocalStack:
             poll_seconds=poll_seconds,
             shard_size=shard_size,
             part_size=part_size,
+            shards_ahead=shards_ahead,
         )
         self.worker_count = worker_count if engine else 0
         self.route_events = route_events

@@ -74,6 +74,7 @@ class Ending(ShardParts):
             return False
         self._close_unfinished_shard(shard, "shard_failed", _SHARD_FAILED_MESSAGE)
         logger.warning("shard %s:%d failed for good", task.batch_id, task.shard_index)
+        self.let_next_shard_in(self.repository.get_batch(task.batch_id))
         return True
 
     def expire_overdue(self) -> list[BatchRecord]:
@@ -123,12 +124,35 @@ class Ending(ShardParts):
                 continue
             if not self.repository.raise_tier(batch.id, "urgent", from_tier=batch.tier):
                 continue
-            waiting = [s.index for s in self.repository.list_shards(batch.id) if s.status != "done"]
+            released = batch.shards_released
+            if released is None:
+                released = batch.shards_total
+            waiting = [
+                s.index
+                for s in self.repository.list_shards(batch.id)
+                if s.status != "done" and s.index < released  # the held ones follow the tier
+            ]
             tasks = (ShardTask(batch_id=batch.id, shard_index=i) for i in waiting)
             self._queue_for(batch.model).send(tasks, "urgent", tenant=batch.tenant)
             logger.info("batch %s: %d shards moved to the urgent tier", batch.id, len(waiting))
             moved.append(batch.id)
         return moved
+
+    def top_up_shards(self, running: list[BatchRecord] | None = None) -> dict[str, int]:
+        """Let in the shards a crash kept out: a worker that died between settling a shard
+        and letting the next one in leaves its batch with fewer than SHARDS_AHEAD queued or
+        running. Returns how many were let in, by batch."""
+        ahead = self.settings.shards_ahead
+        let_in: dict[str, int] = {}
+        for batch in self.running_batches() if running is None else running:
+            if not ahead or batch.shards_released is None:
+                continue
+            settled = batch.shards_total - batch.shards_pending
+            missing = min(ahead, batch.shards_total - settled) - (batch.shards_released - settled)
+            if missing > 0 and (count := self.let_next_shard_in(batch, missing)):
+                logger.warning("batch %s: %d held shards let in late", batch.id, count)
+                let_in[batch.id] = count
+        return let_in
 
     def deadline_pressure(
         self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None

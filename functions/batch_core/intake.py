@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batch_core import s3keys
@@ -25,7 +25,6 @@ from batch_core.errors import (
 from batch_core.files import AssembledFile
 from batch_core.ids import new_batch_id, new_file_id
 from batch_core.media_urls import MediaPolicy
-from batch_core.messaging import ShardTask
 from batch_core.models import BatchError
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.retention import new_file_object
@@ -231,17 +230,13 @@ class Intake(Ending):
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
-            self._start_running(record, range(record.shards_total), record.tier, record.model)
+            self._start_running(record, record.tier, record.model)
             return self._require(record.id)
         return record
 
-    def _start_running(
-        self, record: BatchRecord, shard_indexes: Iterable[int], tier: ShardTier, model: str | None
-    ) -> None:
+    def _start_running(self, record: BatchRecord, tier: ShardTier, model: str | None) -> None:
         self.tracker.start(record.id, poll=self.settings.poll_schedule)
-        tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in shard_indexes)
-        self._queue_for(model).send(tasks, tier, tenant=record.tenant)
-        self.repository.mark_shards_queued(record.id)
+        self.queue_first_shards(record, tier, model)
 
     def new_validator(
         self,
@@ -323,7 +318,9 @@ class Intake(Ending):
             fields={**plan, "in_progress_at": now},
         )
         if moved:
-            self._start_running(record, (s.index for s in shards), tier, report.model)
+            self._start_running(
+                record.model_copy(update={"shards_total": len(shards)}), tier, report.model
+            )
         else:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)

@@ -53,6 +53,9 @@ class BatchRecord(BatchFields):
     """Shards not yet settled; the tracker finalizes when it reaches 0."""
     shards_queued: bool = False
     """Every shard message was sent (a redelivered intake event must not send them again)."""
+    shards_released: int | None = None
+    """How many of its shards, in index order, have been let into a queue (`SHARDS_AHEAD`);
+    None: all of them."""
     input_key: str
     """Where the input lines are in the bucket."""
     outbox_name: str | None = None

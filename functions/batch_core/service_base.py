@@ -11,10 +11,11 @@ from collections.abc import Callable
 from batch_core import s3keys
 from batch_core.batch_metrics import count_status
 from batch_core.errors import NotFoundError, RateLimitError
-from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker
+from batch_core.messaging import IntakeJobs, ShardQueue, ShardTask, StatusEvents, Tracker
 from batch_core.models import TERMINAL_STATUSES
 from batch_core.records import BatchRecord, ServedModel
 from batch_core.repository import BatchRepository
+from batch_core.scheduling import ShardTier
 from batch_core.settings import Settings
 from batch_core.storage import ObjectStore
 from batch_core.webhooks import WebhookService
@@ -94,6 +95,40 @@ class ServiceBase:
         return self.shard_queue.of_model(
             served.queue_url, urgent_url=served.urgent_queue_url, bulk_url=served.bulk_queue_url
         )
+
+    # -- how many of a batch's shards wait in its queue (SHARDS_AHEAD) ---------------------
+
+    def queue_first_shards(self, record: BatchRecord, tier: ShardTier, model: str | None) -> None:
+        """Send a running batch's first shards: all of them, or the first SHARDS_AHEAD (the
+        rest are let in one per settled shard, `let_next_shard_in`)."""
+        ahead = self.settings.shards_ahead
+        count = min(ahead, record.shards_total) if ahead else record.shards_total
+        tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in range(count))
+        self._queue_for(model).send(tasks, tier, tenant=record.tenant)
+        self.repository.mark_shards_queued(record.id, released=count if ahead else None)
+
+    def let_next_shard_in(self, batch: BatchRecord | None, count: int = 1) -> int:
+        """A shard of `batch` settled (or `count` are missing, `Ending.top_up_shards`): its
+        next held shards join the queue of its current tier, behind what other batches
+        queued meanwhile, which is what takes turns between batches. Each is sent before it is
+        counted: a crash between the two sends it twice (the copy is skipped), never not at
+        all. Returns how many were let in."""
+        let_in = attempts = 0
+        while batch is not None and let_in < count and attempts < count + 3:
+            attempts += 1
+            released = batch.shards_released
+            if batch.status != "in_progress" or released is None:
+                break
+            if released >= batch.shards_total:
+                break
+            task = ShardTask(batch_id=batch.id, shard_index=released)
+            self._queue_for(batch.model).send([task], batch.tier, tenant=batch.tenant)
+            if self.repository.count_released(batch.id, released):
+                let_in += 1
+                batch = batch.model_copy(update={"shards_released": released + 1})
+            else:  # another worker let this one in first: read again, send the next
+                batch = self.repository.get_batch(batch.id)
+        return let_in
 
     def served_model_names(self) -> list[str]:
         """What validation accepts: SERVED_MODELS and the registry's active models (empty

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
         ge=1,
         description="The workers' throughput (prompt plus output tokens per second), for slack.",
     )
+    shards_ahead: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How many of a batch's shards are queued or running at once (0: all of them). Each"
+            " shard that settles lets the next one in, behind what other batches queued"
+            " meanwhile, so one batch's backlog cannot hold another's back; at the fleet's"
+            " size a lone batch still keeps every worker busy."
+        ),
+    )
     intake_queue_url: str = Field(
         default="", description="SQS queue of the validate function (S3 events and jobs)."
     )

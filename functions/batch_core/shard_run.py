@@ -119,6 +119,7 @@ class ShardRunning(ShardParts):
         settled = self.repository.get_batch(task.batch_id)
         if settled is not None:
             self._publish(settled)  # a shard of one part moves the outbox's counts too
+            self.let_next_shard_in(settled)
         run.seconds = time.monotonic() - started
         return run
 

@@ -284,10 +284,33 @@ class BatchTable:
         )
         return response is not None
 
-    def mark_shards_queued(self, batch_id: str) -> None:
+    def mark_shards_queued(self, batch_id: str, released: int | None = None) -> None:
+        """The intake sent its shard messages: all of them, or the first `released`."""
+        values: dict[str, object]
+        if released is None:
+            update, values = "SET shards_queued = :yes", {":yes": True}
+        else:
+            update = "SET shards_queued = :yes, shards_released = :released"
+            values = {":yes": True, ":released": released}
         self._db.update_item(
             TableName=self._table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            UpdateExpression="SET shards_queued = :yes",
-            ExpressionAttributeValues=to_item({":yes": True}),
+            UpdateExpression=update,
+            ExpressionAttributeValues=to_item(values),
         )
+
+    def count_released(self, batch_id: str, index: int) -> bool:
+        """Count shard `index` as let into its queue; False if another writer counted it
+        first, or the batch is no longer running."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
+            UpdateExpression="SET shards_released = :next",
+            ConditionExpression="shards_released = :index AND #status = :running",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {":next": index + 1, ":index": index, ":running": "in_progress"}
+            ),
+        )
+        return response is not None

@@ -25,8 +25,9 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     expired = default_service().expire_overdue()
     deleted = default_files().delete_expired()
     released = default_service().release_ended_slots()  # tenant slots a crash left behind
-    running = default_service().running_batches()  # read once for the three checks
+    running = default_service().running_batches()  # read once for the four checks
     escalated = default_service().escalate_near_deadlines(running)
+    topped_up = default_service().top_up_shards(running)  # held shards a crash kept out
     at_risk = default_service().flag_at_risk(running)
     # The workers scale out on this too: work due within the hour over the fleet's hour.
     pressure = default_service().deadline_pressure(running=running)
@@ -41,6 +42,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             "file_ids": deleted,
             "slots": released,
             "escalated": escalated,
+            "topped_up": topped_up,
             "at_risk": at_risk,
         },
     )
