@@ -174,6 +174,7 @@ class Worker:
                     should_stop=lambda: self.stop.is_set() or heartbeat.lost.is_set(),
                     owner=owner,
                     lease_seconds=lease_seconds,
+                    queue=self._queue,
                 )
         except BaseException:
             logger.exception("shard %s:%d failed", task.batch_id, task.shard_index)

@@ -107,12 +107,15 @@ class ServiceBase:
         self._queue_for(model).send(tasks, tier, tenant=record.tenant)
         self.repository.mark_shards_queued(record.id, released=count if ahead else None)
 
-    def let_next_shard_in(self, batch: BatchRecord | None, count: int = 1) -> int:
+    def let_next_shard_in(
+        self, batch: BatchRecord | None, count: int = 1, *, queue: ShardQueue | None = None
+    ) -> int:
         """A shard of `batch` settled (or `count` are missing, `Ending.top_up_shards`): its
         next held shards join the queue of its current tier, behind what other batches
         queued meanwhile, which is what takes turns between batches. Each is sent before it is
         counted: a crash between the two sends it twice (the copy is skipped), never not at
-        all. Returns how many were let in."""
+        all. `queue`: the batch's model's queues when the caller has them (a worker does),
+        else they come from the registry. Returns how many were let in."""
         let_in = attempts = 0
         while batch is not None and let_in < count and attempts < count + 3:
             attempts += 1
@@ -122,7 +125,7 @@ class ServiceBase:
             if released >= batch.shards_total:
                 break
             task = ShardTask(batch_id=batch.id, shard_index=released)
-            self._queue_for(batch.model).send([task], batch.tier, tenant=batch.tenant)
+            (queue or self._queue_for(batch.model)).send([task], batch.tier, tenant=batch.tenant)
             if self.repository.count_released(batch.id, released):
                 let_in += 1
                 batch = batch.model_copy(update={"shards_released": released + 1})

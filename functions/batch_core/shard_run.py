@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from batch_core.media_urls import MediaPolicy, first_refused
-from batch_core.messaging import ShardTask
+from batch_core.messaging import ShardQueue, ShardTask
 from batch_core.protocol import (
     BatchRequestOutput,
     Engine,
@@ -52,6 +52,7 @@ class ShardRunning(ShardParts):
         should_stop: Callable[[], bool] = lambda: False,
         owner: str | None = None,
         lease_seconds: float = 300,
+        queue: ShardQueue | None = None,
     ) -> ShardRun:
         """Run one shard through the engine, writing results in crash-safe parts.
 
@@ -60,7 +61,9 @@ class ShardRunning(ShardParts):
         every `results_part_size` results or `results_part_seconds`, whichever comes first;
         after each part the batch's status is read again, so a batch that is no longer
         running (cancelling, expired) stops its shards, and `should_stop` (the worker is
-        shutting down) interrupts the shard for another worker to finish.
+        shutting down) interrupts the shard for another worker to finish. Once it settles,
+        the batch's next held shard is sent to `queue` (the worker's own: the batch is for
+        its model), else to the model's queues from the registry.
         """
         started = time.monotonic()
         owner = owner or uuid.uuid4().hex
@@ -119,7 +122,7 @@ class ShardRunning(ShardParts):
         settled = self.repository.get_batch(task.batch_id)
         if settled is not None:
             self._publish(settled)  # a shard of one part moves the outbox's counts too
-            self.let_next_shard_in(settled)
+            self.let_next_shard_in(settled, queue=queue)
         run.seconds = time.monotonic() - started
         return run
 

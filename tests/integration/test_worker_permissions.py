@@ -87,8 +87,9 @@ def check(call: Call) -> str | None:
     if service == "sqs":
         # The queue the call names (a local queue is named <stack>-<logical name>).
         queue = str(params.get("QueueUrl", "")).rsplit("/", 1)[-1].split("-")[-1]
+        action = {"SendMessageBatch": "SendMessage"}.get(operation, operation)  # IAM's name
         ok = any(
-            f"sqs:{operation}" in statement["Action"]
+            f"sqs:{action}" in statement["Action"]
             and {"Fn::GetAtt": [queue, "Arn"]}
             in (r if isinstance(r := statement["Resource"], list) else [r])
             for statement in worker_statements()
@@ -98,7 +99,10 @@ def check(call: Call) -> str | None:
 
 
 def test_every_call_a_worker_makes_is_allowed_by_its_role(tmp_path: Path) -> None:
-    with LocalStack(None, served_models=[MODEL], shard_size=4, part_size=3) as stack:
+    # One shard let in at a time: the worker lets each batch's next shard in as one settles.
+    with LocalStack(
+        None, served_models=[MODEL], shard_size=4, part_size=3, shards_ahead=1
+    ) as stack:
         calls: list[Call] = []
         lock = threading.Lock()
 
@@ -118,6 +122,7 @@ def test_every_call_a_worker_makes_is_allowed_by_its_role(tmp_path: Path) -> Non
         thread.join(timeout=30)
     services = {call[0] for call in calls}
     assert {"s3", "dynamodb", "sqs"} <= services, services
+    assert any(call[1] == "SendMessageBatch" for call in calls)  # the next shards let in
     refused = sorted({reason for call in calls if (reason := check(call)) is not None})
     assert refused == []
 
