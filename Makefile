@@ -80,9 +80,9 @@ $(CHECKOV_STAMP):
 # The template: cfn-lint (with the SAM transform, as `sam validate --lint`) and checkov, whose
 # every skip is justified in the resource's Metadata (tests/unit/test_operations.py holds it).
 security: $(STAMP) $(CHECKOV_STAMP)
-	$(BIN)/cfn-lint template.yaml
-	$(TOOLS)/bin/checkov --file template.yaml --framework cloudformation --skip-download \
-		--compact --quiet
+	$(BIN)/cfn-lint template.yaml infra/worker-fleet.yaml
+	$(TOOLS)/bin/checkov --file template.yaml --file infra/worker-fleet.yaml \
+		--framework cloudformation --skip-download --compact --quiet
 
 # The reliability suite at full size (make test runs its fast subset): worker kills, poison
 # input, duplicate events, AWS faults, generated requests, security, 1,000,000 requests of

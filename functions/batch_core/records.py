@@ -201,4 +201,10 @@ class ServedModel(BaseModel):
     bulk_queue_url: str = ""
     status: ModelStatus = "active"
     """`retiring`: new batches for it are refused; running ones finish."""
+    retired_at: int | None = None
+    """When it began retiring."""
+    fleet: str = ""
+    """The workers that serve it (the worker-fleet stack's name), for operators."""
+    context_length: int = 0
+    """Its context window in tokens (0: not given), for operators."""
     created_at: int = 0

@@ -23,15 +23,21 @@ class ModelTable(BatchTable):
     def list_models(self) -> list[ServedModel]:
         return [record_from(ServedModel, v) for v in self._items_under(MODELS, "MODEL#")]
 
-    def retire_model(self, name: str) -> bool:
-        """Refuse new batches for the model from now on; False if it is not registered."""
+    def retire_model(self, name: str, now: int = 0) -> bool:
+        """Refuse new batches for the model from now on; False if it is not registered.
+        `retired_at` keeps the first retirement's time."""
         response = unless_refused(
             self._db.update_item,
             TableName=self._table,
             Key=to_item({"pk": MODELS, "sk": model_sk(name)}),
-            UpdateExpression="SET #status = :retiring",
+            UpdateExpression=(
+                "SET #status = :retiring, retired_at = if_not_exists(retired_at, :now)"
+            ),
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item({":retiring": "retiring"}),
+            ExpressionAttributeValues=to_item({":retiring": "retiring", ":now": now}),
         )
         return response is not None
+
+    def delete_model(self, name: str) -> None:
+        self._delete(MODELS, model_sk(name))

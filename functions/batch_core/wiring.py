@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
+from batch_core.model_registry import ModelRegistry
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
 from batch_core.settings import Settings, get_settings
@@ -114,6 +115,11 @@ def default_files() -> FileService:
     """Files and uploads, over the same clients as the service."""
     service = default_service()
     return FileService(service.settings, service.repository, service.store, service.jobs)
+
+
+def default_model_registry() -> ModelRegistry:
+    """Served models' registry, over the service's table."""
+    return ModelRegistry(default_service().repository)
 
 
 def default_webhooks() -> WebhookService:

@@ -1,0 +1,160 @@
+"""The worker-fleet template's custom resource: events/model_registry_*.json through the
+handler on moto, each answer PUT to a local HTTP server standing in for CloudFormation's
+presigned ResponseURL. A model is registered with its queues, retired by its stack's
+`Retired`, and removed only once no batch for it is left."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from batch_core import model_registry
+from batch_core.model_registry import ModelInUseError, ModelRegistry
+from batch_core.records import ServedModel
+from batchctl.local import LocalLambdaContext, LocalStack
+from handlers import model_registry as handler_module
+from tests.conftest import load_event, store_batch
+
+CONTEXT = LocalLambdaContext("ModelRegistryFunction")
+
+
+class Answers(list[dict[str, Any]]):
+    url = ""
+
+
+@pytest.fixture
+def cloudformation() -> Iterator[Answers]:
+    """Receives the handler's PUTs as CloudFormation's response bucket would."""
+    answers = Answers()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # http.server's name for it
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answers.append({"content_type": self.headers.get("Content-Type"), **json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    answers.url = f"http://127.0.0.1:{server.server_address[1]}/response?X-Amz-Signature=x"
+    yield answers
+    server.shutdown()
+
+
+@pytest.fixture
+def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry cache's minute, which a removal waits out, is not waited here."""
+    monkeypatch.setattr(model_registry, "MODEL_REGISTRY_SECONDS", 0)
+
+
+def invoke(name: str, answers: Answers, **changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(name))
+    event["ResponseURL"] = answers.url
+    properties = changes.pop("properties", {})
+    event["ResourceProperties"].update(properties)
+    event.update(changes)
+    handler_module.handler(event, CONTEXT)
+    return answers[-1]
+
+
+def test_create_update_and_delete_a_served_model(
+    bare_stack: LocalStack, cloudformation: Answers, no_wait: None
+) -> None:
+    service = bare_stack.service
+    answer = invoke("model_registry_create.json", cloudformation)
+    assert answer["Status"] == "SUCCESS", answer
+    assert answer["PhysicalResourceId"] == "qwen-7b"
+    assert answer["RequestId"] == "4f0c9d7e-1b2a-4c3d-9e8f-7a6b5c4d3e2f"
+    assert answer["content_type"] == ""  # the presigned URL was signed without one
+    model = service.repository.get_model("qwen-7b")
+    assert model is not None and model.status == "active"
+    assert model.queue_url.endswith("openbatch-model-qwen-7b-normal")
+    assert model.bulk_queue_url.endswith("-bulk") and model.urgent_queue_url.endswith("-urgent")
+    assert (model.fleet, model.context_length) == ("openbatch-qwen-7b", 32768)
+    service.forget_models()
+    assert "qwen-7b" in service.served_model_names()
+
+    # The stack updated with Retired=true: new batches refused, the entry kept.
+    answer = invoke("model_registry_create.json", cloudformation, RequestType="Update",
+                    PhysicalResourceId="qwen-7b", properties={"Retired": "true"})  # fmt: skip
+    assert answer["Status"] == "SUCCESS", answer
+    retired = service.repository.get_model("qwen-7b")
+    assert retired is not None and retired.status == "retiring" and retired.retired_at
+    assert retired.created_at == model.created_at
+    service.forget_models()
+    assert "qwen-7b" not in service.served_model_names()
+
+    # A batch for it still running: the delete is refused, saying why, and nothing changes.
+    store_batch(bare_stack, "batch_still_on_qwen", "in_progress", model="qwen-7b")
+    answer = invoke("model_registry_delete.json", cloudformation)
+    assert answer["Status"] == "FAILED"
+    assert "batch_still_on_qwen" in answer["Reason"] and "have not ended" in answer["Reason"]
+    assert service.repository.get_model("qwen-7b") is not None
+
+    service.repository.transition(
+        "batch_still_on_qwen", to_status="cancelling", from_statuses=["in_progress"]
+    )
+    service.repository.transition(
+        "batch_still_on_qwen", to_status="cancelled", from_statuses=["cancelling"]
+    )
+    answer = invoke("model_registry_delete.json", cloudformation)
+    assert answer["Status"] == "SUCCESS", answer
+    assert service.repository.get_model("qwen-7b") is None
+    # Deleting again (CloudFormation retries) is harmless.
+    assert invoke("model_registry_delete.json", cloudformation)["Status"] == "SUCCESS"
+
+
+def test_bad_properties_are_refused_with_the_reason(
+    bare_stack: LocalStack, cloudformation: Answers
+) -> None:
+    hostile = {"QueueUrl": "http://169.254.169.254/latest", "ContextLength": "-1"}
+    answer = invoke("model_registry_create.json", cloudformation, properties=hostile)
+    assert answer["Status"] == "FAILED"
+    assert "QueueUrl" in answer["Reason"] and "ContextLength" in answer["Reason"]
+    # A create that failed has no model behind it: its delete (the rollback) removes nothing.
+    assert answer["PhysicalResourceId"].startswith("unregistered-")
+    assert bare_stack.service.repository.list_models() == []
+    rollback = invoke("model_registry_delete.json", cloudformation,
+                      PhysicalResourceId=answer["PhysicalResourceId"])  # fmt: skip
+    assert rollback["Status"] == "SUCCESS"
+
+
+def test_an_error_of_ours_is_answered_too(
+    bare_stack: LocalStack, cloudformation: Answers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CloudFormation would wait an hour for an answer that never comes."""
+
+    def broken(self: ModelRegistry, model: ServedModel) -> ServedModel:
+        raise RuntimeError("the table is unreachable")
+
+    monkeypatch.setattr(ModelRegistry, "register", broken)
+    answer = invoke("model_registry_create.json", cloudformation)
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"] == "RuntimeError: the table is unreachable"
+
+
+def test_removing_a_model_waits_until_every_cached_registry_sees_it_retiring(
+    bare_stack: LocalStack,
+) -> None:
+    slept: list[float] = []
+    now = 1_900_000_000.0
+    registry = ModelRegistry(bare_stack.service.repository, clock=lambda: now, sleep=slept.append)
+    registry.register(ServedModel(name="model-x", queue_url="https://sqs/x"))
+    assert registry.remove("model-x")
+    assert slept == [model_registry.MODEL_REGISTRY_SECONDS]  # retired just now: a minute
+    registry.register(ServedModel(name="model-y", queue_url="https://sqs/y", status="retiring"))
+    now += 3600
+    store_batch(bare_stack, "batch_on_y", "validating", model="model-y")
+    with pytest.raises(ModelInUseError, match="batch_on_y"):
+        registry.remove("model-y")
+    assert slept == [model_registry.MODEL_REGISTRY_SECONDS]  # retired an hour ago: no wait
+    assert not registry.remove("model-unknown")
