@@ -1,13 +1,14 @@
-"""`batchctl models add|list|retire`: the registry of served models in the stack's table
-(TABLE_NAME and AWS credentials, as `batchctl keys`). A model's workers pull from its own shard
-queues: create them (three tiers), start workers with them as SHARD_QUEUE_URL,
-URGENT_SHARD_QUEUE_URL and BULK_SHARD_QUEUE_URL and MODEL, then add the model here."""
+"""`batchctl models add|list|retire|remove`: the registry of served models in the stack's table
+(TABLE_NAME and AWS credentials, as `batchctl keys`). `infra/worker-fleet.yaml` does all of
+this in one deploy; by hand, a model's workers pull from its own shard queues: create them
+(three tiers, named <stack>-model-* so the stack's functions may send to them), start workers
+with them as SHARD_QUEUE_URL, URGENT_SHARD_QUEUE_URL and BULK_SHARD_QUEUE_URL and MODEL, then
+add the model here."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 from batch_core.records import ServedModel
@@ -29,12 +30,17 @@ def add_model_commands(commands: Any) -> None:
     )
     retire.add_argument("name")
     retire.set_defaults(run=_retire)
+    remove = model_commands.add_parser(
+        "remove", help="retire a model and remove it once no batch for it is left"
+    )
+    remove.add_argument("name")
+    remove.set_defaults(run=_remove)
 
 
-def _repository() -> Any:
-    from batch_core.wiring import default_service
+def _registry() -> Any:
+    from batch_core.wiring import default_model_registry
 
-    return default_service().repository
+    return default_model_registry()
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -43,22 +49,36 @@ def _add(args: argparse.Namespace) -> int:
         queue_url=args.queue_url,
         urgent_queue_url=args.urgent_queue_url,
         bulk_queue_url=args.bulk_queue_url,
-        created_at=int(time.time()),
     )
-    _repository().put_model(model)
+    _registry().register(model)
     print(f"serving {model.name} (shards to {model.queue_url})")
     return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
-    for model in _repository().list_models():
-        print(f"{model.name:<32} {model.status:<9} {model.queue_url}")
+    for model in _registry().repository.list_models():
+        print(f"{model.name:<32} {model.status:<9} {model.queue_url} {model.fleet}".rstrip())
     return EXIT_OK
 
 
 def _retire(args: argparse.Namespace) -> int:
-    if not _repository().retire_model(args.name):
+    if not _registry().retire(args.name):
         print(f"batchctl: no model {args.name!r} is registered", file=sys.stderr)
         return EXIT_NOT_COMPLETED
     print(f"{args.name}: retiring (new batches refused; running ones finish)")
+    return EXIT_OK
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from batch_core.model_registry import ModelInUseError
+
+    try:
+        removed = _registry().remove(args.name)
+    except ModelInUseError as error:
+        print(f"batchctl: {error}", file=sys.stderr)
+        return EXIT_NOT_COMPLETED
+    if not removed:
+        print(f"batchctl: no model {args.name!r} is registered", file=sys.stderr)
+        return EXIT_NOT_COMPLETED
+    print(f"{args.name}: removed")
     return EXIT_OK

@@ -84,3 +84,10 @@ def test_batchctl_models_adds_lists_and_retires(
     assert "model-z" not in stack.service.served_model_names()
     assert main(["models", "retire", "model-y"]) == 1
     assert "no model 'model-y'" in capsys.readouterr().err
+    # Removing waits out the registry cache's minute after retiring (long past here).
+    stack.service.repository.put_model(
+        stack.service.repository.get_model("model-z").model_copy(update={"retired_at": 1})  # type: ignore[union-attr]
+    )
+    assert main(["models", "remove", "model-z"]) == 0
+    assert stack.service.repository.get_model("model-z") is None
+    assert main(["models", "remove", "model-z"]) == 1
