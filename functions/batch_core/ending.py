@@ -179,7 +179,8 @@ class Ending(ShardParts):
         """Running batches that cannot finish by their deadline even if every worker the
         fleet may scale to ran only them (their remaining share of the planner's estimate at
         FLEET_TOKENS_PER_SECOND): each is marked once and announced as `Batch At Risk`, so
-        its owner hears of it before it expires. Returns their ids."""
+        its owner hears of it before it expires (and `batch.at_risk` goes to the tenant's
+        subscribed webhook endpoints). Returns their ids."""
         now = self._now()
         flagged = []
         for batch in self.running_batches() if running is None else running:
@@ -191,9 +192,12 @@ class Ending(ShardParts):
             if self.repository.mark_at_risk(batch.id, now):
                 flagged.append(batch.id)
                 logger.warning("batch %s cannot make its deadline", batch.id)
+                marked = self._require(batch.id)
                 if self.events is not None:
-                    marked = self._require(batch.id).to_batch().model_dump(mode="json")
-                    self.events.publish(marked, detail_type=self.events.AT_RISK)
+                    document = marked.to_batch().model_dump(mode="json")
+                    self.events.publish(document, detail_type=self.events.AT_RISK)
+                if self.webhooks is not None:
+                    self.webhooks.batch_at_risk(marked)
         return flagged
 
     def expire(self, batch_id: str) -> BatchRecord:

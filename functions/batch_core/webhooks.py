@@ -1,6 +1,7 @@
 """Webhooks, as OpenAI has them: a tenant registers endpoints (`/v1/webhook_endpoints`, the
 SDKs' `client.webhooks`), and each batch that ends is POSTed to every endpoint subscribed
-to its event (`batch.completed`, `batch.failed`, `batch.expired`, `batch.cancelled`).
+to its event (`batch.completed`, `batch.failed`, `batch.expired`, `batch.cancelled`), and a
+running batch that cannot make its deadline as `batch.at_risk` (this API's own event type).
 
 Deliveries are signed as the Standard Webhooks spec says (`webhook-id`, `webhook-timestamp`,
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), so the SDKs'
@@ -39,7 +40,9 @@ from batch_core.settings import Settings
 
 logger = Logger(child=True)
 
-BatchEventType = Literal["batch.completed", "batch.failed", "batch.expired", "batch.cancelled"]
+BatchEventType = Literal[
+    "batch.completed", "batch.failed", "batch.expired", "batch.cancelled", "batch.at_risk"
+]
 EVENT_OF_STATUS: dict[str, BatchEventType] = {
     "completed": "batch.completed",
     "failed": "batch.failed",
@@ -64,7 +67,8 @@ class WebhookEndpointCreateParams(BaseModel):
     """The HTTPS URL that receives deliveries (a deployment refuses http:// and internal
     addresses: 400 with `param` url)."""
     event_types: list[BatchEventType] = Field(min_length=1, json_schema_extra={"uniqueItems": True})
-    """The events delivered to it (this API sends the four batch events)."""
+    """The events delivered to it: OpenAI's four batch events, and `batch.at_risk` (a running
+    batch that cannot make its deadline, once, before it expires)."""
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     """A human-readable name."""
 
@@ -263,10 +267,18 @@ class WebhookService:
     # -- deliveries -------------------------------------------------------------------
 
     def batch_ended(self, record: BatchRecord) -> int:
-        """Queue the batch's event for every endpoint of its tenant subscribed to it;
+        """Queue the ended batch's event for every endpoint of its tenant subscribed to it;
         returns how many were queued."""
         event_type = EVENT_OF_STATUS.get(record.status)
-        if event_type is None or self.queue is None:
+        return 0 if event_type is None else self._announce(record, event_type)
+
+    def batch_at_risk(self, record: BatchRecord) -> int:
+        """Queue `batch.at_risk` for the batch's subscribed endpoints (`Ending.flag_at_risk`
+        marks a batch once, so it is sent once)."""
+        return self._announce(record, "batch.at_risk")
+
+    def _announce(self, record: BatchRecord, event_type: BatchEventType) -> int:
+        if self.queue is None:
             return 0
         records = self.repository.list_webhooks(record.tenant, limit=MAX_ENDPOINTS_PER_TENANT).items
         event = WebhookEvent(

@@ -219,3 +219,29 @@ def test_batchctl_adds_lists_and_removes_an_endpoint(
     assert endpoint_id not in capsys.readouterr().out
     assert main(["webhooks", "add", "ftp://x", *connection]) == 2
     assert "param: url" in capsys.readouterr().err
+
+
+def test_a_batch_that_cannot_make_its_deadline_is_announced_at_risk_once(
+    client: openai.OpenAI,
+    local_api: tuple[LocalStack, ApiServer],
+    receiver: tuple[Receiver, str],
+) -> None:
+    from tests.conftest import store_batch
+
+    state, base = receiver
+    risk = register(client, f"{base}/at-risk", ["batch.at_risk"], "deadlines")
+    stack = local_api[0]
+    fleet = stack.service.settings.fleet_tokens_per_second
+    # Ten minutes left and an hour of work for the whole fleet (this key's tenant).
+    store_batch(stack, "batch_late_hook", "in_progress", tenant="hooks", request_total=10,
+                expires_at=int(time.time()) + 600, estimated_tokens=3600 * fleet)  # fmt: skip
+    assert stack.service.flag_at_risk() == ["batch_late_hook"]
+    assert stack.service.flag_at_risk() == []  # once
+    ((headers, body),) = wait_for(state, "/at-risk", 1)
+    event = client.webhooks.unwrap(body, headers, secret=risk.signing_secret)  # signed
+    document = json.loads(body)
+    assert (document["type"], document["data"]) == ("batch.at_risk", {"id": "batch_late_hook"})
+    assert event.id == document["id"]
+    time.sleep(1.5)
+    assert len(state.deliveries["/at-risk"]) == 1
+    assert client.batches.retrieve("batch_late_hook").model_extra["at_risk_at"]  # type: ignore[index]
