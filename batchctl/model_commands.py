@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from batch_core.records import ServedModel
+from batchctl.arguments import whole_number
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK
 
 
@@ -23,6 +24,13 @@ def add_model_commands(commands: Any) -> None:
     add.add_argument("--queue-url", required=True, help="its normal tier's shard queue")
     add.add_argument("--urgent-queue-url", default="", help="its urgent tier's (default: normal)")
     add.add_argument("--bulk-queue-url", default="", help="its bulk tier's (default: normal)")
+    add.add_argument(
+        "--tokens-per-second",
+        type=whole_number(0),
+        default=0,
+        help="its whole fleet's prompt plus output tokens per second, for deadlines "
+        "(default: the stack's FLEET_TOKENS_PER_SECOND)",
+    )
     add.set_defaults(run=_add)
     model_commands.add_parser("list", help="list them").set_defaults(run=_list)
     retire = model_commands.add_parser(
@@ -49,6 +57,7 @@ def _add(args: argparse.Namespace) -> int:
         queue_url=args.queue_url,
         urgent_queue_url=args.urgent_queue_url,
         bulk_queue_url=args.bulk_queue_url,
+        tokens_per_second=args.tokens_per_second,
     )
     _registry().register(model)
     print(f"serving {model.name} (shards to {model.queue_url})")

@@ -162,7 +162,9 @@ class Ending(ShardParts):
         workers scale out on it as well as on waiting shards."""
         due_before = self._now() + horizon_seconds
         due = sum(
-            work_seconds(round(self._remaining_tokens(batch)), self.settings)
+            work_seconds(
+                round(self._remaining_tokens(batch)), self.settings, self._throughput(batch.model)
+            )
             for batch in (self.running_batches() if running is None else running)
             if (batch.expires_at or 0) < due_before
         )
@@ -178,16 +180,18 @@ class Ending(ShardParts):
     def flag_at_risk(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches that cannot finish by their deadline even if every worker the
         fleet may scale to ran only them (their remaining share of the planner's estimate at
-        FLEET_TOKENS_PER_SECOND): each is marked once and announced as `Batch At Risk`, so
-        its owner hears of it before it expires (and `batch.at_risk` goes to the tenant's
-        subscribed webhook endpoints). Returns their ids."""
+        their model's tokens per second, else FLEET_TOKENS_PER_SECOND): each is marked once
+        and announced as `Batch At Risk`, so its owner hears of it before it expires (and
+        `batch.at_risk` goes to the tenant's subscribed webhook endpoints). Returns their
+        ids."""
         now = self._now()
         flagged = []
         for batch in self.running_batches() if running is None else running:
             if batch.at_risk_at:
                 continue
             remaining = self._remaining_tokens(batch)
-            if now + work_seconds(round(remaining), self.settings) <= (batch.expires_at or now):
+            needed = work_seconds(round(remaining), self.settings, self._throughput(batch.model))
+            if now + needed <= (batch.expires_at or now):
                 continue
             if self.repository.mark_at_risk(batch.id, now):
                 flagged.append(batch.id)

@@ -309,6 +309,7 @@ class Intake(Ending):
             now=now,
             estimated_tokens=(work := sum(shard.estimated_tokens for shard in shards)),
             settings=self.settings,
+            tokens_per_second=self._throughput(report.model),
         )
         plan = {**_plan_fields(report, len(shards)), "tier": tier, "estimated_tokens": work}
         moved = self.repository.transition(

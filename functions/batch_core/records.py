@@ -207,4 +207,7 @@ class ServedModel(BaseModel):
     """The workers that serve it (the worker-fleet stack's name), for operators."""
     context_length: int = 0
     """Its context window in tokens (0: not given), for operators."""
+    tokens_per_second: int = 0
+    """What its whole fleet gets through at its largest (prompt plus output tokens per
+    second), for its batches' slack (0: FLEET_TOKENS_PER_SECOND)."""
     created_at: int = 0

@@ -133,6 +133,14 @@ class ServiceBase:
                 batch = self.repository.get_batch(batch.id)
         return let_in
 
+    def _throughput(self, model: str | None) -> int:
+        """Tokens per second of `model`'s whole fleet: its registry entry's, else the
+        stack's FLEET_TOKENS_PER_SECOND."""
+        served = self._models().get(model) if model else None
+        if served is not None and served.tokens_per_second:
+            return served.tokens_per_second
+        return self.settings.fleet_tokens_per_second
+
     def served_model_names(self) -> list[str]:
         """What validation accepts: SERVED_MODELS and the registry's active models (empty
         when both are: any model)."""

@@ -44,6 +44,7 @@ class ServedModelProperties(BaseModel):
     Retired: bool = False
     Fleet: str = ""
     ContextLength: int = Field(default=0, ge=0)
+    TokensPerSecond: int = Field(default=0, ge=0)
 
     def served_model(self) -> ServedModel:
         return ServedModel(
@@ -54,6 +55,7 @@ class ServedModelProperties(BaseModel):
             status="retiring" if self.Retired else "active",
             fleet=self.Fleet,
             context_length=self.ContextLength,
+            tokens_per_second=self.TokensPerSecond,
         )
 
 

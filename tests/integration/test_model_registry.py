@@ -80,6 +80,7 @@ def test_create_update_and_delete_a_served_model(
     assert model.queue_url.endswith("openbatch-model-qwen-7b-normal")
     assert model.bulk_queue_url.endswith("-bulk") and model.urgent_queue_url.endswith("-urgent")
     assert (model.fleet, model.context_length) == ("openbatch-qwen-7b", 32768)
+    assert model.tokens_per_second == 4000  # its batches' slack is reckoned at this
     service.forget_models()
     assert "qwen-7b" in service.served_model_names()
 

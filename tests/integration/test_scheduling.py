@@ -185,3 +185,26 @@ def test_deadline_pressure_is_the_work_due_within_the_hour_over_the_fleets_hour(
     store_batch(bare_stack, "batch_later", "in_progress", expires_at=now + 2 * 86400,
                 request_total=100, estimated_tokens=3600 * fleet)  # fmt: skip
     assert abs(service.deadline_pressure() - 0.5625) < 0.01  # 2025 s of 3600
+
+
+def test_a_models_own_throughput_decides_whether_its_deadline_is_at_risk(
+    bare_stack: LocalStack,
+) -> None:
+    from batch_core.records import ServedModel
+
+    service = bare_stack.service
+    service.repository.put_model(
+        ServedModel(name="model-slow", queue_url="https://sqs/slow", tokens_per_second=10)
+    )
+    service.forget_models()
+    # Two hours of work at the slow model's 10 tokens/s: minutes at the stack's fleet speed.
+    work = 2 * 3600 * 10
+    assert work / service.settings.fleet_tokens_per_second < 600
+    for batch_id, model in (("batch_slow", "model-slow"), ("batch_fast", MODEL)):
+        store_batch(bare_stack, batch_id, "in_progress", model=model, request_total=10,
+                    expires_at=int(time.time()) + 3600, estimated_tokens=work)  # fmt: skip
+    assert service.flag_at_risk() == ["batch_slow"]
+    now = int(time.time())
+    slack_tier = shard_tier(expires_at=now + 86400, now=now, estimated_tokens=work * 10,
+                            settings=service.settings, tokens_per_second=10)  # fmt: skip
+    assert slack_tier == "urgent"  # 20 hours of its work, a day left: under 6 hours of slack
