@@ -242,6 +242,7 @@ class Simulation:
             request_total=10 * count,
             estimated_tokens=arrival.tokens,
             tier=tier if self.tiered else "normal",
+            shards_released=self.service.shards_let_in_first(count),
         )
         repository = self.service.repository
         repository.create_batch(record)

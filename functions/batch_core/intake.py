@@ -311,7 +311,12 @@ class Intake(Ending):
             settings=self.settings,
             tokens_per_second=self._throughput(report.model),
         )
-        plan = {**_plan_fields(report, len(shards)), "tier": tier, "estimated_tokens": work}
+        plan = {
+            **_plan_fields(report, len(shards)),
+            "tier": tier,
+            "estimated_tokens": work,
+            "shards_released": self.shards_let_in_first(len(shards)),
+        }
         moved = self.repository.transition(
             record.id,
             to_status="in_progress",
@@ -319,9 +324,8 @@ class Intake(Ending):
             fields={**plan, "in_progress_at": now},
         )
         if moved:
-            self._start_running(
-                record.model_copy(update={"shards_total": len(shards)}), tier, report.model
-            )
+            planned = {"shards_total": len(shards), "shards_released": plan["shards_released"]}
+            self._start_running(record.model_copy(update=planned), tier, report.model)
         else:
             self._track_cancelled_intake(record.id, plan)
         current = self._require(record.id)

@@ -98,14 +98,22 @@ class ServiceBase:
 
     # -- how many of a batch's shards wait in its queue (SHARDS_AHEAD) ---------------------
 
-    def queue_first_shards(self, record: BatchRecord, tier: ShardTier, model: str | None) -> None:
-        """Send a running batch's first shards: all of them, or the first SHARDS_AHEAD (the
-        rest are let in one per settled shard, `let_next_shard_in`)."""
+    def shards_let_in_first(self, shards_total: int) -> int | None:
+        """How many of a new batch's shards are queued at once: SHARDS_AHEAD, or None (all).
+        Recorded with its move to in_progress, before any is sent, so a worker settling the
+        first shard always knows the batch holds shards back."""
         ahead = self.settings.shards_ahead
-        count = min(ahead, record.shards_total) if ahead else record.shards_total
+        return min(ahead, shards_total) if ahead else None
+
+    def queue_first_shards(self, record: BatchRecord, tier: ShardTier, model: str | None) -> None:
+        """Send a running batch's shards let in so far (`shards_released`; None: all of them).
+        The rest are let in one per settled shard (`let_next_shard_in`). Sending again after
+        a crash is harmless: a copy of a shard done or running elsewhere is skipped."""
+        released = record.shards_released
+        count = record.shards_total if released is None else released
         tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in range(count))
         self._queue_for(model).send(tasks, tier, tenant=record.tenant)
-        self.repository.mark_shards_queued(record.id, released=count if ahead else None)
+        self.repository.mark_shards_queued(record.id)
 
     def let_next_shard_in(
         self, batch: BatchRecord | None, count: int = 1, *, queue: ShardQueue | None = None

@@ -284,19 +284,13 @@ class BatchTable:
         )
         return response is not None
 
-    def mark_shards_queued(self, batch_id: str, released: int | None = None) -> None:
-        """The intake sent its shard messages: all of them, or the first `released`."""
-        values: dict[str, object]
-        if released is None:
-            update, values = "SET shards_queued = :yes", {":yes": True}
-        else:
-            update = "SET shards_queued = :yes, shards_released = :released"
-            values = {":yes": True, ":released": released}
+    def mark_shards_queued(self, batch_id: str) -> None:
+        """The intake sent its shard messages (a redelivered intake event sends none)."""
         self._db.update_item(
             TableName=self._table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            UpdateExpression=update,
-            ExpressionAttributeValues=to_item(values),
+            UpdateExpression="SET shards_queued = :yes",
+            ExpressionAttributeValues=to_item({":yes": True}),
         )
 
     def count_released(self, batch_id: str, index: int) -> bool:

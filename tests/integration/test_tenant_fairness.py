@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -113,3 +114,33 @@ def test_a_shard_let_in_twice_is_counted_once(bare_stack: LocalStack) -> None:
     assert sorted(indexes) == [1, 1, 2]  # the copy of 1 is skipped by whoever takes it
     store_batch(bare_stack, "batch_gone", "cancelling", shards_total=4, shards_released=1)
     assert service.let_next_shard_in(service.get_batch("batch_gone")) == 0
+
+
+def test_intake_queues_the_first_shards_after_recording_how_many(
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count is written with the move to in_progress, before any message: a worker that
+    settles the first shard at once still finds the batch holding shards back."""
+    from batch_core.messaging import ShardQueue
+    from handlers import validate
+    from tests.conftest import load_event
+    from tests.integration.test_handlers import CONTEXT, put_input, queued
+
+    service = bare_stack.service
+    seen: list[int | None] = []
+    send = ShardQueue.send
+
+    def watching(self: ShardQueue, tasks: Any, *args: Any, **kwargs: Any) -> None:
+        tasks = list(tasks)
+        batch = service.get_batch(tasks[0].batch_id)
+        seen.append(batch.shards_released if batch else -1)
+        send(self, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(ShardQueue, "send", watching)
+    put_input(bare_stack, 40)  # 10 shards of 4
+    validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
+    ahead = service.settings.shards_ahead
+    assert seen == [ahead]
+    indexes = sorted(ShardTask.model_validate_json(m["Body"]).shard_index
+                     for m in queued(bare_stack, "ShardQueue"))  # fmt: skip
+    assert indexes == list(range(ahead))
