@@ -157,18 +157,26 @@ class Ending(ShardParts):
     def deadline_pressure(
         self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None
     ) -> float:
-        """The work due within `horizon_seconds` over what the fleet does in that time: 1.0
-        means the whole fleet, at full speed, needs all of it for the batches due then. The
-        workers scale out on it as well as on waiting shards."""
+        """The work due within `horizon_seconds` over what the fleets do in that time: 1.0
+        means the fleet, at full speed, needs all of it for the batches due then (every
+        model's, each at its own fleet's speed). The stack's workers scale out on it as well
+        as on waiting shards."""
+        return sum(self.deadline_pressures(horizon_seconds, running).values())
+
+    def deadline_pressures(
+        self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None
+    ) -> dict[str, float]:
+        """The same, per model: what a worker-fleet of that model scales out on."""
         due_before = self._now() + horizon_seconds
-        due = sum(
-            work_seconds(
-                round(self._remaining_tokens(batch)), self.settings, self._throughput(batch.model)
-            )
-            for batch in (self.running_batches() if running is None else running)
-            if (batch.expires_at or 0) < due_before
-        )
-        return due / horizon_seconds
+        pressures: dict[str, float] = {}
+        for batch in self.running_batches() if running is None else running:
+            if (batch.expires_at or 0) >= due_before:
+                continue
+            fleet = self._throughput(batch.model)
+            due = work_seconds(round(self._remaining_tokens(batch)), self.settings, fleet)
+            model = batch.model or ""
+            pressures[model] = pressures.get(model, 0.0) + due / horizon_seconds
+        return pressures
 
     @staticmethod
     def _remaining_tokens(batch: BatchRecord) -> float:

@@ -109,3 +109,13 @@ def test_the_registration_passes_what_the_custom_resource_reads() -> None:
     assert registration["DependsOn"] == "WorkerService"  # removed before its workers go
     passed = set(registration["Properties"]) - {"ServiceToken"}
     assert passed == set(ServedModelProperties.model_fields)
+
+
+def test_the_fleet_scales_on_its_own_models_deadline_pressure() -> None:
+    fleet = load_template(FLEET)
+    alarm = fleet["Resources"]["WorkerDeadlineScaleOutAlarm"]["Properties"]
+    assert alarm["MetricName"] == "DeadlinePressure"
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    # The name the expire function sends per model: the registry entry's (the served name).
+    assert dimensions["model"] == fleet["Resources"]["ModelRegistration"]["Properties"]["Name"]
+    assert alarm["AlarmActions"] == [{"Ref": "WorkerDeadlineScaleOutPolicy"}]
