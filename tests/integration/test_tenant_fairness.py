@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from batch_core import s3keys
 from batch_core.messaging import ShardTask
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer
@@ -144,3 +145,27 @@ def test_intake_queues_the_first_shards_after_recording_how_many(
     indexes = sorted(ShardTask.model_validate_json(m["Body"]).shard_index
                      for m in queued(bare_stack, "ShardQueue"))  # fmt: skip
     assert indexes == list(range(ahead))
+
+
+def test_a_shard_that_failed_for_good_lets_the_next_one_in(bare_stack: LocalStack) -> None:
+    """A poison shard settles through the dead-shard function: its batch must not be left a
+    shard short, or the held ones would wait for the sweep."""
+    from batch_core.records import ShardRecord
+
+    service = bare_stack.service
+    store_batch(bare_stack, "batch_poison", "in_progress", shards_total=3, shards_pending=3,
+                shards_released=1, shards_queued=True, request_total=3)  # fmt: skip
+    service.repository.put_shards(
+        "batch_poison",
+        [ShardRecord(batch_id="batch_poison", index=i, request_count=1) for i in range(3)],
+    )
+    for i in range(3):
+        line = json.dumps(chat_request(f"p{i}")).encode() + b"\n"
+        service.store.put(s3keys.shard_key("batch_poison", i), line)
+    assert service.fail_shard(ShardTask(batch_id="batch_poison", shard_index=0))
+    batch = service.get_batch("batch_poison")
+    assert batch is not None and (batch.shards_released, batch.shards_pending) == (2, 2)
+    (message,) = bare_stack.session.client("sqs").receive_message(
+        QueueUrl=service.shard_queue.urls["normal"], MaxNumberOfMessages=10
+    )["Messages"]
+    assert ShardTask.model_validate_json(message["Body"]).shard_index == 1
