@@ -1,6 +1,6 @@
 """AWS calls per 1,000 requests: one batch end to end on moto with the fake engine.
 
-    python -m bench.aws_calls [--requests 10000] [--seconds-per-request S]
+    python -m bench.aws_calls [--requests 10000] [--seconds-per-request S] [--shard-size N]
 
 Every botocore API call the pipeline makes while the batch runs is counted by service and
 operation: the validate and finalize functions, the worker, and the SQS polls that Lambda's
@@ -36,6 +36,13 @@ def main() -> None:
         default=0.0,
         help="the fake engine's pace: above 0 a shard outlasts RESULTS_PART_SECONDS and is "
         "written in timed parts, as on a GPU (what live progress costs)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="requests per shard (default: the planner's, one shard for 10,000 chats); a "
+        "batch of more than ShardsAheadPerBatch shards shows what taking turns costs",
     )
     args = parser.parse_args()
 
@@ -83,7 +90,7 @@ def main() -> None:
                     + "\n"
                 )
         engine = FakeEngine(MODEL, seconds_per_request=args.seconds_per_request)
-        with LocalStack(engine, poll_seconds=1) as stack:
+        with LocalStack(engine, poll_seconds=1, shard_size=args.shard_size) as stack:
             setattr(BaseClient, "_make_api_call", counting)  # noqa: B010
             try:
                 started = time.perf_counter()
