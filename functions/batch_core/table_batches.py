@@ -61,6 +61,28 @@ class BatchTable:
         )
         return bool(response.get("Attributes"))
 
+    def _update_if(
+        self,
+        pk: str,
+        sk: str = META,
+        *,
+        update: str,
+        condition: str,
+        values: Mapping[str, Any],
+        names: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Update one item if `condition` holds; False when DynamoDB refused it."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": pk, "sk": sk}),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            **({"ExpressionAttributeNames": dict(names)} if names else {}),
+            ExpressionAttributeValues=to_item(dict(values)),
+        )
+        return response is not None
+
     def create_batch(self, record: BatchRecord) -> bool:
         """Store a new batch; False when a batch with this id already exists."""
         listing = listing_keys(record.tenant, "batch", record.id)
@@ -145,31 +167,23 @@ class BatchTable:
 
     def mark_at_risk(self, batch_id: str, at: int) -> bool:
         """Note that a running batch cannot make its deadline; False if it was noted before."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            UpdateExpression="SET at_risk_at = :at",
-            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(at_risk_at)",
-            ExpressionAttributeValues=to_item({":at": at}),
+        return self._update_if(
+            batch_pk(batch_id),
+            update="SET at_risk_at = :at",
+            condition="attribute_exists(pk) AND attribute_not_exists(at_risk_at)",
+            values={":at": at},
         )
-        return response is not None
 
     def raise_tier(self, batch_id: str, tier: str, from_tier: str) -> bool:
         """Move a batch's shards to `tier` if they are still in `from_tier`; False when
         another sweep moved them first."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            UpdateExpression="SET tier = :tier",
-            ConditionExpression="attribute_exists(pk) AND "
+        return self._update_if(
+            batch_pk(batch_id),
+            update="SET tier = :tier",
+            condition="attribute_exists(pk) AND "
             "(tier = :from OR (attribute_not_exists(tier) AND :from = :normal))",
-            ExpressionAttributeValues=to_item(
-                {":tier": tier, ":from": from_tier, ":normal": "normal"}
-            ),
+            values={":tier": tier, ":from": from_tier, ":normal": "normal"},
         )
-        return response is not None
 
     def set_metadata(self, batch_id: str, metadata: dict[str, str]) -> None:
         self._db.update_item(
@@ -296,15 +310,10 @@ class BatchTable:
     def count_released(self, batch_id: str, index: int) -> bool:
         """Count shard `index` as let into its queue; False if another writer counted it
         first, or the batch is no longer running."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": META}),
-            UpdateExpression="SET shards_released = :next",
-            ConditionExpression="shards_released = :index AND #status = :running",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item(
-                {":next": index + 1, ":index": index, ":running": "in_progress"}
-            ),
+        return self._update_if(
+            batch_pk(batch_id),
+            update="SET shards_released = :next",
+            condition="shards_released = :index AND #status = :running",
+            names={"#status": "status"},
+            values={":next": index + 1, ":index": index, ":running": "in_progress"},
         )
-        return response is not None

@@ -38,19 +38,14 @@ class FileTable(BatchTable):
     def wait_for_file(self, file_id: str, batch_id: str) -> bool:
         """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
         when the file is no longer `uploaded` (the join finished: copy it now)."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": file_pk(file_id), "sk": META}),
-            UpdateExpression="SET waiting_batches = list_append("
+        return self._update_if(
+            file_pk(file_id),
+            update="SET waiting_batches = list_append("
             "if_not_exists(waiting_batches, :empty), :batch)",
-            ConditionExpression="#file.#status = :uploaded",
-            ExpressionAttributeNames=_FILE_STATUS,
-            ExpressionAttributeValues=to_item(
-                {":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"}
-            ),
+            condition="#file.#status = :uploaded",
+            names=_FILE_STATUS,
+            values={":empty": [], ":batch": [batch_id], ":uploaded": "uploaded"},
         )
-        return response is not None
 
     def finish_file(
         self,
@@ -126,16 +121,13 @@ class FileTable(BatchTable):
         when they would not fit (the part is refused before it is stored)."""
         if size > limit:
             return False
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": upload_pk(upload_id), "sk": META}),
-            UpdateExpression="ADD received :size",
-            ConditionExpression="attribute_exists(pk) AND "
+        return self._update_if(
+            upload_pk(upload_id),
+            update="ADD received :size",
+            condition="attribute_exists(pk) AND "
             "(attribute_not_exists(received) OR received <= :room)",
-            ExpressionAttributeValues=to_item({":size": size, ":room": limit - size}),
+            values={":size": size, ":room": limit - size},
         )
-        return response is not None
 
     def finish_upload(self, record: UploadRecord, upload: Upload) -> bool:
         """Move a pending upload to its final state (completed or cancelled), once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from batch_core.records import ServedModel
 from batch_core.table_batches import BatchTable
-from batch_core.table_codec import record_from, record_item, to_item, unless_refused
+from batch_core.table_codec import record_from, record_item
 from batch_core.table_keys import MODELS, model_sk
 
 
@@ -26,18 +26,14 @@ class ModelTable(BatchTable):
     def retire_model(self, name: str, now: int = 0) -> bool:
         """Refuse new batches for the model from now on; False if it is not registered.
         `retired_at` keeps the first retirement's time."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": MODELS, "sk": model_sk(name)}),
-            UpdateExpression=(
-                "SET #status = :retiring, retired_at = if_not_exists(retired_at, :now)"
-            ),
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item({":retiring": "retiring", ":now": now}),
+        return self._update_if(
+            MODELS,
+            model_sk(name),
+            update="SET #status = :retiring, retired_at = if_not_exists(retired_at, :now)",
+            condition="attribute_exists(pk)",
+            names={"#status": "status"},
+            values={":retiring": "retiring", ":now": now},
         )
-        return response is not None
 
     def delete_model(self, name: str) -> None:
         self._delete(MODELS, model_sk(name))

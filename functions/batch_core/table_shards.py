@@ -99,15 +99,13 @@ class ShardTable(BatchTable):
 
     def renew_lease(self, batch_id: str, index: int, *, owner: str, lease_until: float) -> bool:
         """Extend (or with `lease_until=0`, give up) our lease; False if it is not ours now."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": shard_sk(index)}),
-            UpdateExpression="SET lease_until = :until",
-            ConditionExpression="lease_owner = :owner",
-            ExpressionAttributeValues=to_item({":owner": owner, ":until": lease_until}),
+        return self._update_if(
+            batch_pk(batch_id),
+            shard_sk(index),
+            update="SET lease_until = :until",
+            condition="lease_owner = :owner",
+            values={":owner": owner, ":until": lease_until},
         )
-        return response is not None
 
     def commit_part(
         self,

@@ -53,16 +53,14 @@ class TenantTable(BatchTable):
     def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request of `tenant` in the time window `window`; False when `limit`
         were already counted there. One conditional write; the item expires by TTL."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": f"RATE#{tenant}", "sk": f"{window:012d}"}),
-            UpdateExpression="ADD requests :one SET #ttl = :ttl",
-            ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-            ExpressionAttributeNames={"#ttl": "ttl"},
-            ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": expires_at}),
+        return self._update_if(
+            f"RATE#{tenant}",
+            f"{window:012d}",
+            update="ADD requests :one SET #ttl = :ttl",
+            condition="attribute_not_exists(requests) OR requests < :limit",
+            names={"#ttl": "ttl"},
+            values={":one": 1, ":limit": limit, ":ttl": expires_at},
         )
-        return response is not None
 
     def put_api_key(self, record: ApiKeyRecord) -> None:
         self._db.put_item(
