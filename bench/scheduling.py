@@ -124,10 +124,9 @@ class Simulation:
     def _build(self, stack: Any) -> None:
         """The service on the virtual clock, with model-a's queues (the template's) and
         model-b's (in the registry)."""
-        from batch_core.messaging import ShardQueue
         from batch_core.records import ServedModel
-        from batch_core.service import BatchService
         from batch_core.settings import Settings
+        from batch_core.wiring import build_service
 
         base = stack.service
         one_queue = (
@@ -141,21 +140,9 @@ class Simulation:
                 **one_queue,
             }
         )
+        self.service = build_service(settings, stack.session, clock=lambda: EPOCH + self.now)
+        own = self.service.shard_queue
         sqs = stack.session.client("sqs")
-        own = ShardQueue(
-            sqs,
-            settings.shard_queue_url,
-            urgent_url=settings.urgent_shard_queue_url,
-            bulk_url=settings.bulk_shard_queue_url,
-        )
-        self.service = BatchService(
-            settings=settings,
-            repository=base.repository,
-            store=base.store,
-            shard_queue=own,
-            tracker=base.tracker,
-            clock=lambda: EPOCH + self.now,
-        )
         urls = {
             tier: sqs.create_queue(QueueName=f"sim-model-b-{tier}")["QueueUrl"]
             for tier in ("urgent", "normal", "bulk")

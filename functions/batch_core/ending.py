@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Literal
 
 from batch_core import s3keys
-from batch_core.batch_params import MAX_WINDOW_SECONDS
 from batch_core.errors import ConflictError
 from batch_core.ids import new_file_id, new_request_line_id
 from batch_core.messaging import ShardTask
@@ -108,9 +107,8 @@ class Ending(ShardParts):
     def running_batches(self) -> list[BatchRecord]:
         """Every batch in progress (the expiry index's active batches, read once): the
         deadline checks below share one read of them per sweep."""
-        ids = self.repository.overdue_batch_ids(self._now() + MAX_WINDOW_SECONDS + 86400)
-        batches = (self.repository.get_batch(batch_id) for batch_id in ids)
-        return [b for b in batches if b is not None and b.status == "in_progress"]
+        active = self.repository.active_batches(self._now())
+        return [batch for batch in active if batch.status == "in_progress"]
 
     def escalate_near_deadlines(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches whose deadline is now within the urgent tier's slack, with shards
@@ -124,13 +122,10 @@ class Ending(ShardParts):
                 continue
             if not self.repository.raise_tier(batch.id, "urgent", from_tier=batch.tier):
                 continue
-            released = batch.shards_released
-            if released is None:
-                released = batch.shards_total
             waiting = [
                 s.index
                 for s in self.repository.list_shards(batch.id)
-                if s.status != "done" and s.index < released  # the held ones follow the tier
+                if s.status != "done" and s.index < batch.shards_let_in  # held ones follow
             ]
             tasks = (ShardTask(batch_id=batch.id, shard_index=i) for i in waiting)
             self._queue_for(batch.model).send(tasks, "urgent", tenant=batch.tenant)
@@ -154,19 +149,13 @@ class Ending(ShardParts):
                 let_in[batch.id] = count
         return let_in
 
-    def deadline_pressure(
-        self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None
-    ) -> float:
-        """The work due within `horizon_seconds` over what the fleets do in that time: 1.0
-        means the fleet, at full speed, needs all of it for the batches due then (every
-        model's, each at its own fleet's speed). The stack's workers scale out on it as well
-        as on waiting shards."""
-        return sum(self.deadline_pressures(horizon_seconds, running).values())
-
     def deadline_pressures(
         self, horizon_seconds: int = 3600, running: list[BatchRecord] | None = None
     ) -> dict[str, float]:
-        """The same, per model: what a worker-fleet of that model scales out on."""
+        """The work due within `horizon_seconds` over what its fleet does in that time, per
+        model ("" for batches that name none), each at its own fleet's speed: 1.0 means the
+        fleet, at full speed, needs all of it for the batches due then. A worker-fleet scales
+        out on its model's, the stack's workers on the sum, as well as on waiting shards."""
         due_before = self._now() + horizon_seconds
         pressures: dict[str, float] = {}
         for batch in self.running_batches() if running is None else running:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from batch_core.batch_params import MAX_WINDOW_SECONDS
 from batch_core.errors import ConflictError
 from batch_core.records import ServedModel
 from batch_core.repository import BatchRepository
@@ -54,9 +53,8 @@ class ModelRegistry:
 
     def unfinished_batches(self, name: str) -> list[str]:
         """The batches for the model that have not ended (every active batch is read)."""
-        horizon = int(self._clock()) + MAX_WINDOW_SECONDS + 86400
-        batches = (self.repository.get_batch(i) for i in self.repository.overdue_batch_ids(horizon))
-        return [b.id for b in batches if b is not None and b.model == name]
+        active = self.repository.active_batches(int(self._clock()))
+        return [batch.id for batch in active if batch.model == name]
 
     def remove(self, name: str) -> bool:
         """Retire the model, wait until every process's registry knows (at most a minute

@@ -76,6 +76,11 @@ class BatchRecord(BatchFields):
     """The priority tier its shards wait in (`scheduling`): by its slack, raised as its
     deadline nears."""
 
+    @property
+    def shards_let_in(self) -> int:
+        """How many of its shards have been sent to a queue (all, when none is held back)."""
+        return self.shards_total if self.shards_released is None else self.shards_released
+
     def eta_at(self, now: int) -> int | None:
         """When a running batch should finish at the pace it has kept since it started."""
         to_run = self.request_total - self.request_rejected

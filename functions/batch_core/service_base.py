@@ -87,9 +87,13 @@ class ServiceBase:
         """Read the registry again at the next use (after a change made in this process)."""
         self._registry = None
 
+    def _served(self, model: str | None) -> ServedModel | None:
+        """`model`'s registry entry, if it has one."""
+        return self._models().get(model) if model else None
+
     def _queue_for(self, model: str | None) -> ShardQueue:
         """The shard queues of `model`'s workers: its registry entry's, else the stack's own."""
-        served = self._models().get(model) if model else None
+        served = self._served(model)
         if served is None:
             return self.shard_queue
         return self.shard_queue.of_model(
@@ -109,9 +113,7 @@ class ServiceBase:
         """Send a running batch's shards let in so far (`shards_released`; None: all of them).
         The rest are let in one per settled shard (`let_next_shard_in`). Sending again after
         a crash is harmless: a copy of a shard done or running elsewhere is skipped."""
-        released = record.shards_released
-        count = record.shards_total if released is None else released
-        tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in range(count))
+        tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in range(record.shards_let_in))
         self._queue_for(model).send(tasks, tier, tenant=record.tenant)
         self.repository.mark_shards_queued(record.id)
 
@@ -144,7 +146,7 @@ class ServiceBase:
     def _throughput(self, model: str | None) -> int:
         """Tokens per second of `model`'s whole fleet: its registry entry's, else the
         stack's FLEET_TOKENS_PER_SECOND."""
-        served = self._models().get(model) if model else None
+        served = self._served(model)
         if served is not None and served.tokens_per_second:
             return served.tokens_per_second
         return self.settings.fleet_tokens_per_second

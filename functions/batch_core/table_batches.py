@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from batch_core.batch_params import MAX_WINDOW_SECONDS
 from batch_core.lifecycle import check_move
 from batch_core.models import TERMINAL_STATUSES, BatchError, BatchStatus
 from batch_core.records import (
@@ -252,6 +253,12 @@ class BatchTable:
             start_key = response.get("LastEvaluatedKey")
             if len(items) > limit or not start_key:
                 return Page(items=items[:limit], has_more=len(items) > limit)
+
+    def active_batches(self, now: int) -> list[BatchRecord]:
+        """Every batch not yet terminal: the expiry index holds only those, and none ends
+        later than the longest completion window from `now` (a day's margin)."""
+        ids = self.overdue_batch_ids(now + MAX_WINDOW_SECONDS + 86400)
+        return [batch for batch in map(self.get_batch, ids) if batch is not None]
 
     def overdue_batch_ids(self, now: int) -> list[str]:
         """Batches not yet terminal whose completion window ended before `now` (an index

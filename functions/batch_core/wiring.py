@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
@@ -71,8 +72,10 @@ def _client(session: Session, service_name: str, region: str, config: Config = R
     return client
 
 
-def build_service(settings: Settings, session: Session | None = None) -> BatchService:
-    """A service over the resources the settings name."""
+def build_service(
+    settings: Settings, session: Session | None = None, *, clock: Callable[[], float] = time.time
+) -> BatchService:
+    """A service over the resources the settings name (`clock`: its time, for a simulation)."""
     session = session or boto3.session.Session()
     region = settings.aws_region
     sqs = _client(session, "sqs", region)
@@ -101,6 +104,7 @@ def build_service(settings: Settings, session: Session | None = None) -> BatchSe
         ),
         events=StatusEvents(_client(session, "events", region), settings.event_bus_name),
         webhooks=WebhookService(settings, repository, webhook_queue),
+        clock=clock,
     )
 
 
