@@ -161,18 +161,18 @@ class Ending(ShardParts):
         for batch in self.running_batches() if running is None else running:
             if (batch.expires_at or 0) >= due_before:
                 continue
-            fleet = self._throughput(batch.model)
-            due = work_seconds(round(self._remaining_tokens(batch)), self.settings, fleet)
             model = batch.model or ""
+            due = self._remaining_work_seconds(batch)
             pressures[model] = pressures.get(model, 0.0) + due / horizon_seconds
         return pressures
 
-    @staticmethod
-    def _remaining_tokens(batch: BatchRecord) -> float:
-        """Its share of the planner's estimate that has not run yet."""
+    def _remaining_work_seconds(self, batch: BatchRecord) -> float:
+        """How long its model's whole fleet needs for its share of the planner's estimate
+        that has not run yet."""
         to_run = max(batch.request_total - batch.request_rejected, 1)
         ran = batch.request_completed + batch.request_failed - batch.request_rejected
-        return batch.estimated_tokens * max(to_run - ran, 0) / to_run
+        remaining = batch.estimated_tokens * max(to_run - ran, 0) / to_run
+        return work_seconds(round(remaining), self.settings, self._throughput(batch.model))
 
     def flag_at_risk(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches that cannot finish by their deadline even if every worker the
@@ -186,9 +186,7 @@ class Ending(ShardParts):
         for batch in self.running_batches() if running is None else running:
             if batch.at_risk_at:
                 continue
-            remaining = self._remaining_tokens(batch)
-            needed = work_seconds(round(remaining), self.settings, self._throughput(batch.model))
-            if now + needed <= (batch.expires_at or now):
+            if now + self._remaining_work_seconds(batch) <= (batch.expires_at or now):
                 continue
             if self.repository.mark_at_risk(batch.id, now):
                 flagged.append(batch.id)

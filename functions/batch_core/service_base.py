@@ -196,9 +196,7 @@ class ServiceBase:
         )
 
     def _release_slot(self, record: BatchRecord) -> None:
-        if not (
-            self.settings.tenant_max_active_batches or self.settings.tenant_max_queued_requests
-        ):
+        if not self._tenant_limits():
             return
         try:
             self.repository.release_batch_slot(record.tenant, record.id)
