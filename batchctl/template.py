@@ -64,7 +64,16 @@ class Resolver:
             logical, attribute = value["Fn::GetAtt"]
             return self.attributes[(logical, attribute)]
         if set(value) == {"Fn::Sub"}:
-            return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1)), value["Fn::Sub"])
+            return self._substitute(value["Fn::Sub"])
+        if set(value) == {"Fn::Select"}:
+            index, items = value["Fn::Select"]
+            return self.resolve(items)[int(index)]
+        if set(value) == {"Fn::Split"}:
+            delimiter, text = value["Fn::Split"]
+            return str(self.resolve(text)).split(delimiter)
+        if set(value) == {"Fn::Join"}:
+            delimiter, items = value["Fn::Join"]
+            return delimiter.join(str(item) for item in self.resolve(items))
         if set(value) == {"Fn::If"}:
             name, when_true, when_false = value["Fn::If"]
             return self.resolve(when_true if self.condition(name) else when_false)
@@ -95,6 +104,16 @@ class Resolver:
                 return table[name]
         raise KeyError(f"template reference {name!r} is not known locally")
 
+    def _substitute(self, argument: Any) -> str:
+        # Fn::Sub's two forms: "text", or ["text", {name: value}] with names of its own.
+        text, names = (argument, {}) if isinstance(argument, str) else argument
+        values = {name: str(self.resolve(v)) for name, v in names.items()}
+        return re.sub(
+            r"\$\{([^}]+)\}",
+            lambda m: values[m.group(1)] if m.group(1) in values else self._sub(m.group(1)),
+            text,
+        )
+
     def _sub(self, expression: str) -> str:
         if "." in expression:
             logical, attribute = expression.split(".", 1)
@@ -117,3 +136,37 @@ def state_machine_definition(properties: dict[str, Any], resolver: Resolver) -> 
         definition = definition.replace("${" + name + "}", str(resolver.resolve(value)))
     json.loads(definition)  # fail early on a bad substitution
     return definition
+
+
+def sam_transformed(path: Path = TEMPLATE_PATH, **parameters: str) -> dict[str, Any]:
+    """The template as CloudFormation receives it after the SAM transform, done offline by
+    AWS's own translator (the one `sam deploy` and CloudFormation run): the plain resources
+    (functions, roles with their policy templates expanded, event source mappings, the API's
+    stages) that the create-time rules and the IAM checks read. `parameters` override the
+    template's defaults (e.g. DeployWorkers="true")."""
+    import copy
+    import os
+
+    from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+    from samtranslator.translator.transform import transform
+
+    class _OfflinePolicies(ManagedPolicyLoader):  # type: ignore[misc]
+        # The managed policies SAM names by ARN are resolved offline, not from IAM.
+        def __init__(self) -> None:
+            pass
+
+        def load(self) -> dict[str, str]:
+            return {}
+
+    template = copy.deepcopy(load_template(path))
+    # What `sam package` does first: local code and definitions become S3 artifacts.
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "DefinitionUri"):
+            if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
+                properties[key] = f"s3://sam-artifacts/{name}/{key}"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    values.update(parameters)
+    result: dict[str, Any] = transform(template, values, _OfflinePolicies())
+    return result

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 STACK = "openbatch-local"
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/0c9a8f00-5e2b-11ef-9b1a-0a1b2c3d4e5f"
+"""As CloudFormation names a stack: the template takes unique, lowercase names from its id."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ def create_resources(
     resolver = Resolver(
         pseudo={
             "AWS::StackName": STACK,
+            "AWS::StackId": STACK_ID,
             "AWS::AccountId": ACCOUNT,
             "AWS::Region": REGION,
             "AWS::Partition": "aws",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batch_core.retention import DEFAULT_FILE_RETENTION_SECONDS, MIN_EXPIRES_AFTER_SECONDS
@@ -16,13 +16,26 @@ MAX_REQUEST_BODY_BYTES = 4_500_000
 """What one API request carries: Lambda takes 6 MB of event, and bodies arrive base64-encoded."""
 
 
-class Settings(BaseSettings):
-    """Where the data lives and the limits every batch obeys."""
+class TableSettings(BaseSettings):
+    """What reaching the table takes: all `batchctl keys` needs (the deploy guide exports
+    only TABLE_NAME and AWS_REGION for it)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
-    bucket_name: str = Field(description="The one bucket: inbox/, outbox/, files/, batches/.")
     table_name: str = Field(description="The one DynamoDB table (batches, shards, files).")
+    aws_region: str | None = Field(
+        default=None,
+        # AWS_REGION first: what Lambda, ECS and the AWS CLI's users set; unset, botocore's
+        # own chain (AWS_DEFAULT_REGION, the profile's region) decides, never a fixed region.
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="The stack's region (AWS_REGION, else AWS_DEFAULT_REGION, else the profile's).",
+    )
+
+
+class Settings(TableSettings):
+    """Where the data lives and the limits every batch obeys."""
+
+    bucket_name: str = Field(description="The one bucket: inbox/, outbox/, files/, batches/.")
     shard_queue_url: str = Field(description="SQS queue the GPU workers pull shards from.")
     urgent_shard_queue_url: str = Field(
         default="", description="The shard queue of the urgent tier (empty: SHARD_QUEUE_URL)."
@@ -76,7 +89,6 @@ class Settings(BaseSettings):
     event_bus_name: str = Field(
         default="default", description="The EventBridge bus that gets batch status events."
     )
-    aws_region: str = Field(default="us-east-1", alias="AWS_DEFAULT_REGION")
 
     tracker_poll_seconds: int = Field(
         default=30, ge=0, description="The tracker's wait between its first 10 looks at a batch."

@@ -94,7 +94,7 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
     template = load_template()
     (task,) = resources_of_type(template, "AWS::ECS::TaskDefinition").values()
     (container,) = task["ContainerDefinitions"]
-    known = {"AWS_DEFAULT_REGION"}
+    known = {"AWS_DEFAULT_REGION", "HF_HOME"}  # HF_HOME: huggingface_hub's own cache setting
     for settings, prefix in ((Settings, ""), (EngineSettings, ""), (WorkerSettings, "WORKER_")):
         known |= {prefix + name.upper() for name in settings.model_fields}
     names = {variable["Name"] for variable in container["Environment"]}
@@ -109,7 +109,11 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
         if name.startswith("Worker")
     }
     assert len(worker_resources) >= 10
-    assert all(r.get("Condition") == "CreateWorkers" for r in worker_resources.values())
+    # CreateWorkers, or a condition that holds only with it.
+    assert all(
+        r.get("Condition") in {"CreateWorkers", "WorkerModelFromS3", "WorkersHaveHfToken"}
+        for r in worker_resources.values()
+    )
 
 
 def test_validation_accepts_the_workers_model_when_no_served_models_are_given() -> None:
