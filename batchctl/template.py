@@ -166,7 +166,9 @@ def sam_transformed(path: Path = TEMPLATE_PATH, **parameters: str) -> dict[str, 
             if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
                 properties[key] = f"s3://sam-artifacts/{name}/{key}"
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    values = {
+        name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
+    }
     values.update(parameters)
     result: dict[str, Any] = transform(template, values, _OfflinePolicies())
     return result
