@@ -2,7 +2,8 @@
 
 Exit codes: 0 after a stop signal (SIGTERM: spot interruption, scale-in) or an idle exit;
 1 when the engine died or AWS failed the worker, so the orchestrator starts a fresh one (the
-shard in hand was released for another worker first).
+shard in hand was released for another worker first), or when the model could not be copied
+from S3 (MODEL=s3://...).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import signal
 import sys
 from types import FrameType
 
-from batch_core.wiring import default_service
+from batch_core.wiring import default_service, s3_client
 from gpu_worker.engines import load_engine
 from gpu_worker.gpu_monitor import GpuMonitor
+from gpu_worker.model_weights import ModelCopy, ModelDownloadError, local_model
 from gpu_worker.observability import ShardMetrics, configure_logging
 from gpu_worker.settings import EngineSettings, WorkerSettings
 from gpu_worker.worker import Worker
@@ -26,8 +28,19 @@ def main() -> int:
     worker_settings = WorkerSettings()
     configure_logging(worker_settings.log_level)
     service = default_service()
-    engine = load_engine(EngineSettings())
     metrics = ShardMetrics()
+
+    def record_copy(copy: ModelCopy) -> None:
+        metrics.record_model_download(copy.seconds, copy.total_bytes)
+
+    try:
+        # An s3:// MODEL is copied to the instance's cache first; vLLM gets the local copy.
+        engine_settings = local_model(EngineSettings(), s3_client, on_copy=record_copy)
+    except ModelDownloadError as error:
+        logger.error("cannot load the model: %s", error)
+        metrics.record_error()
+        return 1
+    engine = load_engine(engine_settings)
     worker = Worker(
         service,
         service.shard_queue,

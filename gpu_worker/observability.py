@@ -57,6 +57,14 @@ class ShardMetrics:
                 )
             self._metrics.flush_metrics()
 
+    def record_model_download(self, seconds: float, size: int) -> None:
+        """A model copied from S3 at start (not recorded when the cached copy was used)."""
+        with self._lock:
+            add = self._metrics.add_metric
+            add(name="ModelDownloadSeconds", unit=MetricUnit.Seconds, value=seconds)
+            add(name="ModelDownloadBytes", unit=MetricUnit.Bytes, value=size)
+            self._metrics.flush_metrics()
+
     def record_error(self) -> None:
         with self._lock:
             self._metrics.add_metric(name="WorkerErrors", unit=MetricUnit.Count, value=1)

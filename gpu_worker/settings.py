@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -18,10 +19,20 @@ class EngineSettings(BaseSettings):
     )
     model: str | None = Field(
         default=None,
-        description="A local directory or hub id; unset builds the tiny offline model.",
+        description="A local directory, a hub id, or s3://bucket/prefix/ (a folder holding "
+        "a Hugging Face model, copied to MODEL_CACHE_DIR before the engine starts); unset "
+        "builds the tiny offline model.",
     )
     served_model_name: str | None = Field(
-        default=None, description="The name requests use; defaults to MODEL."
+        default=None,
+        description="The name requests use; defaults to MODEL, or for an s3:// MODEL to the "
+        "prefix's last segment (s3://b/models/llama-3-8b/ serves 'llama-3-8b').",
+    )
+    model_cache_dir: Path = Field(
+        default=Path("/models/s3"),
+        description="Where an s3:// MODEL is copied. The ECS task mounts a host volume at "
+        "/models, so the copy outlives the task and the next worker on the instance starts "
+        "without a download (unless the objects changed).",
     )
     max_model_len: int | None = None
     max_num_seqs: int | None = Field(

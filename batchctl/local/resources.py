@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 STACK = "openbatch-local"
-STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/0c9a8f00-5e2b-11ef-9b1a-0a1b2c3d4e5f"
+STACK_ID = (
+    f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/0c9a8f00-5e2b-11ef-9b1a-0a1b2c3d4e5f"
+)
 """As CloudFormation names a stack: the template takes unique, lowercase names from its id."""
 
 
@@ -78,8 +80,9 @@ def create_resources(
             )
             if key in props
         }
-        dynamodb.create_table(TableName=table_name, **spec)
+        created = dynamodb.create_table(TableName=table_name, **spec)
         resolver.refs[name] = table_name
+        resolver.attributes[(name, "Arn")] = created["TableDescription"]["TableArn"]
     sfn = session.client("stepfunctions")
     for name, props in resources_of_type(template, "AWS::Serverless::StateMachine").items():
         definition = state_machine_definition(props, resolver)

@@ -17,7 +17,7 @@ from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, 
 from batch_core.model_registry import ModelRegistry
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
-from batch_core.settings import Settings, get_settings
+from batch_core.settings import Settings, TableSettings, get_settings
 from batch_core.storage import ObjectStore
 from batch_core.webhooks import WebhookService
 
@@ -65,7 +65,9 @@ def remove_client_hook(hook: ClientHook) -> None:
         _client_hooks.remove(hook)
 
 
-def _client(session: Session, service_name: str, region: str, config: Config = RETRIES) -> Any:
+def _client(
+    session: Session, service_name: str, region: str | None, config: Config = RETRIES
+) -> Any:
     client = session.client(service_name, region_name=region, config=config)  # type: ignore[call-overload]
     for hook in _client_hooks:
         hook(service_name, client)
@@ -108,6 +110,13 @@ def build_service(
     )
 
 
+def s3_client(max_connections: int = 64) -> Any:
+    """An S3 client for reading any bucket (the worker's model weights). More pooled
+    connections than botocore's 10: the copy runs several managed transfers at once."""
+    config = RETRIES.merge(Config(max_pool_connections=max_connections))
+    return _client(boto3.session.Session(), "s3", get_settings().aws_region, config)
+
+
 @lru_cache(maxsize=1)
 def default_service() -> BatchService:
     """The process-wide service (a Lambda container or a worker builds it once)."""
@@ -136,7 +145,10 @@ def default_webhooks() -> WebhookService:
 
 @lru_cache(maxsize=1)
 def default_api_keys() -> ApiKeys:
-    return ApiKeys(default_service().repository)
+    """API keys over the table alone: creating the first key needs no bucket or queue."""
+    settings = TableSettings()
+    dynamodb = _client(boto3.session.Session(), "dynamodb", settings.aws_region)
+    return ApiKeys(BatchRepository(dynamodb, settings.table_name))
 
 
 @lru_cache(maxsize=1)
