@@ -53,7 +53,7 @@ def test_weights_live_on_the_instance_and_a_gated_models_token_comes_from_its_se
     assert environment["HF_HOME"].startswith("/models/")
     assert environment["MODEL_CACHE_DIR"].startswith("/models/")
     # The token is a secret ECS reads for the container, never a plain environment value.
-    condition, given, absent = container["Secrets"]["Fn::If"]
+    _, given, absent = container["Secrets"]["Fn::If"]
     assert given == [{"Name": "HF_TOKEN", "ValueFrom": {"Ref": token}}]
     assert absent == {"Ref": "AWS::NoValue"}
     roles = resources_of_type(template, "AWS::IAM::Role")
