@@ -214,10 +214,7 @@ class _MultipartWriter:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is not None:
-            if self._upload_id is not None:
-                self._s3.abort_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-                )
+            self._abort()
             return
         if self._upload_id is None:
             self._s3.put_object(
@@ -227,14 +224,26 @@ class _MultipartWriter:
                 ContentType="application/jsonl",
             )
             return
-        if self._buffer:
-            self._flush()
-        self._s3.complete_multipart_upload(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
-        )
+        try:
+            if self._buffer:
+                self._flush()
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except BaseException:
+            # The last part or the completion failed: its parts would cost storage until the
+            # lifecycle rule's two days were up.
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        if self._upload_id is not None:
+            self._s3.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
 
     def write(self, chunk: bytes) -> None:
         self._buffer += chunk
