@@ -17,6 +17,7 @@ from openai.types import Batch as OpenAIBatch
 
 from batch_core.models import BatchStatus
 from batch_core.records import BatchRecord
+from batch_core.repository import file_pk
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
@@ -143,6 +144,28 @@ def assert_ended_early(
     ids = sorted(str(line["custom_id"]) for line in output + errors)
     assert ids == sorted(f"r{i}" for i in range(total))
     return parsed, paths
+
+
+def expire_file_now(stack: LocalStack, file_id: str) -> None:
+    """Move the File's `expires_at` a second into the past, as time would."""
+    stack.session.client("dynamodb").update_item(
+        TableName=stack.physical_id("BatchTable"),
+        Key={"pk": {"S": file_pk(file_id)}, "sk": {"S": "META"}},
+        UpdateExpression="SET expires_at = :t, #file.expires_at = :t",
+        ExpressionAttributeNames={"#file": "file"},
+        ExpressionAttributeValues={":t": {"N": str(int(time.time()) - 1)}},
+    )
+
+
+def worker_process(environ: dict[str, str]) -> subprocess.Popen[str]:
+    """`python -m gpu_worker` as a container runs it, its output (logs, EMF) on one pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpu_worker"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields: Any) -> None:

@@ -25,6 +25,26 @@ logger = logging.getLogger(__name__)
 _RETRY_DELAY_SECONDS = 2
 
 
+def sqs_event(messages: list[Any], arn: str) -> dict[str, Any]:
+    """The event an SQS event source hands a function for these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
 @dataclass
 class LocalLambdaContext:
     """Enough of Lambda's context object for Powertools."""
@@ -100,22 +120,7 @@ class EventSources:
     def _deliver(
         self, sqs: SQSClient, url: str, arn: str, module: ModuleType, messages: list[Any]
     ) -> None:
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        event = sqs_event(messages, arn)
         context = LocalLambdaContext(
             function_name=module.__name__,
             aws_request_id=str(uuid.uuid4()),

@@ -39,15 +39,16 @@ from botocore.exceptions import ClientError
 from batch_core import model_registry, storage, wiring
 from batch_core.intake_jobs import BuildRetryInput, JoinUpload
 from batch_core.models import TERMINAL_STATUSES
-from batch_core.repository import batch_pk, file_pk
+from batch_core.repository import batch_pk
 from batch_core.settings import get_settings
 from batch_core.storage import MIN_COPY_PART_BYTES
 from batchctl.local import ACCOUNT, REGION, LocalLambdaContext, LocalStack
+from batchctl.local.events import sqs_event
 from batchctl.server import api_gateway_event
 from batchctl.template import sam_transformed
 from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker
-from tests.conftest import MODEL, chat_request, load_event, store_batch
+from tests.conftest import MODEL, chat_request, expire_file_now, load_event, store_batch
 from tests.iam_policy import Arns, Call, Policy, UnmappedCallError, role_policy
 
 KEY = "sk-permissions-0123456789abcdef"
@@ -234,22 +235,8 @@ class Functions:
         queue = self.sources[function][0]
         assert self.stack.resolver is not None
         arn = self.stack.resolver.attributes[(queue, "Arn")]
-        records = [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
         try:
-            result = self.invoke(function, {"Records": records})
+            result = self.invoke(function, sqs_event(messages, arn))
         except Exception:  # every record failed (Powertools raises): all come back
             return {m["MessageId"] for m in messages}
         return {item["itemIdentifier"] for item in result["batchItemFailures"]}
@@ -412,16 +399,6 @@ def backdate_batch(stack: LocalStack, batch_id: str, expires_at: int) -> None:
     )
 
 
-def backdate_file(stack: LocalStack, file_id: str) -> None:
-    stack.session.client("dynamodb").update_item(
-        TableName=stack.physical_id("BatchTable"),
-        Key={"pk": {"S": file_pk(file_id)}, "sk": {"S": "META"}},
-        UpdateExpression="SET expires_at = :t, #file.expires_at = :t",
-        ExpressionAttributeNames={"#file": "file"},
-        ExpressionAttributeValues={":t": {"N": str(int(time.time()) - 1)}},
-    )
-
-
 @dataclass
 class Scenario:
     functions: Functions
@@ -580,7 +557,7 @@ class Scenario:
         # merging its lines (its first multipart write fails: aborted, the sweep fails).
         backdate_batch(stack, self.ids["batch-overdue"], int(time.time()) - 2 * 3600)
         backdate_batch(stack, self.ids["batch-urgent"], int(time.time()) + 1800)
-        backdate_file(stack, self.ids["file-expiring"])
+        expire_file_now(stack, self.ids["file-expiring"])
         self.functions.recorder.faults[("ExpireFunction", "UploadPart")] = 1
         with pytest.raises(ClientError, match="injected"):
             self.functions.invoke("ExpireFunction", load_event("expire_schedule.json"))

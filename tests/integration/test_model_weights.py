@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from batchctl.local import LocalStack
 from batchctl.moto_server import start_moto_server, stop_moto_server
 from gpu_worker.engines.tiny_model import ensure_tiny_model
 from gpu_worker.model_weights import MARKER, ModelCopy, fetch_model, parse_s3_uri
+from tests.conftest import worker_process
 
 BUCKET = "openbatch-models"
 PREFIX = "models/tiny/"
@@ -208,13 +208,7 @@ def start_worker(model: str, cache: Path) -> subprocess.Popen[str]:
         "POWERTOOLS_METRICS_DISABLED": "false",  # the EMF lines on stdout
     }
     env.pop("SERVED_MODEL_NAME", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "gpu_worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return worker_process(env)
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:

@@ -14,13 +14,12 @@ import pytest
 from openai.types import Batch, FileObject, Upload
 
 from batch_core import wiring
-from batch_core.repository import file_pk
 from batch_core.retention import DEFAULT_FILE_RETENTION_SECONDS
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer
 from gpu_worker.engines.fake import FakeEngine
 from handlers import expire
-from tests.conftest import MODEL, chat_request, load_event, serve_api
+from tests.conftest import MODEL, chat_request, expire_file_now, load_event, serve_api
 from tests.integration.test_handlers import CONTEXT
 
 KEY = "sk-test-keep-0123456789"
@@ -42,17 +41,6 @@ def client(local_api: tuple[LocalStack, ApiServer]) -> openai.OpenAI:
 
 def strict_file(raw: Any) -> FileObject:
     return FileObject.model_validate(raw.http_response.json())
-
-
-def expire_now(stack: LocalStack, file_id: str) -> None:
-    """Move the File's `expires_at` a second into the past, as time would."""
-    stack.session.client("dynamodb").update_item(
-        TableName=stack.physical_id("BatchTable"),
-        Key={"pk": {"S": file_pk(file_id)}, "sk": {"S": "META"}},
-        UpdateExpression="SET expires_at = :t, #file.expires_at = :t",
-        ExpressionAttributeNames={"#file": "file"},
-        ExpressionAttributeValues={":t": {"N": str(int(time.time()) - 1)}},
-    )
 
 
 def stored(stack: LocalStack, key: str) -> bool:
@@ -165,7 +153,7 @@ def test_an_expired_file_is_gone_at_once_and_its_bytes_deleted_by_the_sweep(
     gone = client.files.create(file=("gone.jsonl", LINES), purpose="batch").id
     key = wiring.default_files().repository.get_file(gone)
     assert key is not None and stored(stack, key.s3_key)
-    expire_now(stack, gone)
+    expire_file_now(stack, gone)
 
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(gone)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import pytest
 from batch_core.records import BatchRecord
 from batchctl.local import LocalStack
 from batchctl.moto_server import start_moto_server, stop_moto_server
-from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
+from tests.conftest import MODEL, chat_request, lines_of, worker_process, write_jsonl
 
 REQUESTS = 24  # two shards of 12, parts of 3
 
@@ -60,13 +59,7 @@ def start_worker(visibility_seconds: int) -> subprocess.Popen[str]:
         "WORKER_VISIBILITY_SECONDS": str(visibility_seconds),
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "gpu_worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return worker_process(env)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
