@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -144,32 +145,40 @@ def sam_transformed(path: Path = TEMPLATE_PATH, **parameters: str) -> dict[str, 
     AWS's own translator (the one `sam deploy` and CloudFormation run): the plain resources
     (functions, roles with their policy templates expanded, event source mappings, the API's
     stages) that the create-time rules and the IAM checks read. `parameters` override the
-    template's defaults (e.g. DeployWorkers="true")."""
+    template's defaults (e.g. DeployWorkers="true"). A copy: callers may change it."""
     import copy
-    import os
 
-    from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
-    from samtranslator.translator.transform import transform
+    return copy.deepcopy(_sam_transformed(path, tuple(sorted(parameters.items()))))
 
-    class _OfflinePolicies(ManagedPolicyLoader):  # type: ignore[misc]
-        # The managed policies SAM names by ARN are resolved offline, not from IAM.
-        def __init__(self) -> None:
-            pass
 
-        def load(self) -> dict[str, str]:
-            return {}
+@lru_cache(maxsize=8)
+def _sam_transformed(path: Path, parameters: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+    from samtranslator.utils.py27hash_fix import (
+        to_py27_compatible_template,
+        undo_mark_unicode_str_in_template,
+    )
 
-    template = copy.deepcopy(load_template(path))
+    template = load_template(path)
     # What `sam package` does first: local code and definitions become S3 artifacts.
     for name, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
         for key in ("CodeUri", "DefinitionUri"):
             if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
                 properties[key] = f"s3://sam-artifacts/{name}/{key}"
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    values = {
+    values: dict[str, Any] = {
         name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
     }
     values.update(parameters)
-    result: dict[str, Any] = transform(template, values, _OfflinePolicies())
+    # samtranslator's own transform(), but with a region of its own (it names the partition
+    # from it), so the process's environment is left alone; no managed policy is looked up.
+    to_py27_compatible_template(template, values)
+    translator = Translator(
+        None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1")
+    )
+    result: dict[str, Any] = undo_mark_unicode_str_in_template(
+        translator.translate(template, parameter_values=values, get_managed_policy_map=dict)
+    )
     return result
