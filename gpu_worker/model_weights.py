@@ -184,7 +184,7 @@ def fetch_model(
     # Every key is checked before anything is written.
     files = {item: relative_path(item.key, location) for item in objects}
     try:
-        copy = _cached_copy(s3, location, objects, files, cache_dir, threads)
+        copy = _cached_copy(s3, location, files, cache_dir, threads)
     except OSError as error:  # the cache's disk: not writable, full...
         raise ModelDownloadError(f"cannot cache {location.uri} in {cache_dir}: {error}") from error
     if copy.downloaded:
@@ -242,11 +242,12 @@ def local_model(
 def _cached_copy(
     s3: Any,
     location: S3Prefix,
-    objects: list[RemoteObject],
     files: dict[RemoteObject, PurePosixPath],
     cache_dir: Path,
     threads: int,
 ) -> ModelCopy:
+    """`files`: each listed object (in listing order) and where it goes in the copy."""
+    objects = list(files)
     total = sum(item.size for item in objects)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / location.directory_name
