@@ -3,7 +3,9 @@
 this in one deploy; by hand, a model's workers pull from its own shard queues: create them
 (three tiers, named <stack>-model-* so the stack's functions may send to them), start workers
 with them as SHARD_QUEUE_URL, URGENT_SHARD_QUEUE_URL and BULK_SHARD_QUEUE_URL and MODEL, then
-add the model here."""
+add the model here. The registry refuses a name outside its safe set (letters, digits, '._:-',
+segments joined by '/'), the stack's own model, one another fleet registered, and queues not
+named <stack>-model-* in the stack's account and region (STACK_NAME; unset: any *-model-*)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,18 @@ import argparse
 import sys
 from typing import Any
 
+from batch_core.errors import BatchCoreError
 from batch_core.records import ServedModel
 from batchctl.arguments import whole_number
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK
+
+_OPTIONS = {
+    "name": "name",
+    "queue_url": "--queue-url",
+    "urgent_queue_url": "--urgent-queue-url",
+    "bulk_queue_url": "--bulk-queue-url",
+}
+"""The registry's fields as `models add` names them, to say which one was refused."""
 
 
 def add_model_commands(commands: Any) -> None:
@@ -59,7 +70,12 @@ def _add(args: argparse.Namespace) -> int:
         bulk_queue_url=args.bulk_queue_url,
         tokens_per_second=args.tokens_per_second,
     )
-    _registry().register(model)
+    try:
+        _registry().register(model)
+    except BatchCoreError as error:
+        option = _OPTIONS.get(error.param or "", "name")
+        print(f"batchctl: {option}: {error}", file=sys.stderr)
+        return EXIT_NOT_COMPLETED
     print(f"serving {model.name} (shards to {model.queue_url})")
     return EXIT_OK
 

@@ -1,6 +1,6 @@
 """The scheduling simulation: a shared deployment's day on the local stack, per policy.
 
-    python -m bench.scheduling [--seed 7]
+    python -m bench.scheduling [--seed 7] [--flood-hours 3]
 
 Two models (model-a with 4 workers, model-b with 2, every worker 100 tokens/s), three tenants,
 two tenants' huge 7-day batches arriving first, then 1-hour and 24-hour batches from all three over
@@ -8,19 +8,29 @@ the next 45 minutes: about 1.5 times the work the fleet finishes in its first ho
 
 What runs is the deployed scheduling code on moto: batches and shards in the table, the
 template's shard queues (one set per model, model-b's through the model registry), the tier
-by slack (`scheduling.shard_tier`), the first SHARDS_AHEAD shards queued and each settled
-shard letting the next one in, the workers' poll order (`ShardQueue.receive`), the shard lease
-(`begin_shard_attempt`, which skips an escalated copy), the settle transaction, and every five
-minutes the sweep's escalation and top-up. Only time is simulated: a shard takes its estimated
-tokens over the worker's speed on a virtual clock, so a week's windows run in seconds.
+by slack and each tenant's urgent share (`scheduling.shard_tier`, `UrgentShares`), the first
+SHARDS_AHEAD shards queued and each settled shard letting the next one in, the workers' poll
+order (`ShardQueue.receive`), the shard lease (`begin_shard_attempt`, which skips an escalated
+copy), the settle transaction, and every five minutes the sweep's escalation and top-up.
+Only time is simulated: a shard takes its estimated tokens over the worker's speed on a
+virtual clock, so a week's windows run in seconds.
 
 Policies: "fifo" is one queue per model with every shard queued at once (as before tiers);
-"ours" is three tiers with SHARDS_AHEAD=8. Printed per policy: deadline misses (of batches
-whose deadline is feasible alone on their model's fleet), p50/p99 time to completion per
-window, Jain's fairness index across tenants (each tenant's work done in the first hour over
-its max-min fair share of that hour), and the idle worker share (worker time idle while its
-model had unfinished work). Targets: no feasible deadline missed, fairness >= 0.9, idle share
-no worse than fifo.
+"tiers" is three tiers with SHARDS_AHEAD=8, the tier by slack alone (as before issue 25);
+"ours" adds each tenant's share of the urgent tier (URGENT_TENANT_SHARE). Printed per
+policy: deadline misses (of batches whose deadline is feasible alone on their model's fleet),
+p50/p99 time to completion per window, Jain's fairness index across tenants (each tenant's
+work done in the first hour over its max-min fair share of that hour), and the idle worker
+share (worker time idle while its model had unfinished work). Targets: no feasible deadline
+missed, fairness >= 0.9, idle share no worse than fifo.
+
+The flood (`flood`): tenant-a sends a 1-hour batch of ten minutes of model-a's fleet every
+eight minutes (1.25 times the fleet) for `--flood-hours`, and tenant-b one 24-hour batch of an
+hour of the fleet, five minutes in; shards are 20 minutes of one worker. Printed per policy:
+each tenant's share of the fleet's time while tenant-b's batch ran during the flood, when
+tenant-b's batch finished (its deadline: 24 h), and how many of tenant-a's batches finished
+(and within their hour). Targets: tenant-b keeps at least 0.4 of the fleet (its max-min fair
+share is half) and meets its deadline; tenant-a keeps at least 0.4 too.
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ class Result:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     busy: float = 0.0
     idle: float = 0.0
+    runs: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """Each shard run: (tenant, model, started, ended)."""
 
 
 def workload(seed: int) -> list[Arrival]:
@@ -97,13 +109,71 @@ def fleet_hour(model: str) -> int:
     return WORKERS[model] * SPEED * 3600
 
 
+FLOOD_SHARD_TOKENS = 120_000
+"""A flood's shard: twenty minutes of one worker (fewer events: moto's DynamoDB is slow)."""
+FLOODER, QUIET = "tenant-a", "tenant-b"
+
+
+def flood(hours: float, quiet_work: float = 1.0) -> list[Arrival]:
+    """tenant-a floods model-a with 1-hour batches (ten minutes of the fleet every eight
+    minutes: 1.25 times the fleet) for `hours`; tenant-b sends one 24-hour batch of
+    `quiet_work` hours of the fleet, five minutes in."""
+    every = 480
+    batch = fleet_hour("model-a") // 6
+    arrivals = [
+        Arrival(i * every, FLOODER, "model-a", "1h", batch)
+        for i in range(int(hours * 3600) // every)
+    ]
+    arrivals.append(Arrival(300, QUIET, "model-a", "24h", int(quiet_work * fleet_hour("model-a"))))
+    return sorted(arrivals, key=lambda a: a.at)
+
+
+def share_of(result: Result, tenant: str, model: str, start: float, end: float) -> float:
+    """The part of `model`'s worker time in [start, end] spent on `tenant`'s shards."""
+    if end <= start:
+        return 0.0
+    busy = sum(
+        max(0.0, min(ended, end) - max(started, start))
+        for who, where, started, ended in result.runs
+        if who == tenant and where == model
+    )
+    return busy / (WORKERS[model] * (end - start))
+
+
+def flood_summary(result: Result, hours: float) -> dict[str, Any]:
+    """Each tenant's share of model-a while tenant-b's batch ran during the flood, when
+    tenant-b's batch finished, and how tenant-a's batches fared."""
+    (quiet,) = [o for o in result.outcomes.values() if o.arrival.tenant == QUIET]
+    flooder = [o for o in result.outcomes.values() if o.arrival.tenant == FLOODER]
+    start = quiet.arrival.at
+    done = quiet.done_at if quiet.done_at is not None else float("inf")
+    end = min(done, hours * 3600)
+    window = WINDOWS["1h"]
+    return {
+        "policy": result.policy,
+        "quiet_share": share_of(result, QUIET, "model-a", start, end),
+        "flooder_share": share_of(result, FLOODER, "model-a", start, end),
+        "quiet_hours": (done - start) / 3600,
+        "quiet_on_time": done - start <= WINDOWS[quiet.arrival.window],
+        "flooder_batches": len(flooder),
+        "flooder_done": sum(1 for o in flooder if o.done_at is not None),
+        "flooder_on_time": sum(
+            1 for o in flooder if o.done_at is not None and o.done_at - o.arrival.at <= window
+        ),
+    }
+
+
 class Simulation:
     """One policy's run on a fresh local stack, event by event on a virtual clock."""
 
-    def __init__(self, policy: str, arrivals: list[Arrival]) -> None:
+    def __init__(
+        self, policy: str, arrivals: list[Arrival], *, shard_tokens: int = SHARD_TOKENS
+    ) -> None:
+        assert policy in ("fifo", "tiers", "ours"), policy
         self.policy = policy
-        self.tiered = policy == "ours"
+        self.tiered = policy != "fifo"
         self.arrivals = arrivals
+        self.shard_tokens = shard_tokens
         self.now = 0.0
         self.result = Result(policy)
         self._events: list[tuple[float, int, str, Any]] = []
@@ -134,10 +204,11 @@ class Simulation:
         )
         settings: Settings = base.settings.model_copy(
             update={
-                # The slack is reckoned against the smaller fleet: the safer estimate.
-                "fleet_tokens_per_second": min(WORKERS.values()) * SPEED,
+                # model-a is the stack's own model; model-b's speed is in its registry entry.
+                "fleet_tokens_per_second": WORKERS["model-a"] * SPEED,
                 "shards_ahead": 8 if self.tiered else 0,
                 **one_queue,
+                **({"urgent_tenant_share": 0.0} if self.policy == "tiers" else {}),
             }
         )
         self.service = build_service(settings, stack.session, clock=lambda: EPOCH + self.now)
@@ -152,6 +223,7 @@ class Simulation:
             queue_url=urls["normal"],
             urgent_queue_url=urls["urgent"] if self.tiered else "",
             bulk_queue_url=urls["bulk"] if self.tiered else "",
+            tokens_per_second=WORKERS["model-b"] * SPEED,
         )
         self.service.repository.put_model(model_b)
         self.queues = {
@@ -199,11 +271,11 @@ class Simulation:
 
     def _arrive(self, batch_id: str, arrival: Arrival) -> None:
         """A batch after validation: its record and shards stored, its first shards queued in
-        the tier its slack gives (as the intake does)."""
+        the tier its slack and its tenant's urgent share give (as the intake does)."""
         from batch_core.records import BatchRecord, ShardRecord
-        from batch_core.scheduling import shard_tier
+        from batch_core.scheduling import UrgentShares, shard_tier
 
-        count = arrival.tokens // SHARD_TOKENS
+        count = arrival.tokens // self.shard_tokens
         now = int(EPOCH + self.now)
         expires = now + WINDOWS[arrival.window]
         tier = shard_tier(
@@ -211,6 +283,10 @@ class Simulation:
             now=now,
             estimated_tokens=arrival.tokens,
             settings=self.service.settings,
+            tokens_per_second=WORKERS[arrival.model] * SPEED,
+            urgent_budget=UrgentShares(self.service.repository, self.service.settings).budget(
+                arrival.tenant, arrival.model, now
+            ),
         )
         record = BatchRecord(
             id=batch_id,
@@ -234,7 +310,7 @@ class Simulation:
         repository = self.service.repository
         repository.create_batch(record)
         shard = ShardRecord(
-            batch_id=batch_id, index=0, request_count=10, estimated_tokens=SHARD_TOKENS
+            batch_id=batch_id, index=0, request_count=10, estimated_tokens=self.shard_tokens
         )
         repository.put_shards(
             batch_id, [shard.model_copy(update={"index": i}) for i in range(count)]
@@ -250,7 +326,8 @@ class Simulation:
         ends with its last shard (as the worker and the tracker do)."""
         repository = self.service.repository
         outcome = self.result.outcomes[batch_id]
-        outcome.done_tokens_by_hour += SHARD_TOKENS * _share_before(started, self.now, 3600)
+        outcome.done_tokens_by_hour += self.shard_tokens * _share_before(started, self.now, 3600)
+        self.result.runs.append((outcome.arrival.tenant, worker[0], started, self.now))
         repository.settle_shard(batch_id, index)
         self.queues[worker[0]].delete(message)
         settled = repository.get_batch(batch_id)
@@ -269,7 +346,7 @@ class Simulation:
             if taken is not None:
                 message, task = taken
                 self._idle.discard(worker)
-                done_at = self.now + SHARD_TOKENS / SPEED
+                done_at = self.now + self.shard_tokens / SPEED
                 self._at(
                     done_at, "done", (worker, message, task.batch_id, task.shard_index, self.now)
                 )
@@ -369,6 +446,7 @@ def _percentile(values: list[float], percent: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--flood-hours", type=float, default=3.0)
     args = parser.parse_args()
     arrivals = workload(args.seed)
     work = sum(a.tokens for a in arrivals) / sum(fleet_hour(m) for m in WORKERS)
@@ -376,7 +454,7 @@ def main() -> None:
         f"scheduling simulation: {len(arrivals)} batches from {len(TENANTS)} tenants on 2 models "
         f"({WORKERS['model-a']} + {WORKERS['model-b']} workers), {work:.2f}x the fleet's first hour"
     )
-    rows = [summary(Simulation(policy, arrivals).run()) for policy in ("fifo", "ours")]
+    rows = [summary(Simulation(policy, arrivals).run()) for policy in ("fifo", "tiers", "ours")]
     header = (
         "| policy | deadline misses | 1h p50 / p99 (min) | 24h p50 / p99 (min) "
         "| 7d p50 / p99 (min) | fairness (Jain) | idle worker share |"
@@ -392,12 +470,43 @@ def main() -> None:
             f"| {row['policy']} | {row['misses']} of {row['batches']} | {' | '.join(cells)} "
             f"| {row['fairness']:.2f} | {row['idle']:.1%} |"
         )
-    ours = rows[1]
+    ours = rows[2]
     fifo = rows[0]
     checks = {
         "no feasible deadline missed": ours["misses"] == 0,
         "fairness >= 0.9": ours["fairness"] >= 0.9,
         "idle share no worse than fifo": ours["idle"] <= fifo["idle"] + 1e-9,
+    }
+    for name, ok in checks.items():
+        print(f"  {'ok  ' if ok else 'MISS'} {name}")
+    print_flood(args.flood_hours)
+
+
+def print_flood(hours: float) -> None:
+    arrivals = flood(hours)
+    print(
+        f"\nflood: {FLOODER} sends {len(arrivals) - 1} 1-hour batches over {hours:g} h "
+        f"(1.25x model-a's fleet), {QUIET} one 24-hour batch of an hour of the fleet"
+    )
+    print(
+        f"| policy | {QUIET}'s share | {FLOODER}'s share | {QUIET} done after (h) "
+        f"| {FLOODER}'s batches done (within 1 h) |"
+    )
+    print("|---|---|---|---|---|")
+    rows = []
+    for policy in ("tiers", "ours"):
+        result = Simulation(policy, arrivals, shard_tokens=FLOOD_SHARD_TOKENS).run()
+        rows.append(row := flood_summary(result, hours))
+        print(
+            f"| {policy} | {row['quiet_share']:.2f} | {row['flooder_share']:.2f} "
+            f"| {row['quiet_hours']:.1f} | {row['flooder_done']} of {row['flooder_batches']} "
+            f"({row['flooder_on_time']}) |"
+        )
+    ours = rows[-1]
+    checks = {
+        f"{QUIET} keeps >= 0.4 of the fleet": ours["quiet_share"] >= 0.4,
+        f"{QUIET} meets its deadline": ours["quiet_on_time"],
+        f"{FLOODER} keeps >= 0.4 of the fleet": ours["flooder_share"] >= 0.4,
     }
     for name, ok in checks.items():
         print(f"  {'ok  ' if ok else 'MISS'} {name}")

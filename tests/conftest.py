@@ -207,3 +207,12 @@ def start_local_serve(
         assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
         printed.append(process.stdout.readline())
     return process, "".join(printed)
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """Stop a process started for a test: SIGTERM, then SIGKILL after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -1,4 +1,5 @@
-"""moto's thread-safety and timing quirks, mended on the clients of a local stack only.
+"""moto's thread-safety and timing quirks, and a limit S3 enforces that moto does not, on the
+clients of a local stack only.
 
 `adapt_to_moto` is the wiring's client hook while a local stack runs (see wiring.add_client_hook):
 production code never sees these adaptations.
@@ -57,9 +58,43 @@ def _retry_fresh_tokens(client: Any) -> None:
     client.send_task_success = send_task_success
 
 
+S3_MAX_KEY_BYTES = 1024
+_KEYED_S3_CALLS = {
+    "PutObject",
+    "CopyObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+}
+
+
+def _refuse_long_keys(client: Any) -> None:
+    """S3 refuses a key over 1,024 UTF-8 bytes (KeyTooLongError); moto stores it. The local
+    stack refuses it as S3 does, so every test meets the limit a deployment would."""
+    make_call = client._make_api_call
+
+    def refusing(operation_name: str, params: dict[str, Any]) -> Any:
+        key = params.get("Key")
+        if (
+            operation_name in _KEYED_S3_CALLS
+            and isinstance(key, str)
+            and len(key.encode()) > S3_MAX_KEY_BYTES
+        ):
+            raise ClientError(
+                {"Error": {"Code": "KeyTooLongError", "Message": "Your key is too long"}},
+                operation_name,
+            )
+        return make_call(operation_name, params)
+
+    client._make_api_call = refusing
+
+
 def adapt_to_moto(service_name: str, client: Any) -> None:
     """The wiring's client hook while a local stack runs: moto's quirks, mended here only."""
     if service_name == "dynamodb":
         _serialize_calls(client)
     elif service_name == "stepfunctions":
         _retry_fresh_tokens(client)
+    elif service_name == "s3":
+        _refuse_long_keys(client)

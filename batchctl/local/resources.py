@@ -101,6 +101,13 @@ def create_resources(
         if versioning:
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": versioning})
         resolver.refs[name] = bucket
+        # The console's fetch of a presigned URL (CloudFormation's names -> S3's).
+        cors: list[Any] = [
+            {("MaxAgeSeconds" if k == "MaxAge" else k): v for k, v in rule.items() if k != "Id"}
+            for rule in props.get("CorsConfiguration", {}).get("CorsRules", [])
+        ]
+        if cors:
+            s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": cors})
         notifications = resolver.resolve(props.get("NotificationConfiguration", {}))
         configs: list[Any] = [
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,9 +17,13 @@ from batch_core.errors import (
 )
 from batch_core.ids import new_batch_id
 from batch_core.intake import Intake
+from batch_core.models import TERMINAL_STATUSES
 from batch_core.records import BatchRecord
 from batch_core.retention import ExpiresAfter
 from batch_core.table_codec import Page
+
+_PRINTABLE_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+"""An Idempotency-Key: printable ASCII (it is echoed in logs and seeds the batch id)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class Batches(Intake):
         """Create a batch over an uploaded file: its input is copied to
         `batches/<id>/input.jsonl`, whose S3 event starts the same validation a dropped
         file gets. The same `idempotency_key` always returns the same batch."""
+        if idempotency_key is not None and not _PRINTABLE_KEY.fullmatch(idempotency_key):
+            raise InvalidRequestError(
+                "The Idempotency-Key header must be 1 to 255 printable ASCII characters "
+                "(no control characters).",
+                param="Idempotency-Key",
+                code="invalid_idempotency_key",
+            )
         seed = f"{tenant}/idempotency/{idempotency_key}" if idempotency_key else None
         fingerprint = None
         if idempotency_key:
@@ -109,6 +121,13 @@ class Batches(Intake):
         )
         seconds = window_seconds(params.completion_window)
         metadata = params.metadata
+        # A replayed Idempotency-Key answers with its batch and takes no slot (one taken for
+        # a batch that has ended would never be released), even once its input is gone.
+        existing = self.repository.get_batch(batch_id)
+        if existing is not None:
+            replayed = self._replayed(tenant, batch_id, fingerprint)
+            if replayed.status != "validating" or self.store.exists(replayed.input_key):
+                return replayed
         input_file = self.repository.get_file(input_file_id)
         if input_file is None or input_file.tenant != tenant or input_file.expired(self._now()):
             raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")
@@ -143,16 +162,10 @@ class Batches(Intake):
                 output_expires_after.seconds if output_expires_after else None
             ),
         )
-        self._take_slot(record)  # 429 at the tenant's limit (a retried create holds its slot)
-        if not self.repository.create_batch(record):
-            existing = self.get_for(tenant, batch_id)  # a retried create: the same batch
-            if existing.idempotency_fingerprint != fingerprint:
-                raise InvalidRequestError(
-                    "This Idempotency-Key was already used with other parameters; a key may "
-                    "only be reused to retry the same request. Use a new key for a new batch.",
-                    param="Idempotency-Key",
-                    code="idempotency_key_reused",
-                )
+        if existing is None:
+            self._take_slot(record)  # 429 at the tenant's limit
+        if existing is not None or not self.repository.create_batch(record):
+            existing = self._replayed(tenant, batch_id, fingerprint)  # a retried create
             if existing.status != "validating" or self.store.exists(existing.input_key):
                 return existing
             record = existing  # the first attempt died before copying the input
@@ -163,16 +176,37 @@ class Batches(Intake):
         self.store.copy(input_file.s3_key, record.input_key)
         return record
 
+    def _replayed(self, tenant: str, batch_id: str, fingerprint: str | None) -> BatchRecord:
+        """The batch an Idempotency-Key made, if this create repeats its parameters."""
+        existing = self.get_for(tenant, batch_id)
+        if existing.idempotency_fingerprint != fingerprint:
+            raise InvalidRequestError(
+                "This Idempotency-Key was already used with other parameters; a key may "
+                "only be reused to retry the same request. Use a new key for a new batch.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        return existing
+
     def result_parts(self, tenant: str, batch_id: str) -> list[ResultPart]:
         """The result and error parts written so far, readable while the batch runs."""
         record = self.get_for(tenant, batch_id)
         parts: list[ResultPart] = []
-        prefixes: list[tuple[Literal["output", "error"], str]] = [
-            ("output", s3keys.results_prefix(record.id)),
-            ("error", s3keys.errors_prefix(record.id)),
+        prefixes: list[tuple[Literal["output", "error"], str, str | None]] = [
+            ("output", s3keys.results_prefix(record.id), record.output_file_id),
+            ("error", s3keys.errors_prefix(record.id), record.error_file_id),
         ]
-        for kind, prefix in prefixes:
+        for kind, prefix, file_id in prefixes:
+            if file_id is not None and not self._file_kept(file_id):
+                continue  # its File was deleted or has expired: so have the parts it holds
+            if file_id is None and record.status in TERMINAL_STATUSES:
+                continue  # ended with none: nothing of this kind to read
             for key, size in self.store.list_sizes(prefix):
                 url = self.store.presigned_url(key, self.settings.presigned_url_seconds)
                 parts.append(ResultPart(kind=kind, bytes=size, url=url))
         return parts
+
+    def _file_kept(self, file_id: str) -> bool:
+        """The File exists and has not expired (the sweep may not have deleted it yet)."""
+        record = self.repository.get_file(file_id)
+        return record is not None and not record.expired(self._now())

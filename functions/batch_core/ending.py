@@ -17,7 +17,7 @@ from batch_core.protocol import (
 )
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.retention import new_file_object
-from batch_core.scheduling import work_seconds
+from batch_core.scheduling import UrgentShares, work_seconds
 from batch_core.shard_parts import (
     ShardParts,
     jsonl,
@@ -83,17 +83,28 @@ class Ending(ShardParts):
         not terminal `stuck_after_seconds` past its window (its tracker died, its finalize kept
         failing, a worker hangs on to a lease) is ended here, whatever state its shards or its
         intake are in, with an error line for every request that did not finish."""
-        now = self._now()
         ended: list[BatchRecord] = []
-        for batch_id in self.repository.overdue_batch_ids(now):
-            record = self.expire(batch_id)
-            if (
-                record.status not in TERMINAL_STATUSES
-                and (record.expires_at or now) + self.settings.stuck_after_seconds <= now
-            ):
-                record = self._end_stuck(record)
-            ended.append(record)
+        for batch_id in self.overdue_batch_ids():
+            try:  # one batch that cannot be ended never keeps the others from it
+                ended.append(self.end_overdue(batch_id))
+            except Exception:
+                logger.exception("could not expire batch %s", batch_id)
         return ended
+
+    def overdue_batch_ids(self) -> list[str]:
+        """Batches not yet ended whose completion window has run out."""
+        return self.repository.overdue_batch_ids(self._now())
+
+    def end_overdue(self, batch_id: str) -> BatchRecord:
+        """Expire one overdue batch; end it outright if it is stuck past the backstop."""
+        now = self._now()
+        record = self.expire(batch_id)
+        if (
+            record.status not in TERMINAL_STATUSES
+            and (record.expires_at or now) + self.settings.stuck_after_seconds <= now
+        ):
+            record = self._end_stuck(record)
+        return record
 
     def _end_stuck(self, record: BatchRecord) -> BatchRecord:
         logger.error(
@@ -115,11 +126,16 @@ class Ending(ShardParts):
         still waiting in a lower tier: their unfinished shards are sent to the urgent tier
         (a copy left behind below is skipped when a worker takes it: the shard is done or
         leased). Returns their ids."""
-        soon = self._now() + self.settings.urgent_slack_seconds
+        now = self._now()
+        soon = now + self.settings.urgent_slack_seconds
+        shares = UrgentShares(self.repository, self.settings)
         moved = []
         for batch in self.running_batches() if running is None else running:
             if batch.tier == "urgent" or (batch.expires_at or 0) >= soon:
                 continue
+            work = self._remaining_work_seconds(batch)
+            if not shares.admit(batch.tenant, batch.model, work, now):
+                continue  # its tenant's share of the urgent tier is taken: a later sweep's
             if not self.repository.raise_tier(batch.id, "urgent", from_tier=batch.tier):
                 continue
             waiting = [
@@ -191,13 +207,23 @@ class Ending(ShardParts):
             if self.repository.mark_at_risk(batch.id, now):
                 flagged.append(batch.id)
                 logger.warning("batch %s cannot make its deadline", batch.id)
-                marked = self._require(batch.id)
-                if self.events is not None:
-                    document = marked.to_batch().model_dump(mode="json")
-                    self.events.publish(document, detail_type=self.events.AT_RISK)
-                if self.webhooks is not None:
-                    self.webhooks.batch_at_risk(marked)
+                self._announce_at_risk(self._require(batch.id))
         return flagged
+
+    def _announce_at_risk(self, marked: BatchRecord) -> None:
+        """Notices, best-effort like every other: a failed one never stops the sweep (the
+        batch is marked either way, so it is not announced twice)."""
+        try:
+            if self.events is not None:
+                document = marked.to_batch().model_dump(mode="json")
+                self.events.publish(document, detail_type=self.events.AT_RISK)
+        except Exception:
+            logger.exception("could not publish the at-risk event of %s", marked.id)
+        try:
+            if self.webhooks is not None:
+                self.webhooks.batch_at_risk(marked)
+        except Exception:
+            logger.exception("could not queue the at-risk webhooks of %s", marked.id)
 
     def expire(self, batch_id: str) -> BatchRecord:
         """A running batch finalizes as `expired`: workers stop after their current part, the
@@ -290,10 +316,14 @@ class Ending(ShardParts):
             (final.output_file_id, "output.jsonl"),
             (final.error_file_id, "errors.jsonl"),
         ):
-            if file_id:
+            if not file_id:
+                continue
+            try:  # a copy for the dropper's convenience: the batch ends without it
                 self.store.copy(
                     s3keys.file_key(file_id), s3keys.outbox_key(final.outbox_name, filename)
                 )
+            except Exception:
+                logger.exception("could not copy %s of %s to its outbox", filename, final.id)
 
     def _finish_unrun(
         self,

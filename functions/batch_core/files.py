@@ -8,6 +8,7 @@ answered exactly like unknown ones.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from batch_core.retention import ExpiresAfter, expires_at, new_file_object
 from batch_core.settings import Settings
 from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
 from batch_core.table_codec import Page
+
+logger = logging.getLogger(__name__)
 
 INPUT_PURPOSE = "batch"
 """The only purpose a client may upload: this API runs batches."""
@@ -153,21 +156,47 @@ class FileService:
         """The expiry sweep's part for files: delete every expired File's bytes and record.
         Batches keep their own copy of their input, so no running batch loses anything."""
         deleted = []
-        for file_id in self.repository.expired_file_ids(self._now()):
-            record = self.repository.get_file(file_id)
-            if record is None:
-                continue
-            self.store.delete(record.s3_key)
-            self.repository.delete_file(file_id)
-            deleted.append(file_id)
+        for file_id in self.expired_file_ids():
+            try:
+                deleted.append(self.delete_expired_file(file_id))
+            except Exception:  # one File never keeps the others from being deleted
+                logger.exception("could not delete expired file %s", file_id)
         return deleted
+
+    def expired_file_ids(self, limit: int = 1000) -> list[str]:
+        """Up to `limit` Files past their `expires_at`, oldest first."""
+        return self.repository.expired_file_ids(self._now(), limit)
+
+    def delete_expired_file(self, file_id: str) -> str:
+        """Delete one expired File (its bytes, what was made of them, its record)."""
+        record = self.repository.get_file(file_id)
+        if record is not None:
+            self._delete_record(record)
+        return file_id
 
     def delete(self, tenant: str, file_id: str) -> None:
         """Delete the file's bytes and its record. Batches keep their own copy of their input,
         so deleting an input file never breaks a batch."""
-        record = self.get(tenant, file_id)
+        self._delete_record(self.get(tenant, file_id))
+
+    def _delete_record(self, record: FileRecord) -> None:
+        """The File's bytes, and the copies a batch made of them, then its record (last: a
+        failure halfway leaves it for the sweep to finish). A batch's output or error File
+        takes the result parts it was merged from (`/results` read them) and its outbox
+        copy with it."""
         self.store.delete(record.s3_key)
-        self.repository.delete_file(file_id)
+        batch = self.repository.get_batch(record.batch_id) if record.batch_id else None
+        if batch is not None:
+            kinds = (
+                (batch.output_file_id, s3keys.results_prefix(batch.id), "output.jsonl"),
+                (batch.error_file_id, s3keys.errors_prefix(batch.id), "errors.jsonl"),
+            )
+            for file_id, prefix, filename in kinds:
+                if file_id == record.file.id:
+                    self.store.delete_prefix(prefix)
+                    if batch.outbox_name:
+                        self.store.delete(s3keys.outbox_key(batch.outbox_name, filename))
+        self.repository.delete_file(record.file.id)
 
     def content(self, tenant: str, file_id: str) -> FileContent:
         """Small files inline; large ones as a presigned URL (the client follows a redirect)."""

@@ -28,7 +28,7 @@ from batch_core.media_urls import MediaPolicy
 from batch_core.models import BatchError
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
 from batch_core.retention import new_file_object
-from batch_core.scheduling import ShardTier, shard_tier
+from batch_core.scheduling import ShardTier, UrgentShares, shard_tier
 from batch_core.settings import Settings
 from batch_core.shard_parts import refused_line
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
@@ -39,6 +39,7 @@ from batch_core.validation import (
     ValidationLimits,
     ValidationReport,
     iter_lines,
+    stored_errors,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def shard_bounds(settings: Settings) -> ShardBounds:
         max_work_tokens=settings.max_shard_tokens,
         default_output_tokens=settings.default_output_tokens,
         prefix_slots=settings.prefix_slots,
+        context_tokens=settings.model_context_tokens,
     )
 
 
@@ -87,12 +89,14 @@ def _option_error(error: InvalidRequestError) -> BatchError:
 
 
 class _RejectedLines:
-    """Error lines for input lines skipped by validation (invalid_lines=skip), spooled."""
+    """Error lines for the input lines validation rejected, spooled: the skip mode's share
+    of the error file, or every error of a batch that failed (its item keeps only the first)."""
 
     def __init__(self, batch_id: str) -> None:
         self._batch_id = batch_id
         # Closed by __exit__; spooled so that a file of bad lines cannot fill memory.
         self._data = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+        self.size = 0
 
     def __enter__(self) -> _RejectedLines:
         return self
@@ -102,18 +106,30 @@ class _RejectedLines:
 
     def add(self, rejected: RejectedLine) -> None:
         error = rejected.error
-        line = refused_line(
+        self._write(
             f"{self._batch_id}/line/{rejected.line}",
             rejected.custom_id,
-            message=f"Line {rejected.line}: {error.message}",
-            code=error.code,
-            param=error.param,
+            error.model_copy(update={"message": f"Line {rejected.line}: {error.message}"}),
         )
-        self._data.write(line.model_dump_json().encode() + b"\n")
 
-    def store(self, store: ObjectStore) -> None:
+    def add_file_errors(self, errors: list[BatchError]) -> None:
+        """The errors about the whole file (no line of their own), after the lines'."""
+        for error in errors:
+            if error.line is None:
+                self._write(f"{self._batch_id}/file/{error.code}", None, error)
+
+    def _write(self, seed: str, custom_id: str | None, error: BatchError) -> None:
+        line = refused_line(
+            seed, custom_id, message=error.message or "", code=error.code, param=error.param
+        )
+        data = line.model_dump_json().encode() + b"\n"
+        self._data.write(data)
+        self.size += len(data)
+
+    def store(self, store: ObjectStore, key: str | None = None) -> None:
+        """Upload the lines to `key` (default: the skip mode's part of the error file)."""
         self._data.seek(0)
-        store.upload(s3keys.rejected_lines_key(self._batch_id), self._data)
+        store.upload(key or s3keys.rejected_lines_key(self._batch_id), self._data)
 
 
 class Intake(Ending):
@@ -192,6 +208,12 @@ class Intake(Ending):
             limit = BatchError(code=refused.code, message=str(refused))
             return self._fail_validation(record, [limit])
         return self._validate_and_plan(record, endpoint=options.endpoint, size=info.size)
+
+    def _context_tokens(self, model: str | None) -> int:
+        """`model`'s context window from the registry; 0 when it gives none (the planner
+        then assumes MODEL_CONTEXT_TOKENS)."""
+        served = self._served(model)
+        return served.context_length if served is not None else 0
 
     def _drop_seed(self, dropped: DroppedObject) -> str:
         return f"{self.store.bucket}/{dropped.identity}"
@@ -285,8 +307,14 @@ class Intake(Ending):
                         )
                     )
 
-                validator = self.new_validator(endpoint, rejected.add if skip else None)
-                planner = ShardPlanner(store_shard, shard_bounds(settings))
+                # Every rejected line is spooled, in either mode: a failed batch's item keeps
+                # only its first errors, and its error file has them all.
+                validator = self.new_validator(endpoint, rejected.add)
+                planner = ShardPlanner(
+                    store_shard,
+                    shard_bounds(settings),
+                    context_tokens=lambda: self._context_tokens(validator.model),
+                )
                 chunks = self.store.stream_ahead(record.input_key)
                 for line in validator.validate(iter_lines(chunks, settings.max_line_bytes)):
                     if skip or not validator.has_errors:
@@ -299,9 +327,19 @@ class Intake(Ending):
                     planner.discard()
             if not runnable:
                 self.store.delete_prefix(s3keys.shard_prefix(record.id))
-                return self._fail_validation(record, report.errors, total_errors=report.error_count)
+                return self._fail_validation(
+                    record, report.errors, total_errors=report.error_count, every_error=rejected
+                )
             if report.rejected_lines:
                 rejected.store(self.store)
+        over_limit = self._reserve_requests(record, sum(s.request_count for s in shards))
+        if over_limit is not None:
+            error = BatchError(code="request_limit_exceeded", message=over_limit)
+            failed = self._fail_validation(record, [error])
+            if failed.status == "failed":
+                self.store.delete_prefix(s3keys.shard_prefix(record.id))
+                return failed
+            # Cancelled while validating: it ends below as cancelled, every line reported.
         self.repository.put_shards(record.id, shards)
         now = self._now()
         tier = shard_tier(
@@ -310,6 +348,9 @@ class Intake(Ending):
             estimated_tokens=(work := sum(shard.estimated_tokens for shard in shards)),
             settings=self.settings,
             tokens_per_second=self._throughput(report.model),
+            urgent_budget=UrgentShares(self.repository, self.settings).budget(
+                record.tenant, report.model, now
+            ),
         )
         plan = {
             **_plan_fields(report, len(shards)),
@@ -347,28 +388,56 @@ class Intake(Ending):
             self.tracker.start(batch_id, poll=self.settings.poll_schedule)
 
     def _fail_validation(
-        self, record: BatchRecord, errors: list[BatchError], total_errors: int | None = None
+        self,
+        record: BatchRecord,
+        errors: list[BatchError],
+        total_errors: int | None = None,
+        every_error: _RejectedLines | None = None,
     ) -> BatchRecord:
-        if total_errors is not None and total_errors > len(errors):
-            errors = [
-                *errors,
-                BatchError(
-                    code="too_many_errors",
-                    message=f"{total_errors} errors in all; the first {len(errors)} are listed.",
-                ),
-            ]
+        """End a batch that cannot run as `failed` with its errors: the first of them, within
+        a byte budget, on the batch (`validation.stored_errors`); with `every_error`, all of
+        them in its error file when the batch could not keep them all."""
+        total = max(total_errors or 0, len(errors))
+        stored = stored_errors(errors, total, error_file=every_error is not None)
+        fields: dict[str, object] = {"failed_at": self._now()}
+        if every_error is not None and not stored.complete:
+            every_error.add_file_errors(errors)
+            fields["error_file_id"] = self._store_error_file(record, every_error)
         moved = self.repository.transition(
             record.id,
             to_status="failed",
             from_statuses=["validating"],
-            fields={"failed_at": self._now()},
-            errors=errors,
+            fields=fields,
+            errors=stored.errors,
         )
         current = self._require(record.id)
+        if moved:
+            self._mirror_to_outbox(current)
         self._publish(current)
         if moved:
             self._announce(current)
         return current
+
+    def _store_error_file(self, record: BatchRecord, lines: _RejectedLines) -> str:
+        """Every error of a failed batch as its error File (the error file's line format),
+        the batch owner's, kept as its output would be. The same id on a repeated intake."""
+        file_id = new_file_id(f"{record.id}/error")
+        key = s3keys.file_key(file_id)
+        lines.store(self.store, key)
+        now = self._now()
+        seconds = record.output_expires_after_seconds or self.settings.file_retention_seconds
+        file = new_file_object(
+            file_id,
+            size=lines.size,
+            created_at=now,
+            filename=f"batch_{record.id}_error.jsonl",
+            purpose="batch_output",
+            expires_at=now + seconds,
+        )
+        self.repository.put_file(
+            FileRecord(file=file, s3_key=key, batch_id=record.id, tenant=record.tenant)
+        )
+        return file_id
 
     def start_waiting_batches(self, joined: AssembledFile | None) -> None:
         """A File assembled off the request path is done (an upload's join, a retry's input):

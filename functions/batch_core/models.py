@@ -196,3 +196,10 @@ class WebhookEndpoint(BaseModel):
     signing_secret_hint: str | None = None
     """The secret's last characters, to tell secrets apart."""
     updated_at: int | None = None
+    status: Literal["enabled", "disabled"] = "enabled"
+    """Extension: `disabled` once deliveries to it failed again and again (nothing is sent to
+    it any more; delete it and register it again)."""
+
+
+WEBHOOK_ENDPOINT_EXTENSIONS = frozenset({"status"})
+"""Webhook endpoint fields OpenAI's object does not have (clients ignore them)."""

@@ -185,11 +185,13 @@ class ApiKeyRecord(BaseModel):
 
 
 class WebhookRecord(BaseModel):
-    """The `WEBHOOK#<id>/META` item: the endpoint, its owner and its secret."""
+    """The `WEBHOOK#<id>/META` item: the endpoint, its owner, its secret, and how many
+    attempts in a row failed (a 2xx resets it; enough of them disable the endpoint)."""
 
     endpoint: WebhookEndpoint
     tenant: str
     secret: str
+    consecutive_failures: int = 0
 
 
 ModelStatus = Literal["active", "retiring"]

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from batch_core.errors import LineError
-from batch_core.media_urls import MediaPolicy, first_refused
+from batch_core.media_urls import MediaPolicy, refused_media
 from batch_core.pooling_schema import SCORE_PAIRS, check_rerank, check_score
 from batch_core.responses_schema import check_responses
 
@@ -141,6 +141,32 @@ ACCEPTED_FIELDS: dict[str, frozenset[str]] = {
 POOLING_ENDPOINTS = frozenset({"/v1/embeddings", "/v1/score", "/v1/rerank"})
 
 
+QUOTE_CHARS = 100
+"""What an error message shows of a value from the input: enough to find it in the file.
+An error is stored on the batch and listed with it, so it must not grow with the input."""
+
+
+def clipped(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` (a value from the input, or a name or path made of one) cut to `limit`
+    characters, then how long it was: `abc…(500000 bytes)`."""
+    if len(text) <= limit:
+        return text
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return f"{text[:limit]}…({size} bytes)"
+
+
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A value from the input as a message quotes it (`repr`), cut as `clipped` cuts."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        size = len(value.encode("utf-8", "surrogatepass"))
+        return f"{value[:limit]!r}…({size} bytes)"
+    if isinstance(value, list | dict) and len(value) > limit:
+        return f"a {type(value).__name__} of {len(value)} items"  # no repr of all of them
+    return clipped(repr(value), limit)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -150,7 +176,7 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise LineError(
             "invalid_request",
-            f"Invalid 'body.{name}': expected an integer {bound}, got {value!r}.",
+            f"Invalid 'body.{name}': expected an integer {bound}, got {quoted(value)}.",
             f"body.{name}",
         )
 
@@ -159,7 +185,8 @@ def _check_number(name: str, value: object, low: float, high: float) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
         raise LineError(
             "invalid_request",
-            f"Invalid 'body.{name}': expected a number between {low} and {high}, got {value!r}.",
+            f"Invalid 'body.{name}': expected a number between {low} and {high}, "
+            f"got {quoted(value)}.",
             f"body.{name}",
         )
 
@@ -240,7 +267,7 @@ def check_unknown_fields(body: dict[str, Any], url: str) -> None:
     accepted = ACCEPTED_FIELDS[url]
     if body.keys() <= accepted:
         return
-    name = min(body.keys() - accepted)
+    name = clipped(min(body.keys() - accepted))
     raise LineError(
         "invalid_request", f"Unrecognized request argument supplied: {name}.", f"body.{name}"
     )
@@ -264,7 +291,7 @@ def _text_chars(content: object, where: str) -> int:
             raise LineError(
                 "invalid_request",
                 f"Invalid '{part_at}.type': expected one of "
-                f"{', '.join(sorted(CONTENT_PART_TYPES))}, got {kind!r}.",
+                f"{', '.join(sorted(CONTENT_PART_TYPES))}, got {quoted(kind)}.",
                 f"{part_at}.type",
             )
         assert isinstance(part, dict)
@@ -306,7 +333,7 @@ def check_messages(messages: object) -> tuple[int, int]:
             where = f"body.messages[{index}]"
             raise LineError(
                 "invalid_request",
-                f"{where} needs a role among {', '.join(sorted(CHAT_ROLES))}, got {role!r}.",
+                f"{where} needs a role among {', '.join(sorted(CHAT_ROLES))}, got {quoted(role)}.",
                 f"{where}.role",
             )
         content = message.get("content")
@@ -357,7 +384,7 @@ def check_body(
     body: dict[str, Any], url: str, media: MediaPolicy = DENY_REMOTE_MEDIA
 ) -> tuple[int, int]:
     """Check a body against its endpoint; returns (prompt characters, prefix digest).
-    Media URLs in content parts must be ones `media` lets the workers fetch."""
+    Every URL a worker would fetch, in any shape, must be one `media` lets it fetch."""
     if body.get("stream"):
         raise LineError("invalid_request", "Streaming is not supported in a batch.", "body.stream")
     if not body.keys() <= ACCEPTED_FIELDS[url]:
@@ -367,7 +394,7 @@ def check_body(
     elif url == "/v1/completions":
         chars, prefix = prompt_chars(body.get("prompt"), "prompt"), 0
     elif url == "/v1/responses":
-        chars, prefix = check_responses(body, media), 0
+        chars, prefix = check_responses(body), 0
     elif url == "/v1/score":
         chars, prefix = check_score(body), 0
     elif url == "/v1/rerank":
@@ -377,9 +404,9 @@ def check_body(
     else:
         chars, prefix = prompt_chars(body.get("input"), "input"), 0
     check_sampling(body)
-    if "messages" in body:
-        refused = first_refused(body["messages"], media)
-        if refused is not None:
-            param, reason = refused
-            raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
+    # Every shape that carries a URL, by the walk the worker applies too (media_urls).
+    refused = refused_media(body, url, media)
+    if refused is not None:
+        param, reason = refused
+        raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
     return chars, prefix

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from batch_core.errors import LineError
-from batch_core.media_urls import MediaPolicy, refused_in
 
 RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
 # Responses content parts that carry text (the rest: images, files, audio, tool output).
 _RESPONSE_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
 
 
-def check_responses(body: dict[str, Any], media: MediaPolicy) -> int:
+def check_responses(body: dict[str, Any]) -> int:
     """A Responses API body (`/v1/responses`); returns its characters of input text.
 
     Every request of a batch stands alone: the workers keep no responses and run nothing in
@@ -56,13 +55,13 @@ def check_responses(body: dict[str, Any], media: MediaPolicy) -> int:
                 f"{where}.role",
             )
         if "content" in item:
-            chars += _response_content_chars(item["content"], f"{where}.content", media)
+            chars += _response_content_chars(item["content"], f"{where}.content")
         elif role is not None:
             raise LineError.invalid(f"{where}.content is required.", f"{where}.content")
     return chars
 
 
-def _response_content_chars(content: object, where: str, media: MediaPolicy) -> int:
+def _response_content_chars(content: object, where: str) -> int:
     if isinstance(content, str):
         return len(content)
     if type(content) is not list:
@@ -80,8 +79,4 @@ def _response_content_chars(content: object, where: str, media: MediaPolicy) -> 
             if not isinstance(text, str):
                 raise LineError.invalid(f"'{at}.text' must be a string.", f"{at}.text")
             chars += len(text)
-    refused = refused_in(content, where, media)
-    if refused is not None:
-        param, reason = refused
-        raise LineError("media_url_refused", f"Invalid '{param}': {reason}.", param)
-    return chars
+    return chars  # its media URLs: media_urls.media_urls_of, from request_schema.check_body

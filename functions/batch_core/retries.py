@@ -47,6 +47,14 @@ class Retries(Batches):
         existing = self.repository.get_batch(child_id)
         if existing is not None:
             return existing
+        input_file = self.repository.get_file(parent.input_file_id)
+        if input_file is None or input_file.expired(self._now()):
+            # The batch's own copy of its input outlives the File; a retry must not bring
+            # back lines their owner deleted.
+            raise ConflictError(
+                f"The input file {parent.input_file_id} of batch {batch_id} was deleted or "
+                "has expired; the batch can no longer be retried."
+            )
         if parent.error_file_id and not self.store.list_keys(s3keys.errors_prefix(parent.id)):
             raise ConflictError(
                 f"The working data of batch {batch_id} has expired (the bucket keeps it "
@@ -111,6 +119,9 @@ class Retries(Batches):
         size = 0
         try:
             source = self._input_source(parent)
+            input_of_parent = self.repository.get_file(parent.input_file_id)
+            if input_of_parent is None or input_of_parent.expired(self._now()):
+                raise ConflictError(f"The input file of batch {parent.id} was deleted.")
         except ConflictError as gone:
             error = str(gone)
         else:

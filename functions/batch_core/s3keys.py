@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 INBOX_PREFIX = "inbox/"
 OUTBOX_PREFIX = "outbox/"
 FILES_PREFIX = "files/"
@@ -70,15 +72,38 @@ def part_index_of(key: str) -> int:
     return int(key.rsplit("part-", 1)[1].split(".", 1)[0])
 
 
+MAX_KEY_BYTES = 1024
+"""S3 refuses longer keys (KeyTooLongError), counted in UTF-8 bytes."""
+OUTBOX_FILENAMES = ("batch.json", "output.jsonl", "errors.jsonl")
+"""What a dropped batch's outbox folder holds."""
+_UNIQUE_SUFFIX_BYTES = len("~") + 8
+MAX_OUTBOX_NAME_BYTES = (
+    MAX_KEY_BYTES
+    - len(OUTBOX_PREFIX)
+    - len("/")
+    - max(len(name) for name in OUTBOX_FILENAMES)
+    - _UNIQUE_SUFFIX_BYTES
+)
+"""The longest outbox name whose every key (made unique, too) S3 still takes."""
+_SHORTENED_MARK = "~h"
+
+
 def outbox_name(inbox_key: str) -> str | None:
     """`inbox/team/prompts.jsonl` -> `team/prompts`; None for keys outside the inbox.
 
     Only `.jsonl` is dropped: `x.json` and `x.txt` keep their names, so they cannot share
     `x`'s outbox. Any name still taken (the same key dropped again, or `x` beside
-    `x.jsonl`) is made unique at intake with `unique_outbox_name`."""
+    `x.jsonl`) is made unique at intake with `unique_outbox_name`. A name too long for its
+    outbox keys (an inbox key may take all of S3's 1,024 bytes) is cut, at a character, and
+    ends in a hash of the whole key, so two long names that share a beginning stay apart."""
     if not inbox_key.startswith(INBOX_PREFIX):
         return None
     name = inbox_key[len(INBOX_PREFIX) :].removesuffix(".jsonl")
+    if len(name.encode()) > MAX_OUTBOX_NAME_BYTES:
+        digest = hashlib.sha256(inbox_key.encode()).hexdigest()[:16]
+        room = MAX_OUTBOX_NAME_BYTES - len(_SHORTENED_MARK) - len(digest)
+        kept = name.encode()[:room].decode(errors="ignore")  # never half a character
+        name = f"{kept}{_SHORTENED_MARK}{digest}"
     return name or None
 
 

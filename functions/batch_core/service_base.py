@@ -195,6 +195,28 @@ class ServiceBase:
             f"This tenant has {reason}. Create this batch once an earlier one has ended."
         )
 
+    def _reserve_requests(self, record: BatchRecord, requests: int) -> str | None:
+        """Hold a validated batch's requests against its tenant's TenantMaxQueuedRequests
+        before it runs (at create the count is unknown, so two batches created at once both
+        passed a check made then). None when held; else why not, for the batch's error."""
+        limit = self.settings.tenant_max_queued_requests
+        if not self._tenant_limits():
+            return None
+        if self.repository.count_slot_requests(
+            record.tenant, record.id, requests, max_requests=limit
+        ):
+            return None
+        if requests > limit:
+            return (
+                f"This batch has {requests} requests; a tenant may have at most {limit} "
+                "queued. Split the input into smaller batches."
+            )
+        _, queued = self.repository.tenant_load(record.tenant)
+        return (
+            f"This batch has {requests} requests and the tenant's other batches hold {queued} "
+            f"of its limit of {limit} queued requests. Create it again once some have ended."
+        )
+
     def _release_slot(self, record: BatchRecord) -> None:
         if not self._tenant_limits():
             return
@@ -207,12 +229,26 @@ class ServiceBase:
         """Slots of batches past their window: those whose batch has ended (a crash came
         between the end and the release) are released. Returns their batch ids."""
         released = []
-        for tenant, batch_id in self.repository.slots_past_expiry(self._now()):
-            batch = self.repository.get_batch(batch_id)
-            if batch is None or batch.status in TERMINAL_STATUSES:
-                self.repository.release_batch_slot(tenant, batch_id)
-                released.append(batch_id)
+        for slot in self.slots_past_expiry():
+            try:
+                if (batch_id := self.release_ended_slot(slot)) is not None:
+                    released.append(batch_id)
+            except Exception:  # one slot never keeps the others held
+                logger.exception("could not release the slot of %s", slot[1])
         return released
+
+    def slots_past_expiry(self) -> list[tuple[str, str]]:
+        """(tenant, batch id) of the slots whose batch's window has passed."""
+        return self.repository.slots_past_expiry(self._now())
+
+    def release_ended_slot(self, slot: tuple[str, str]) -> str | None:
+        """Release the slot if its batch has ended (or is gone); its batch id if released."""
+        tenant, batch_id = slot
+        batch = self.repository.get_batch(batch_id)
+        if batch is None or batch.status in TERMINAL_STATUSES:
+            self.repository.release_batch_slot(tenant, batch_id)
+            return batch_id
+        return None
 
     def _announce(self, record: BatchRecord) -> None:
         """Tell subscribers a batch reached a new status (in_progress or a terminal one)."""
@@ -222,13 +258,6 @@ class ServiceBase:
             logger.exception("could not count the status of %s", record.id)
         if record.status in TERMINAL_STATUSES:
             self._release_slot(record)
-        elif record.status == "in_progress" and self._tenant_limits():
-            try:
-                self.repository.count_slot_requests(
-                    record.tenant, record.id, record.request_total - record.request_rejected
-                )
-            except Exception:
-                logger.exception("could not count the requests of %s", record.id)
         try:
             if self.events is not None:
                 self.events.publish(record.to_batch().model_dump(mode="json"))
@@ -241,7 +270,14 @@ class ServiceBase:
             logger.exception("could not queue the webhooks of %s", record.id)
 
     def _publish(self, record: BatchRecord) -> None:
-        """Keep outbox/<name>/batch.json current for batches that came in as dropped files."""
-        if record.outbox_name:
+        """Keep outbox/<name>/batch.json current for batches that came in as dropped files.
+
+        A notice, like the status event: it never fails what told it (a worker's part, the
+        expiry sweep); the next change of the batch writes it again."""
+        if not record.outbox_name:
+            return
+        try:
             key = s3keys.outbox_key(record.outbox_name, "batch.json")
             self.store.put_json(key, record.to_batch().model_dump(mode="json"))
+        except Exception:
+            logger.exception("could not write the outbox batch.json of %s", record.id)

@@ -58,6 +58,17 @@ class Settings(TableSettings):
         ge=1,
         description="The workers' throughput (prompt plus output tokens per second), for slack.",
     )
+    urgent_tenant_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "The share of a model's fleet one tenant's urgent work may take (0: no limit, the"
+            " slack alone decides). A batch its tenant's share cannot take yet waits in the"
+            " bulk tier and is moved up as the share frees, so no tenant's 1-hour batches"
+            " hold the fleet ahead of every other tenant's work."
+        ),
+    )
     shards_ahead: int = Field(
         default=0,
         ge=0,
@@ -110,6 +121,11 @@ class Settings(TableSettings):
         description="Hosts the workers may fetch media URLs from (comma separated); empty: "
         "only inline data: URLs. Private, loopback and link-local addresses never.",
     )
+    stack_name: str = Field(
+        default="",
+        description="The stack's name: a worker fleet's shard queues are <stack>-model-* "
+        "(the model registry refuses others; empty: any *-model-* queue of the account).",
+    )
     default_endpoint: str = "/v1/chat/completions"
     default_completion_window: str = "24h"
     max_requests_per_batch: int = Field(default=1_000_000, ge=1)
@@ -128,6 +144,12 @@ class Settings(TableSettings):
     )
     default_output_tokens: int = Field(
         default=256, ge=1, description="Output budget assumed for requests without max_tokens."
+    )
+    model_context_tokens: int = Field(
+        default=32_768,
+        ge=1,
+        description="The context window of a model the registry gives none for (the stack's "
+        "own): no request's work estimate exceeds it, whatever max_tokens x n it declares.",
     )
     prefix_slots: int = Field(
         default=4,

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from batch_core.media_urls import MediaPolicy, first_refused
+from batch_core.media_urls import MediaPolicy, refused_media
 from batch_core.messaging import ShardQueue, ShardTask
 from batch_core.protocol import (
     BatchRequestOutput,
@@ -149,8 +149,9 @@ class ShardRunning(ShardParts):
             if isinstance(request, BatchRequestOutput):
                 part.failed.append(request)  # an unreadable line: not the engine's to run
                 continue
-            refused = first_refused(request.body.get("messages"), media)
-            if refused is not None:  # checked at intake; shards are data, so again here
+            # Intake's walk, every shape; shards are data, so checked again here.
+            refused = refused_media(request.body, request.url, media)
+            if refused is not None:
                 part.failed.append(_media_refused_line(shard, request, *refused))
                 continue
             pending.append(

@@ -24,6 +24,11 @@ from batch_core.validation import BatchValidator, ValidationReport, ValidLine
 # Bytes of each open shard kept in memory before it spills to a temporary file.
 _SPOOL_BYTES = 1024 * 1024
 
+DEFAULT_CONTEXT_TOKENS = 32_768
+"""The context window assumed for a model whose own is not known (a common size)."""
+MAX_CHOICES = 128
+"""OpenAI's most `n` (validation refuses more; the estimate relies on no line but its own)."""
+
 
 @dataclass(frozen=True)
 class ShardBounds:
@@ -37,15 +42,30 @@ class ShardBounds:
     """Output budget assumed for a request that sets no max_tokens."""
     prefix_slots: int = 4
     """Open shards for requests with leading messages (0 puts every request in one stream)."""
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    """The model's context window, which bounds each request's estimate (`estimate_work`)."""
 
 
-def estimate_work(line: ValidLine, default_output_tokens: int) -> int:
-    """Estimated tokens a request costs the engine: its prompt plus what it may generate."""
+def estimate_work(
+    line: ValidLine, default_output_tokens: int, context_tokens: int = DEFAULT_CONTEXT_TOKENS
+) -> int:
+    """Estimated tokens a request costs the engine: its prompt plus what it may generate.
+
+    `max_tokens` and `n` are the line's to declare, so they are clamped before they count:
+    a choice generates at most what the context window leaves after the prompt, `n` is at
+    most `MAX_CHOICES`, and the request as a whole is planned at no more than one window.
+    A limit is a ceiling, rarely reached; one set absurdly high (2**63-1) must not weigh on
+    the scheduler, DeadlinePressure and the at-risk check that every tenant shares. A batch
+    that does produce more shows it in its pace (`BatchRecord.eta_at`).
+    """
     prompt_tokens = (line.prompt_chars + 3) // 4
-    budget = line.output_tokens
-    if budget is None:
-        budget = default_output_tokens * line.choices
-    return prompt_tokens + budget
+    choices = min(max(line.choices, 1), MAX_CHOICES)
+    if line.output_tokens is None:
+        per_choice = default_output_tokens
+    else:  # the validator's figure is over every choice: `max_tokens * n`
+        per_choice = line.output_tokens // max(line.choices, 1)
+    per_choice = min(per_choice, max(context_tokens - prompt_tokens, 0))
+    return min(prompt_tokens + choices * per_choice, context_tokens)
 
 
 @dataclass
@@ -82,11 +102,16 @@ class ShardPlanner:
         bounds: ShardBounds,
         *,
         keep_lines: bool = True,
+        context_tokens: Callable[[], int] | None = None,
     ) -> None:
-        """With `keep_lines=False` only the counts are kept (a dry run): `data` stays empty."""
+        """With `keep_lines=False` only the counts are kept (a dry run): `data` stays empty.
+        `context_tokens`: the batch's model's context window, asked once at the first request
+        (the model is known from then on: a batch has one); default `bounds.context_tokens`."""
         self._emit = emit
         self._bounds = bounds
         self._keep_lines = keep_lines
+        self._context_of = context_tokens
+        self._context: int | None = None
         self._open: dict[int, _OpenShard] = {}
         self.shard_count = 0
 
@@ -96,7 +121,11 @@ class ShardPlanner:
 
     def add(self, line: ValidLine) -> None:
         data = line.shard_line()
-        work = estimate_work(line, self._bounds.default_output_tokens)
+        context = self._context
+        if context is None:
+            asked = self._context_of() if self._context_of is not None else 0
+            context = self._context = asked or self._bounds.context_tokens
+        work = estimate_work(line, self._bounds.default_output_tokens, context)
         slot = self.slot_of(line)
         shard = self._open.get(slot)
         if shard is not None and (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ from batch_core.table_keys import (
     outbox_pk,
     webhook_pk,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class BatchTable:
@@ -257,8 +260,16 @@ class BatchTable:
     def active_batches(self, now: int) -> list[BatchRecord]:
         """Every batch not yet terminal: the expiry index holds only those, and none ends
         later than the longest completion window from `now` (a day's margin)."""
-        ids = self.overdue_batch_ids(now + MAX_WINDOW_SECONDS + 86400)
-        return [batch for batch in map(self.get_batch, ids) if batch is not None]
+        batches = []
+        for batch_id in self.overdue_batch_ids(now + MAX_WINDOW_SECONDS + 86400):
+            try:  # one item that cannot be read never hides every other batch
+                batch = self.get_batch(batch_id)
+            except (ValueError, KeyError, TypeError):  # pydantic's ValidationError too
+                logger.exception("batch %s cannot be read", batch_id)
+                continue
+            if batch is not None:
+                batches.append(batch)
+        return batches
 
     def overdue_batch_ids(self, now: int) -> list[str]:
         """Batches not yet terminal whose completion window ended before `now` (an index

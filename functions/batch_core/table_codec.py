@@ -11,6 +11,8 @@ fields prefixed `file_`) are still read.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -96,17 +98,41 @@ def plain(value: Any) -> Any:
 
 
 def is_condition_failure(error: ClientError) -> bool:
+    """A condition said no. A transaction cancelled for any other reason (another
+    transaction on the same item at once, `TransactionConflict`; throttling) is not one: it
+    is a failure to try again, not an answer."""
     code = error.response.get("Error", {}).get("Code", "")
-    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code != "TransactionCanceledException":
+        return False
+    reasons = error.response.get("CancellationReasons") or []
+    codes = {str(reason.get("Code") or "None") for reason in reasons}
+    # No reasons given (moto gives none at times): a condition, as before.
+    return not codes or codes <= {"ConditionalCheckFailed", "None"}
+
+
+def is_transaction_conflict(error: ClientError) -> bool:
+    reasons = error.response.get("CancellationReasons") or []
+    return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
+
+
+TRANSACTION_ATTEMPTS = 5
+"""Tries of a transaction another one on the same item cancelled (DynamoDB cancels, rather
+than queues, transactions that touch one item at once; botocore does not retry them)."""
 
 
 def unless_refused(call: Callable[..., Any], **request: Any) -> Any | None:
     """`call(**request)`'s response, or None when the write's condition refused it (a
     duplicate, a moved status, a taken lease): the one place a conditional write's "no" is
-    told from a failure."""
-    try:
-        return call(**request)
-    except ClientError as error:
-        if is_condition_failure(error):
-            return None
-        raise
+    told from a failure. A transaction cancelled by a conflict is tried again, briefly."""
+    for attempt in range(TRANSACTION_ATTEMPTS):
+        try:
+            return call(**request)
+        except ClientError as error:
+            if is_condition_failure(error):
+                return None
+            if not is_transaction_conflict(error) or attempt + 1 == TRANSACTION_ATTEMPTS:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))
+    return None  # pragma: no cover - the loop returns or raises

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from batch_core.records import (
@@ -11,6 +12,7 @@ from batch_core.records import (
 from batch_core.table_batches import BatchTable
 from batch_core.table_codec import (
     Page,
+    from_item,
     record_from,
     record_item,
     to_item,
@@ -27,14 +29,59 @@ from batch_core.table_keys import (
     webhook_pk,
 )
 
+_WEBHOOK_COUNT = "WEBHOOKS"
+"""The sort key, under the tenant, of how many webhook endpoints it has."""
+_WEBHOOK_TIME = "WEBHOOKTIME#"
+"""The sort key prefix, under the tenant, of its delivery time spent in one minute."""
+
 
 class TenantTable(BatchTable):
     """Webhook endpoints, request slots and API keys."""
 
     def put_webhook(self, record: WebhookRecord) -> None:
+        """Store an endpoint as it is, uncounted (`add_webhook` counts a new one)."""
         listing = listing_keys(record.tenant, "webhook", record.endpoint.id)
         item = record_item(record, pk=webhook_pk(record.endpoint.id), sk=META, **listing)
         self._db.put_item(TableName=self._table, Item=item)
+
+    def add_webhook(self, record: WebhookRecord, *, limit: int) -> bool:
+        """Store a new endpoint if its tenant has fewer than `limit`; False when it has them.
+        The endpoint and its tenant's count change in one transaction, so endpoints created
+        at the same moment cannot pass the limit (a count read first could not tell)."""
+        count_key = {"pk": tenant_pk(record.tenant), "sk": _WEBHOOK_COUNT}
+        if self._item(**count_key, consistent=True) is None:
+            # Endpoints stored before the count was kept are counted once, from the listing.
+            existing = self.list_webhooks(record.tenant, limit=1000).items
+            unless_refused(
+                self._db.put_item,
+                TableName=self._table,
+                Item=to_item({**count_key, "endpoints": len(existing)}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        listing = listing_keys(record.tenant, "webhook", record.endpoint.id)
+        item = record_item(record, pk=webhook_pk(record.endpoint.id), sk=META, **listing)
+        response = unless_refused(
+            self._db.transact_write_items,
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": item,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": to_item(count_key),
+                        "UpdateExpression": "ADD endpoints :one",
+                        "ConditionExpression": "endpoints < :limit",
+                        "ExpressionAttributeValues": to_item({":one": 1, ":limit": limit}),
+                    }
+                },
+            ],
+        )
+        return response is not None
 
     def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
         values = self._item(webhook_pk(endpoint_id))
@@ -47,8 +94,91 @@ class TenantTable(BatchTable):
         page = self._page(tenant, "webhook", after, limit, ascending=False)
         return page.map(lambda values: record_from(WebhookRecord, values))
 
-    def delete_webhook(self, endpoint_id: str) -> None:
-        self._delete(webhook_pk(endpoint_id))
+    def delete_webhook(self, record: WebhookRecord) -> None:
+        """Delete an endpoint, and count it out of its tenant's endpoints, once."""
+        endpoint_key = {"pk": webhook_pk(record.endpoint.id), "sk": META}
+        count_key = {"pk": tenant_pk(record.tenant), "sk": _WEBHOOK_COUNT}
+        response = unless_refused(
+            self._db.transact_write_items,
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": to_item(endpoint_key),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": to_item(count_key),
+                        "UpdateExpression": "ADD endpoints :minus_one",
+                        "ConditionExpression": "endpoints > :zero",
+                        "ExpressionAttributeValues": to_item({":minus_one": -1, ":zero": 0}),
+                    }
+                },
+            ],
+        )
+        if response is None:  # gone already, or no count kept yet: the item alone
+            self._delete(webhook_pk(record.endpoint.id))
+
+    def count_webhook_failure(self, endpoint_id: str, *, disable_after: int, at: int) -> bool:
+        """One more failed attempt in a row; at `disable_after` the endpoint is disabled.
+        True when this call disabled it."""
+        response = unless_refused(
+            self._db.update_item,
+            TableName=self._table,
+            Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META}),
+            UpdateExpression="ADD consecutive_failures :one",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=to_item({":one": 1}),
+            ReturnValues="UPDATED_NEW",
+        )
+        if response is None:  # deleted meanwhile
+            return False
+        failures = int(from_item(response["Attributes"]).get("consecutive_failures", 0))
+        if failures < disable_after:
+            return False
+        return self._update_if(
+            webhook_pk(endpoint_id),
+            update="SET #endpoint.#status = :disabled, #endpoint.updated_at = :at",
+            condition="attribute_exists(pk) AND "
+            "(attribute_not_exists(#endpoint.#status) OR #endpoint.#status <> :disabled)",
+            names={"#endpoint": "endpoint", "#status": "status"},
+            values={":disabled": "disabled", ":at": at},
+        )
+
+    def clear_webhook_failures(self, endpoint_id: str) -> None:
+        """A delivery went through: the failures in a row start again from none."""
+        self._update_if(
+            webhook_pk(endpoint_id),
+            update="SET consecutive_failures = :zero",
+            condition="attribute_exists(pk)",
+            values={":zero": 0},
+        )
+
+    def reserve_webhook_time(
+        self, tenant: str, window: int, milliseconds: int, *, budget: int, expires_at: int
+    ) -> bool:
+        """Reserve `milliseconds` of `tenant`'s delivery time in the minute `window`; False
+        when that would pass `budget`. One conditional write; the item expires by TTL."""
+        return self._update_if(
+            tenant_pk(tenant),
+            f"{_WEBHOOK_TIME}{window:012d}",
+            update="ADD spent_ms :ms SET #ttl = :ttl",
+            condition="attribute_not_exists(spent_ms) OR spent_ms <= :room",
+            names={"#ttl": "ttl"},
+            values={":ms": milliseconds, ":room": budget - milliseconds, ":ttl": expires_at},
+        )
+
+    def release_webhook_time(self, tenant: str, window: int, milliseconds: int) -> None:
+        """Give back what an attempt reserved and did not use."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=to_item({"pk": tenant_pk(tenant), "sk": f"{_WEBHOOK_TIME}{window:012d}"}),
+            UpdateExpression="ADD spent_ms :ms",
+            ExpressionAttributeValues=to_item({":ms": -milliseconds}),
+        )
 
     def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request of `tenant` in the time window `window`; False when `limit`
@@ -61,6 +191,35 @@ class TenantTable(BatchTable):
             names={"#ttl": "ttl"},
             values={":one": 1, ":limit": limit, ":ttl": expires_at},
         )
+
+    def book_urgent(self, tenant: str, model: str, *, seconds: int, now: int, ahead: int) -> bool:
+        """Book `seconds` on `tenant`'s urgent clock for `model` (when the urgent work booked
+        so far is done at the tenant's share of the fleet) if the clock is at most `ahead`
+        seconds past `now`; False when it is further. A clock behind `now` restarts from it
+        (idle time earns no credit). The write is conditional on the clock read, so two
+        batches booked at once are both counted."""
+        # Sort keys hold 1,024 bytes at most: a long model name (any is accepted while no
+        # model is configured) is hashed.
+        name = model if len(model.encode()) <= 200 else hashlib.sha256(model.encode()).hexdigest()
+        key = tenant_pk(tenant), f"URGENT#{name}"
+        for _ in range(5):  # another booking between the read and the write: read again
+            until = (self._item(*key, consistent=True) or {}).get("urgent_until")
+            if until is not None and int(until) > now + ahead:
+                return False
+            booked = self._update_if(
+                *key,
+                update="SET urgent_until = :until",
+                condition=(
+                    "attribute_not_exists(urgent_until)" if until is None else "urgent_until = :old"
+                ),
+                values={
+                    ":until": max(int(until or now), now) + seconds,
+                    **({":old": until} if until is not None else {}),
+                },
+            )
+            if booked:
+                return True
+        return False
 
     def put_api_key(self, record: ApiKeyRecord) -> None:
         self._db.put_item(
@@ -131,10 +290,30 @@ class TenantTable(BatchTable):
         )
         return response is not None
 
-    def count_slot_requests(self, tenant: str, batch_id: str, requests: int) -> None:
+    def count_slot_requests(
+        self, tenant: str, batch_id: str, requests: int, *, max_requests: int = 0
+    ) -> bool:
         """The batch's requests are known (validation ended): its tenant's load holds them
-        until it ends. Once only: a retried intake changes nothing."""
-        unless_refused(
+        until it ends, if `max_requests` (0: no limit) leaves room for all of them. The slot
+        and the tenant's count change in one transaction, so two batches counted at once
+        cannot both take the last room. True when they are counted, also when they were
+        already (a retried intake) or the batch holds no slot (created before limits were
+        on); False when the limit leaves no room."""
+        load: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": to_item({"pk": tenant_pk(tenant), "sk": TENANT_LOAD}),
+            "UpdateExpression": "ADD queued_requests :n",
+            "ExpressionAttributeValues": to_item({":n": requests}),
+        }
+        if max_requests:
+            # A tenant's first counted batch finds no queued_requests yet: it must fit too.
+            load["ConditionExpression"] = (
+                "(attribute_not_exists(queued_requests) AND :n <= :max) OR queued_requests <= :room"
+            )
+            load["ExpressionAttributeValues"] = to_item(
+                {":n": requests, ":max": max_requests, ":room": max_requests - requests}
+            )
+        response = unless_refused(
             self._db.transact_write_items,
             TransactItems=[
                 {
@@ -146,16 +325,13 @@ class TenantTable(BatchTable):
                         "ExpressionAttributeValues": to_item({":n": requests, ":zero": 0}),
                     }
                 },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": to_item({"pk": tenant_pk(tenant), "sk": TENANT_LOAD}),
-                        "UpdateExpression": "ADD queued_requests :n",
-                        "ExpressionAttributeValues": to_item({":n": requests}),
-                    }
-                },
+                {"Update": load},
             ],
         )
+        if response is not None:
+            return True
+        slot = self._item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
+        return slot is None or int(slot.get("requests", 0)) == requests
 
     def release_batch_slot(self, tenant: str, batch_id: str) -> None:
         """The batch ended: its slot and its requests leave the tenant's load, once."""

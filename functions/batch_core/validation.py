@@ -19,11 +19,65 @@ from batch_core.errors import LineError
 from batch_core.fast_lines import chat_facts, decode_fast, decoder_for
 from batch_core.json_bounds import SUSPECT_BELOW, SUSPECT_BYTES, check_bounds
 from batch_core.media_urls import MediaPolicy
-from batch_core.models import SUPPORTED_ENDPOINTS, BatchError
-from batch_core.request_schema import POOLING_ENDPOINTS, check_body
+from batch_core.models import SUPPORTED_ENDPOINTS, BatchError, BatchErrors
+from batch_core.request_schema import POOLING_ENDPOINTS, check_body, clipped, quoted
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _TOP_LEVEL_FIELDS = frozenset({"custom_id", "method", "url", "body"})
+
+MAX_MESSAGE_CHARS = 1000
+MAX_PARAM_CHARS = 300
+"""Ceilings on one error's message and param, whichever check worded them: each quoted value
+is cut where it is quoted (`request_schema.quoted`), and these hold for any that is not."""
+STORED_ERRORS_BYTES = 16 * 1024
+"""The most a failed batch's `errors` take (as JSON). They are stored on its item (DynamoDB
+refuses items over 400 KB) and returned with it in every page of the batch list (up to 100
+batches a page, 1.6 MB of errors at most, within a Lambda response's 6 MB)."""
+_LIST_BYTES = len(BatchErrors().model_dump_json())
+_SUMMARY_BYTES = 300  # room kept for the `too_many_errors` entry that counts the rest
+
+
+def bounded_error(error: BatchError) -> BatchError:
+    """`error` with its message and param within their ceilings."""
+    message, param = error.message, error.param
+    if (message is None or len(message) <= MAX_MESSAGE_CHARS) and (
+        param is None or len(param) <= MAX_PARAM_CHARS
+    ):
+        return error
+    return error.model_copy(
+        update={
+            "message": None if message is None else clipped(message, MAX_MESSAGE_CHARS - 32),
+            "param": None if param is None else clipped(param, MAX_PARAM_CHARS - 32),
+        }
+    )  # 32: room for the "…(N bytes)" that says how long it was
+
+
+@dataclass(frozen=True)
+class StoredErrors:
+    """What a failed batch keeps of its errors."""
+
+    errors: list[BatchError]
+    complete: bool
+    """Every error is in `errors`; otherwise the last one counts those left out."""
+
+
+def stored_errors(errors: list[BatchError], total: int, *, error_file: bool) -> StoredErrors:
+    """The first of `errors` that fit in `STORED_ERRORS_BYTES`, each within its ceilings, and,
+    when any of the `total` found is left out, a `too_many_errors` entry that counts them
+    (and, with `error_file`, says the batch's error file has every one)."""
+    kept: list[BatchError] = []
+    used = _LIST_BYTES + _SUMMARY_BYTES
+    for error in map(bounded_error, errors):
+        used += len(error.model_dump_json().encode()) + 1  # and its comma
+        if used > STORED_ERRORS_BYTES:
+            break
+        kept.append(error)
+    if len(kept) == len(errors) and total <= len(errors):
+        return StoredErrors(kept, complete=True)
+    message = f"{total} errors in all; the first {len(kept)} are listed."
+    if error_file:
+        message += " The batch's error file (error_file_id) has every one."
+    return StoredErrors([*kept, BatchError(code="too_many_errors", message=message)], False)
 
 
 def iter_lines(
@@ -264,6 +318,11 @@ class BatchValidator:
             self._lines, self._valid, self._prompt_chars = number, valid, prompt_chars
 
     @property
+    def model(self) -> str | None:
+        """The batch's model, once a line has named it."""
+        return self._model
+
+    @property
     def max_line_bytes(self) -> int:
         return self._limits.max_line_bytes
 
@@ -297,7 +356,7 @@ class BatchValidator:
     def _add_error(
         self, code: str, message: str, param: str | None, line: int | None
     ) -> BatchError:
-        error = BatchError(code=code, line=line, message=message, param=param)
+        error = bounded_error(BatchError(code=code, line=line, message=message, param=param))
         self._error_count += 1
         if len(self._errors) < self._limits.max_reported_errors:
             self._errors.append(error)
@@ -345,12 +404,14 @@ class BatchValidator:
         if digest in self._seen_ids:
             raise LineError(
                 "duplicate_custom_id",
-                f"The custom_id {custom_id!r} appears more than once in the file.",
+                f"The custom_id {quoted(custom_id)} appears more than once in the file.",
                 "custom_id",
             )
         if not data.keys() <= _TOP_LEVEL_FIELDS:
             name = min(data.keys() - _TOP_LEVEL_FIELDS)
-            raise LineError("invalid_request", f"Unrecognized field {name!r} on the line.", name)
+            raise LineError(
+                "invalid_request", f"Unrecognized field {quoted(name)} on the line.", clipped(name)
+            )
         url = self._check_url(data)
         body = data.get("body")
         if type(body) is not dict:
@@ -384,7 +445,9 @@ class BatchValidator:
     def _check_url(self, data: dict[str, Any]) -> str:
         method = data.get("method", "POST")
         if method != "POST":
-            raise LineError("invalid_method", f"Only POST is supported, got {method!r}.", "method")
+            raise LineError(
+                "invalid_method", f"Only POST is supported, got {quoted(method)}.", "method"
+            )
         url = data.get("url")
         endpoint = self._endpoint
         if endpoint is not None and url == endpoint:
@@ -394,7 +457,8 @@ class BatchValidator:
         if not isinstance(url, str) or url not in SUPPORTED_ENDPOINTS:
             raise LineError(
                 "unsupported_endpoint",
-                f"The url {url!r} is not supported; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
+                f"The url {quoted(url)} is not supported; "
+                f"use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
                 "url",
             )
         if self._endpoint is None:
@@ -402,7 +466,8 @@ class BatchValidator:
         elif url != self._endpoint:
             raise LineError(
                 "url_mismatch",
-                f"The url {url!r} does not match the batch's endpoint {self._endpoint!r}.",
+                f"The url {quoted(url)} does not match the batch's endpoint "
+                f"{quoted(self._endpoint)}.",
                 "url",
             )
         return url
@@ -418,13 +483,14 @@ class BatchValidator:
             served = ", ".join(sorted(self._served_models))
             raise LineError(
                 "model_not_found",
-                f"The model {model!r} is not served here; served models: {served}.",
+                f"The model {quoted(model)} is not served here; served models: {served}.",
                 "body.model",
             )
         if self._model is not None:
             raise LineError(
                 "model_mismatch",
-                f"The model {model!r} differs from the batch's model {self._model!r}; "
+                f"The model {quoted(model)} differs from the batch's model "
+                f"{quoted(self._model)}; "
                 "a batch uses one model.",
                 "body.model",
             )

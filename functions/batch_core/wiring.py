@@ -14,11 +14,12 @@ from botocore.exceptions import ClientError
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.files import FileService
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
-from batch_core.model_registry import ModelRegistry
+from batch_core.model_registry import ModelRegistry, RegistryRules
 from batch_core.repository import BatchRepository
 from batch_core.service import BatchService
 from batch_core.settings import Settings, TableSettings, get_settings
 from batch_core.storage import ObjectStore
+from batch_core.sweep import Sweep
 from batch_core.webhooks import WebhookService
 
 if TYPE_CHECKING:
@@ -130,9 +131,15 @@ def default_files() -> FileService:
     return FileService(service.settings, service.repository, service.store, service.jobs)
 
 
+def default_sweep() -> Sweep:
+    """The expiry sweep, over the service and the files."""
+    return Sweep(default_service(), default_files())
+
+
 def default_model_registry() -> ModelRegistry:
     """Served models' registry, over the service's table."""
-    return ModelRegistry(default_service().repository)
+    service = default_service()
+    return ModelRegistry(service.repository, rules=RegistryRules.of(service.settings))
 
 
 def default_webhooks() -> WebhookService:

@@ -1,5 +1,6 @@
-"""The EventBridge schedule -> expire every batch whose completion window has run out, and
-delete every File past its `expires_at`."""
+"""The EventBridge schedule -> the expiry sweep (`batch_core.sweep`): expire every batch whose
+completion window has run out, delete every File past its `expires_at`, and check running
+batches' deadlines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_core.wiring import default_files, default_service
+from batch_core.wiring import default_sweep
 
 logger = Logger()
 tracer = Tracer()
@@ -22,19 +23,14 @@ metrics = Metrics()
 @metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    expired = default_service().expire_overdue()
-    deleted = default_files().delete_expired()
-    released = default_service().release_ended_slots()  # tenant slots a crash left behind
-    running = default_service().running_batches()  # read once for the four checks
-    escalated = default_service().escalate_near_deadlines(running)
-    topped_up = default_service().top_up_shards(running)  # held shards a crash kept out
-    at_risk = default_service().flag_at_risk(running)
+    report = default_sweep().run(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
     # The workers scale out on this too: work due within the hour over the fleet's hour,
     # for the stack's workers, and per model for each worker-fleet's.
-    pressures = default_service().deadline_pressures(running=running)
-    metrics.add_metric(
-        name="DeadlinePressure", unit=MetricUnit.NoUnit, value=sum(pressures.values())
-    )
+    pressures = report.pressures or {}
+    if report.pressures is not None:  # unknown is not zero: no metric scales the fleet in
+        metrics.add_metric(
+            name="DeadlinePressure", unit=MetricUnit.NoUnit, value=sum(pressures.values())
+        )
     for model, pressure in pressures.items():
         if model:
             with single_metric(
@@ -45,17 +41,27 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             ) as metric:
                 metric.add_dimension(name="model", value=model)
     # Overdue batches it began to end (the core counts BatchesExpired once each has ended).
-    metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(expired))
-    metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(deleted))
+    metrics.add_metric(name="BatchesOverdue", unit=MetricUnit.Count, value=len(report.expired))
+    metrics.add_metric(name="FilesExpired", unit=MetricUnit.Count, value=len(report.deleted_files))
+    # Items that raised: each is logged with its stack and tried again by the next run.
+    metrics.add_metric(
+        name="SweepFailures", unit=MetricUnit.Count, value=sum(report.failures.values())
+    )
     logger.info(
-        "expired overdue batches and files",
+        "swept overdue batches and expired files",
         extra={
-            "batch_ids": [b.id for b in expired],
-            "file_ids": deleted,
-            "slots": released,
-            "escalated": escalated,
-            "topped_up": topped_up,
-            "at_risk": at_risk,
+            "batch_ids": report.expired,
+            "file_ids": report.deleted_files,
+            "slots": report.released_slots,
+            "escalated": report.escalated,
+            "topped_up": report.topped_up,
+            "at_risk": report.at_risk,
+            "failures": report.failures,
+            "unfinished": report.unfinished,
         },
     )
-    return {"expired": [b.id for b in expired], "deleted_files": deleted}
+    return {
+        "expired": report.expired,
+        "deleted_files": report.deleted_files,
+        "failures": report.failures,
+    }

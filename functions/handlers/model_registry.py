@@ -3,6 +3,9 @@
 Create and Update register the model with its queues (`Retired: "true"` retires it: new
 batches refused, running ones finish); Delete removes it once no batch for it is left, and
 fails with the reason while some are, so a fleet is never deleted under running batches.
+A registration that breaks the registry's rules (a name outside the safe set, a queue not
+`<stack>-model-*` of this account and region, the stack's own model or another fleet's) is
+FAILED with the property and the reason; a Delete never removes another fleet's model.
 CloudFormation waits for the answer PUT to the event's ResponseURL, so every outcome,
 including an error of ours, is answered.
 """
@@ -29,6 +32,14 @@ logger = Logger()
 tracer = Tracer()
 
 ResponseStatus = Literal["SUCCESS", "FAILED"]
+
+PROPERTIES = {
+    "name": "Name",
+    "queue_url": "QueueUrl",
+    "urgent_queue_url": "UrgentQueueUrl",
+    "bulk_queue_url": "BulkQueueUrl",
+}
+"""The registry's fields as the resource's properties, to name them in a refusal."""
 
 
 class ServedModelProperties(BaseModel):
@@ -64,8 +75,14 @@ def apply(event: CloudFormationCustomResourceEvent) -> tuple[ResponseStatus, str
     registry = default_model_registry()
     if event.request_type == "Delete":
         name = event.physical_resource_id
-        removed = registry.remove(name)
-        return "SUCCESS", f"removed {name}" if removed else f"{name} was not registered", name
+        fleet = str((event.resource_properties or {}).get("Fleet", ""))
+        if registry.remove(name, fleet=fleet):
+            return "SUCCESS", f"removed {name}", name
+        current = registry.repository.get_model(name)
+        if current is None:
+            return "SUCCESS", f"{name} was not registered", name
+        # Another fleet's (or one added by hand): this stack's delete leaves it alone.
+        return "SUCCESS", f"{name} is not this fleet's (it is {current.fleet!r}'s): kept", name
     properties = ServedModelProperties.model_validate(event.resource_properties)
     stored = registry.register(properties.served_model())
     return "SUCCESS", f"{stored.name} is {stored.status}", stored.name
@@ -81,7 +98,8 @@ def answer(event: CloudFormationCustomResourceEvent) -> dict[str, Any]:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         status, reason = "FAILED", f"invalid properties: {problems}"
     except BatchCoreError as error:
-        status, reason = "FAILED", str(error)
+        field = PROPERTIES.get(error.param or "")
+        status, reason = "FAILED", f"{field}: {error}" if field else str(error)
     except Exception as error:  # CloudFormation waits an hour for an answer that never comes
         logger.exception("the model registry request failed")
         status, reason = "FAILED", f"{type(error).__name__}: {error}"

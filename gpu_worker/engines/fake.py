@@ -80,12 +80,22 @@ class FakeEngine:
         else:
             source = body.get("messages") if "messages" in body else body.get("prompt")
         prompt = _words(source)
-        max_tokens = (
-            body.get("max_completion_tokens")
-            or body.get("max_tokens")
-            or body.get("max_output_tokens")
-            or 16
+        field = next(
+            (
+                f
+                for f in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                if body.get(f) is not None  # null: not given, as OpenAI reads it
+            ),
+            None,
         )
+        asked = body[field] if field else 16
+        if field and (not isinstance(asked, int) or isinstance(asked, bool) or asked < 1):
+            return EngineResult.failure(
+                request.custom_id,
+                400,
+                f"{field} must be a whole number of at least 1, not {str(asked)[:40]!r}.",
+                param=field,
+            )
         if len(prompt) + 1 > self.max_model_len:
             return EngineResult.failure(
                 request.custom_id,
@@ -95,8 +105,14 @@ class FakeEngine:
                 param="input_tokens",
                 code="context_length_exceeded",
             )
-        reply = (["echo:", *prompt] * (1 + max_tokens // max(len(prompt), 1)))[:max_tokens]
-        finish = "length" if len(reply) == max_tokens and len(prompt) + 1 > max_tokens else "stop"
+        # As vLLM's serving layer: what is asked for is clamped to the room the context
+        # leaves, and nothing is ever sized by the number asked (2^63-1 once killed the worker).
+        room = self.max_model_len - len(prompt)
+        max_tokens = min(asked, room)
+        words = ["echo:", *prompt]
+        reply = [words[i % len(words)] for i in range(max_tokens)]
+        cut = asked > room or len(prompt) + 1 > max_tokens
+        finish = "length" if len(reply) == max_tokens and cut else "stop"
         usage = {
             "prompt_tokens": len(prompt),
             "completion_tokens": len(reply),

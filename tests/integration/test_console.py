@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from batchctl.moto_server import _free_port
-from tests.conftest import MODEL, chat_request, start_local_serve
+from tests.conftest import MODEL, chat_request, start_local_serve, stop_process
 
 KEY = "sk-console-0123456789"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "console"
@@ -54,11 +53,7 @@ def console_url() -> Iterator[str]:
     try:
         yield found.group(1) + "/"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +72,10 @@ def page(browser: sync_api.Browser, console_url: str) -> Iterator[sync_api.Page]
     opened = context.new_page()
     opened.on("dialog", lambda dialog: dialog.accept())  # the confirm() of cancel and delete
     outside: list[str] = []
+    allowed = (console_url, "blob:", "data:", *download_origins(console_url))
     opened.on(
         "request",
-        lambda request: (
-            None
-            if request.url.startswith((console_url, "blob:", "data:"))
-            else outside.append(request.url)
-        ),
+        lambda request: None if request.url.startswith(allowed) else outside.append(request.url),
     )
     # A script error or a refused resource (the page's own policy refusing it) shows here.
     problems: list[str] = []
@@ -98,6 +90,17 @@ def page(browser: sync_api.Browser, console_url: str) -> Iterator[sync_api.Page]
     assert outside == []  # nothing but this API, ever
     assert KEY not in opened.url
     context.close()
+
+
+def download_origins(console_url: str) -> list[str]:
+    """The origins besides its own the page's policy lets it fetch from: the bucket's, where a
+    large file's content redirects (its presigned URL)."""
+    import httpx
+
+    policy = httpx.get(console_url).headers["content-security-policy"]
+    found = re.search(r"connect-src ([^;]*)", policy)
+    assert found, policy
+    return [origin + "/" for origin in found.group(1).split() if origin != "'self'"]
 
 
 def shot(page: sync_api.Page, name: str) -> None:
@@ -287,3 +290,29 @@ def test_a_file_over_one_request_goes_up_in_parts(
     batch = client.batches.retrieve(batch_id)
     assert len(parts_seen) == 2  # 4 MB and the rest, joined by the upload
     assert client.files.retrieve(batch.input_file_id).bytes == path.stat().st_size
+
+
+def test_a_file_over_the_inline_limit_downloads_through_its_presigned_url(
+    page: sync_api.Page, tmp_path: Path, console_url: str
+) -> None:
+    """Over 4 MB the content route redirects to S3: the page's policy lets that one origin
+    (the bucket's) be fetched, and the bytes arrive whole."""
+    client = openai.OpenAI(base_url=console_url + "v1", api_key=KEY, max_retries=0)
+    line = json.dumps(chat_request("big", "y" * 1_000_000)).encode() + b"\n"
+    path = tmp_path / "five-mb.jsonl"
+    path.write_bytes(line * 5)
+    assert path.stat().st_size > 5_000_000
+    done = client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=4 * 1024 * 1024
+    )
+    assert done.file is not None
+    redirected: list[str] = []
+    page.on("response", lambda r: redirected.append(r.url) if r.status == 302 else None)
+    page.get_by_role("link", name="Files").click()
+    row = page.locator(f"tr[data-file='{done.file.id}']")
+    row.wait_for()
+    with page.expect_download() as got:
+        row.get_by_role("button", name="Download five-mb.jsonl").click()
+    assert Path(got.value.path()).read_bytes() == path.read_bytes()
+    assert got.value.suggested_filename == "five-mb.jsonl"
+    assert redirected == [f"{console_url}v1/files/{done.file.id}/content"]  # it went by S3

@@ -43,6 +43,7 @@ def test_an_overdue_batch_expires_keeping_finished_results(
     assert result == {
         "expired": [batch_id],
         "deleted_files": [],
+        "failures": {},
     }  # found through the index; the other is not due
 
     parsed, paths = assert_ended_early(

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from openai.types import Batch as OpenAIBatch
 
 from batch_core import s3keys
+from batch_core.api_models import BatchList
+from batch_core.models import BatchErrors
 from batch_core.protocol import ShardRequest
+from batch_core.records import DEFAULT_TENANT, BatchRecord, ServedModel
 from batch_core.service import DroppedObject
+from batch_core.validation import STORED_ERRORS_BYTES
 from batchctl.local import LocalStack
 from handlers.s3_notification import dropped_objects
 from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
+from tests.dynamodb_item import batch_item_bytes
 
 
 def shard_messages(stack: LocalStack) -> int:
@@ -207,3 +213,119 @@ def test_json_txt_and_jsonl_files_of_one_stem_keep_their_own_outboxes(
         assert batch.status == "completed" and batch.request_counts.total == 1
         paths = fake_stack.download_outbox(name, tmp_path / f"out{index}")
         assert [line["custom_id"] for line in lines_of(paths["output.jsonl"])] == [f"c{index}"]
+
+
+# Issue 25, finding 3: what a line quotes cannot make its batch's item too large to store.
+
+
+def drop_lines(stack: LocalStack, tmp_path: Path, stem: str, lines: list[Any]) -> BatchRecord:
+    """Intake of `lines` dropped as inbox/<stem>.jsonl, run here (no routing)."""
+    path = write_jsonl(tmp_path / f"{stem}.jsonl", lines)
+    key = f"{s3keys.INBOX_PREFIX}{stem}.jsonl"
+    stack.session.client("s3").upload_file(str(path), stack.bucket, key)
+    record = stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None
+    return record
+
+
+def test_a_500_kb_field_name_fails_the_batch_at_once_with_a_bounded_error(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    """It once made an error over DynamoDB's 400 KB item: intake failed on every attempt for
+    hours and the batch ended `intake_failed`, the real error lost."""
+    wide = {**chat_request("a"), "f" * (500 * 1024): 1}
+    record = drop_lines(bare_stack, tmp_path, "wide", [chat_request("ok"), wide])
+    assert record.status == "failed"
+    assert record.errors is not None
+    ((error),) = record.errors
+    assert (error.code, error.line) == ("invalid_request", 2)
+    assert error.message is not None and f"…({500 * 1024} bytes)" in error.message
+    assert len(error.model_dump_json()) < 2048
+    assert batch_item_bytes(bare_stack, record.id) < STORED_ERRORS_BYTES + 4096
+    assert record.error_file_id is None  # nothing was left out of the list
+
+
+def test_many_errors_keep_to_the_budget_on_the_batch_and_all_go_to_its_error_file(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    lines = [{**chat_request(f"r{i}"), "g" * 300 + str(i): 1} for i in range(400)]
+    record = drop_lines(bare_stack, tmp_path, "noisy", lines)
+    assert record.status == "failed" and record.errors is not None
+    stored = BatchErrors(data=record.errors).model_dump_json()
+    assert len(stored) <= STORED_ERRORS_BYTES
+    *listed, summary = record.errors
+    assert [e.line for e in listed] == list(range(1, len(listed) + 1))
+    assert summary.code == "too_many_errors"
+    assert summary.message is not None and summary.message.startswith("400 errors in all")
+    assert batch_item_bytes(bare_stack, record.id) < STORED_ERRORS_BYTES + 4096
+    # Every error, in the error file's format (as the skip mode writes them), kept as a File
+    # of the batch's owner and mirrored to the outbox.
+    assert record.error_file_id is not None
+    service = bare_stack.service
+    content = service.store.read(s3keys.file_key(record.error_file_id))
+    error_lines = [json.loads(x) for x in content.splitlines()]
+    assert [x["custom_id"] for x in error_lines] == [f"r{i}" for i in range(400)]
+    first = error_lines[0]["response"]["body"]["error"]
+    assert first["code"] == "invalid_request" and first["message"].startswith("Line 1: ")
+    file = service.repository.get_file(record.error_file_id)
+    assert file is not None and file.batch_id == record.id and file.tenant == record.tenant
+    assert record.outbox_name is not None
+    outbox = s3keys.outbox_key(record.outbox_name, "errors.jsonl")
+    assert service.store.read(outbox) == content
+    # A second delivery of the same event changes nothing.
+    again = service.ingest_dropped_object(DroppedObject(key="inbox/noisy.jsonl", etag="1"))
+    assert again is not None and again.error_file_id == record.error_file_id
+
+
+def test_a_page_of_batches_with_300_kb_custom_ids_in_their_errors_stays_small(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    """Twenty such batches once made one list page over Lambda's 6 MB response limit."""
+    long_id = "c" * (300 * 1024)
+    for i in range(20):
+        drop_lines(bare_stack, tmp_path, f"dup{i}", [chat_request(long_id), chat_request(long_id)])
+    page = bare_stack.service.list_batches(DEFAULT_TENANT, limit=100)
+    assert len(page.items) == 20 and all(b.status == "failed" for b in page.items)
+    body = BatchList.of([r.to_batch() for r in page.items], page.has_more).model_dump_json()
+    assert len(body.encode()) < 100 * 1024, len(body)  # 6 MB is the limit
+
+
+# Issue 25, finding 4: declared max_tokens x n cannot inflate the shared work estimate.
+
+
+def test_greedy_max_tokens_and_n_are_estimated_within_the_models_context(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    """20 lines of max_tokens 20,000 and n 128 in a 1 h window were estimated at 51 M tokens:
+    DeadlinePressure 7.1 (scale-out starts at 0.5) and the batch flagged at risk at once."""
+    service = bare_stack.service
+    greedy = {"max_tokens": 20_000, "n": 128}
+    lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **greedy}}
+             for i in range(20)]  # fmt: skip
+    path = write_jsonl(tmp_path / "greedy.jsonl", lines)
+    key = f"{s3keys.INBOX_PREFIX}window=1h/greedy.jsonl"
+    bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
+    record = service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    assert record is not None and record.status == "in_progress"
+    context = service.settings.model_context_tokens
+    assert 20 * 20_000 <= record.estimated_tokens <= 20 * context
+    assert service.deadline_pressures(3660)[MODEL] < 0.5  # due within the hour and a minute
+    assert service.flag_at_risk() == []
+
+
+def test_the_registrys_context_length_bounds_its_models_estimates(
+    bare_stack: LocalStack, tmp_path: Path
+) -> None:
+    service = bare_stack.service
+    service.repository.put_model(
+        ServedModel(
+            name="model-4k", queue_url=bare_stack.physical_id("ShardQueue"), context_length=4096
+        )
+    )
+    service.forget_models()
+    huge = {"model": "model-4k", "max_tokens": 2**63 - 1, "n": 128}
+    lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **huge}}
+             for i in range(3)]  # fmt: skip
+    record = drop_lines(bare_stack, tmp_path, "huge", lines)
+    assert record.status == "in_progress", record.errors
+    assert record.estimated_tokens == 3 * 4096

@@ -19,7 +19,7 @@ from batch_core.model_registry import ModelInUseError, ModelRegistry
 from batch_core.records import ServedModel
 from batchctl.local import LocalLambdaContext, LocalStack
 from handlers import model_registry as handler_module
-from tests.conftest import load_event, store_batch
+from tests.conftest import MODEL, load_event, store_batch
 
 CONTEXT = LocalLambdaContext("ModelRegistryFunction")
 
@@ -77,7 +77,7 @@ def test_create_update_and_delete_a_served_model(
     assert answer["content_type"] == ""  # the presigned URL was signed without one
     model = service.repository.get_model("qwen-7b")
     assert model is not None and model.status == "active"
-    assert model.queue_url.endswith("openbatch-model-qwen-7b-normal")
+    assert model.queue_url.endswith("openbatch-local-model-qwen-7b-normal")
     assert model.bulk_queue_url.endswith("-bulk") and model.urgent_queue_url.endswith("-urgent")
     assert (model.fleet, model.context_length) == ("openbatch-qwen-7b", 32768)
     assert model.tokens_per_second == 4000  # its batches' slack is reckoned at this
@@ -159,3 +159,118 @@ def test_removing_a_model_waits_until_every_cached_registry_sees_it_retiring(
         registry.remove("model-y")
     assert slept == [model_registry.MODEL_REGISTRY_SECONDS]  # retired an hour ago: no wait
     assert not registry.remove("model-unknown")
+
+
+# -- hostile registrations (issue 25, finding 14) -------------------------------------------
+
+QUEUES = "https://sqs.us-east-1.amazonaws.com/123456789012/openbatch-local-model-qwen-7b"
+
+HOSTILE_NAMES = [
+    "qwen/../other",  # a path segment
+    "qwen#7b",  # the table's key separator
+    "qwen\n7b",  # a line of its own in logs and in every tenant's model_not_found message
+    "qwen 7b",
+    "qwen\t7b",
+    "qwen\x00",
+    "s3://weights/qwen/7b/",  # the fleet's default Name is its Model: a bucket path
+    "/qwen",
+    "qwen/",
+    "qwen//7b",
+    "modèle",  # CloudWatch refuses non-ASCII dimension values (the fleet scales on one)
+    "-rf",  # read as an option by batchctl
+    ".hidden",
+    "x" * 257,
+]
+"""Names the registry refuses; `Qwen/Qwen2.5-7B-Instruct` (a hub id, vLLM's default served
+name) and `ft:gpt-4o-mini:acme::abc123` (OpenAI's fine-tune form) stay accepted."""
+
+
+def test_a_name_outside_the_safe_set_is_refused(
+    bare_stack: LocalStack, cloudformation: Answers
+) -> None:
+    for name in HOSTILE_NAMES:
+        answer = invoke("model_registry_create.json", cloudformation, properties={"Name": name})
+        assert answer["Status"] == "FAILED", name
+        assert "Name" in answer["Reason"], answer["Reason"]
+    assert bare_stack.service.repository.list_models() == []
+    for name in ("Qwen/Qwen2.5-7B-Instruct", "ft:gpt-4o-mini:acme::abc123", "llama-3.1_8b"):
+        answer = invoke("model_registry_create.json", cloudformation, properties={"Name": name})
+        assert answer["Status"] == "SUCCESS", answer
+        assert answer["PhysicalResourceId"] == name
+
+
+def test_batchctl_refuses_a_hostile_name_too(
+    bare_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchctl.cli import main
+
+    assert main(["models", "add", "qwen#7b", "--queue-url", f"{QUEUES}-normal"]) == 1
+    assert "name" in capsys.readouterr().err
+    assert bare_stack.service.repository.list_models() == []
+
+
+HOSTILE_QUEUES = [
+    "https://sqs.us-east-1.amazonaws.com/999999999999/openbatch-local-model-qwen-7b-normal",
+    "https://sqs.eu-west-1.amazonaws.com/123456789012/openbatch-local-model-qwen-7b-normal",
+    "https://sqs.us-east-1.amazonaws.com/123456789012/another-stack-model-qwen-7b-normal",
+    "https://sqs.us-east-1.amazonaws.com/123456789012/openbatch-local-ShardQueue",  # the stack's
+    "https://sqs.us-east-1.amazonaws.com.evil.example/123456789012/openbatch-local-model-q",
+    "https://sqs.us-east-1.amazonaws.com/123456789012/openbatch-local-model-q/../../other",
+    "https://sqs.us-east-1.amazonaws.com/123456789012/openbatch-local-model-" + "q" * 80,
+]
+
+
+def test_a_queue_must_be_one_of_this_stacks_fleet_queues(
+    bare_stack: LocalStack, cloudformation: Answers
+) -> None:
+    for url in HOSTILE_QUEUES:
+        for field in ("QueueUrl", "UrgentQueueUrl", "BulkQueueUrl"):
+            answer = invoke("model_registry_create.json", cloudformation, properties={field: url})
+            assert answer["Status"] == "FAILED", (field, url)
+            assert field in answer["Reason"] and "openbatch-local-model-" in answer["Reason"]
+    assert bare_stack.service.repository.list_models() == []
+
+
+def test_a_fleet_cannot_take_over_the_stacks_own_model_or_another_fleets(
+    bare_stack: LocalStack, cloudformation: Answers, no_wait: None
+) -> None:
+    service = bare_stack.service
+    own = invoke("model_registry_create.json", cloudformation, properties={"Name": MODEL})
+    assert own["Status"] == "FAILED" and "the stack's own model" in own["Reason"]
+    assert service.repository.list_models() == []
+    service.forget_models()
+    assert service._queue_for(MODEL) is service.shard_queue  # still routed to its own workers
+    assert MODEL in service.served_model_names()
+
+    assert invoke("model_registry_create.json", cloudformation)["Status"] == "SUCCESS"
+    intruder = {"Fleet": "openbatch-intruder", "QueueUrl": f"{QUEUES}-evil"}
+    answer = invoke("model_registry_create.json", cloudformation, properties=intruder)
+    assert answer["Status"] == "FAILED" and "openbatch-qwen-7b" in answer["Reason"]
+    kept = service.repository.get_model("qwen-7b")
+    assert kept is not None and kept.fleet == "openbatch-qwen-7b"
+    assert kept.queue_url == f"{QUEUES}-normal"
+    # Nor does another fleet's delete remove it.
+    answer = invoke("model_registry_delete.json", cloudformation, properties=intruder)
+    assert answer["Status"] == "SUCCESS" and "openbatch-qwen-7b" in answer["Reason"]
+    kept = service.repository.get_model("qwen-7b")
+    assert kept is not None and kept.status == "active"
+
+
+def test_removal_waits_for_batches_still_validating(bare_stack: LocalStack) -> None:
+    """A validating batch has no model until its file is read: it may be for this one, and
+    its shards would go wherever the registry then says."""
+    now = 1_900_000_000.0
+    registry = ModelRegistry(bare_stack.service.repository, clock=lambda: now, sleep=lambda s: None)
+    registry.register(ServedModel(name="model-v", queue_url=f"{QUEUES}-normal"))
+    store_batch(bare_stack, "batch_reading_its_file", "validating", created_at=int(now) - 5)
+    with pytest.raises(ModelInUseError, match="batch_reading_its_file"):
+        registry.remove("model-v")
+    assert registry.repository.get_model("model-v") is not None
+    # One created once every registry saw model-v retiring cannot be for it: no wait for it.
+    bare_stack.service.repository.transition(
+        "batch_reading_its_file", to_status="failed", from_statuses=["validating"]
+    )
+    later = int(now) + model_registry.MODEL_REGISTRY_SECONDS + 1
+    store_batch(bare_stack, "batch_after_retiring", "validating", created_at=later)
+    now += 3600
+    assert registry.remove("model-v")

@@ -72,7 +72,12 @@ def test_batchctl_models_adds_lists_and_retires(
     from batchctl.cli import main
 
     stack, _, _ = two_models
-    url = stack.session.client("sqs").create_queue(QueueName="z-shards")["QueueUrl"]
+    sqs = stack.session.client("sqs")
+    # Only the stack's fleet queues (<stack>-model-*, which its functions may send to).
+    stray = sqs.create_queue(QueueName="z-shards")["QueueUrl"]
+    assert main(["models", "add", "model-z", "--queue-url", stray]) == 1
+    assert "--queue-url" in capsys.readouterr().err
+    url = sqs.create_queue(QueueName="openbatch-local-model-z-normal")["QueueUrl"]
     assert main(["models", "add", "model-z", "--queue-url", url]) == 0
     stack.service.forget_models()  # the functions read the registry again within a minute
     assert main(["models", "list"]) == 0

@@ -215,3 +215,99 @@ def test_a_models_own_throughput_decides_whether_its_deadline_is_at_risk(
     slack_tier = shard_tier(expires_at=now + 86400, now=now, estimated_tokens=work * 10,
                             settings=service.settings, tokens_per_second=10)  # fmt: skip
     assert slack_tier == "urgent"  # 20 hours of its work, a day left: under 6 hours of slack
+
+
+def test_one_hour_batches_beyond_a_tenants_urgent_share_wait_in_the_bulk_tier(
+    bare_stack: LocalStack,
+) -> None:
+    """Issue 25, finding 9: a tenant's 1-hour batches are urgent up to its share of the
+    fleet (URGENT_TENANT_SHARE, half here); beyond it they wait in the bulk tier, and the
+    sweep moves them up as the tenant's share frees. Another tenant's are urgent still."""
+    import json
+
+    from batch_core import s3keys
+    from batch_core.files import FileService
+    from batch_core.intake import DroppedObject
+    from batch_core.records import BatchRecord
+    from batch_core.wiring import build_service
+
+    clock = [float(int(time.time()))]
+    settings = bare_stack.service.settings.model_copy(
+        update={"fleet_tokens_per_second": 10, "urgent_tenant_share": 0.5}
+    )
+    service = build_service(settings, bare_stack.session, clock=lambda: clock[0])
+    files = FileService(settings, service.repository, service.store, service.jobs)
+
+    def run(tenant: str, window: str) -> BatchRecord:
+        lines = [chat_request(f"{tenant}{i}", max_tokens=1000) for i in range(10)]
+        data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        file = files.create(tenant, filename="f.jsonl", purpose="batch", data=data)
+        batch = service.create_batch(
+            tenant, input_file_id=file.id, endpoint="/v1/chat/completions", completion_window=window
+        )
+        ran = service.ingest_dropped_object(DroppedObject(key=s3keys.batch_input_key(batch.id)))
+        assert ran is not None and ran.status == "in_progress", ran
+        return ran
+
+    flood = [run("flooder", "1h") for _ in range(4)]
+    # About 1,000 s of the fleet each: 2,000 s of the tenant's clock at half the fleet. A
+    # batch is urgent while the tenant's clock has caught up with now: the first one.
+    work = (flood[0].estimated_tokens or 0) / settings.fleet_tokens_per_second
+    assert 900 < work < 1800
+    assert [b.tier for b in flood] == ["urgent", "bulk", "bulk", "bulk"]
+    assert run("quiet", "1h").tier == "urgent"  # its own share
+    assert run("quiet", "24h").tier == "normal"  # the slack decides, as before
+    assert service.escalate_near_deadlines() == []  # the flooder's share is taken
+    clock[0] += 2 * work + 1  # its first batch's share of time has passed
+    moved = service.escalate_near_deadlines()
+    assert len(moved) == 1 and moved[0] in {b.id for b in flood[1:]}
+    assert service.get_batch(moved[0]).tier == "urgent"  # type: ignore[union-attr]
+    urgent = bare_stack.session.client("sqs").receive_message(
+        QueueUrl=service.shard_queue.urls["urgent"], MaxNumberOfMessages=10
+    )["Messages"]
+    assert moved[0] in {ShardTask.model_validate_json(m["Body"]).batch_id for m in urgent}
+    assert service.escalate_near_deadlines() == []  # one batch's share at a time
+
+
+def test_a_tenants_small_batches_nearing_their_deadline_move_up_in_one_sweep(
+    bare_stack: LocalStack,
+) -> None:
+    """A tenant's clock may run up to a sweep's interval ahead of now: three small batches
+    nearing their deadline together move up together, not one per five-minute sweep; past
+    that, the next waits for the tenant's share to free."""
+    service = bare_stack.service
+    assert service.settings.urgent_tenant_share == 0.5  # the template's default
+    fleet = service.settings.fleet_tokens_per_second
+    soon = int(time.time()) + 1800
+    # Earliest deadline first: three of 10 s of the fleet, then two of an hour.
+    for name, seconds, due in (("a", 10, 0), ("b", 10, 0), ("c", 10, 0), ("large", 3600, 60),
+                               ("later", 3600, 120)):  # fmt: skip
+        store_batch(bare_stack, f"batch_{name}", "in_progress", tenant="small-batches",
+                    expires_at=soon + due, tier="normal", request_total=10,
+                    estimated_tokens=seconds * fleet)  # fmt: skip
+    moved = service.escalate_near_deadlines()
+    # 60 s of the tenant's clock: within a sweep's interval, so the first large one too.
+    assert sorted(moved) == ["batch_a", "batch_b", "batch_c", "batch_large"]
+    assert service.escalate_near_deadlines() == []  # two hours of the clock ahead now
+    assert service.get_batch("batch_later").tier == "normal"  # type: ignore[union-attr]
+
+
+def test_the_urgent_clock_of_any_model_name_fits_a_dynamodb_sort_key(
+    bare_stack: LocalStack,
+) -> None:
+    """DynamoDB refuses a sort key over 1,024 bytes (moto does not always): a model name is
+    any string while no model is configured, so a long one is hashed into the key."""
+    repository = bare_stack.service.repository
+    now = 1_000_000
+    for model in ("m" * 2000, "m" * 1999 + "n", "é" * 600, "demo-model"):
+        assert repository.book_urgent("tenant", model, seconds=1000, now=now, ahead=300)
+        # Each name has its own clock, now 1,000 s ahead: past the 300 s it may run ahead.
+        assert not repository.book_urgent("tenant", model, seconds=1, now=now, ahead=300)
+    items = bare_stack.session.client("dynamodb").query(
+        TableName=bare_stack.service.settings.table_name,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :urgent)",
+        ExpressionAttributeValues={":pk": {"S": "TENANT#tenant"}, ":urgent": {"S": "URGENT#"}},
+    )["Items"]
+    assert len(items) == 4
+    assert max(len(item["sk"]["S"].encode()) for item in items) <= 1024
+    assert {item["sk"]["S"] for item in items} >= {"URGENT#demo-model"}

@@ -40,3 +40,24 @@ def test_an_hours_batch_behind_a_backlog_runs_at_once_with_tiers_and_after_it_in
     assert ours_row["misses"] == fifo_row["misses"] == 0
     assert ours_row["fairness"] >= fifo_row["fairness"]  # (all done within the hour here)
     assert ours_row["idle"] <= fifo_row["idle"] + 1e-9
+
+
+def test_a_tenant_flooding_one_hour_batches_leaves_another_tenants_day_batch_its_share() -> None:
+    """Issue 25, finding 9: tenant-a sends 1.25 times the fleet in 1-hour batches for two
+    hours, tenant-b one 24-hour batch of an hour of the fleet. By slack alone every 1-hour
+    batch is urgent and tenant-b runs only once the flood is over (it gets a worker only
+    while a flooding batch leaves one free); with each tenant's share of the urgent tier,
+    both get about half the fleet meanwhile."""
+    from bench.scheduling import FLOOD_SHARD_TOKENS, flood, flood_summary
+
+    hours = 2.0
+    day = flood(hours)
+    tiers = flood_summary(Simulation("tiers", day, shard_tokens=FLOOD_SHARD_TOKENS).run(), hours)
+    ours = flood_summary(Simulation("ours", day, shard_tokens=FLOOD_SHARD_TOKENS).run(), hours)
+    assert tiers["quiet_share"] < 0.15  # the tier by slack alone: starved during the flood
+    assert ours["quiet_share"] >= 0.4, ours  # its max-min fair share is half
+    # An hour of the fleet at half of it: two hours, its deadline 24.
+    assert ours["quiet_on_time"] and ours["quiet_hours"] <= 2.25, ours
+    assert ours["flooder_share"] >= 0.4, ours  # the flooder is still served, at its share
+    assert ours["quiet_share"] + ours["flooder_share"] > 0.95  # and no worker idles
+    assert ours["flooder_done"] == ours["flooder_batches"]  # all of it runs in the end

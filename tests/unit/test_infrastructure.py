@@ -187,3 +187,12 @@ def test_the_readme_picture_and_the_template_name_the_same_parts() -> None:
     named = set(re.findall(r"\b[A-Z]\w*(?:Function|Queue|Tracker|Table|Bucket|Topic)\b", picture))
     named |= {"Dashboard"} & set(re.findall(r"\b\w+\b", picture))
     assert named == parts, (parts - named, named - parts)
+
+
+def test_the_bucket_expires_every_prefix_a_tenant_can_fill() -> None:
+    """Dropped files (inbox/) and their outbox folders once stayed forever: every prefix the
+    functions or a tenant write under has a lifecycle rule that removes it."""
+    bucket = resources_of_type(load_template(), "AWS::S3::Bucket")["DataBucket"]
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    expiring = {rule.get("Prefix") for rule in rules if "ExpirationInDays" in rule}
+    assert {"inbox/", "outbox/", "batches/", "uploads/"} <= expiring

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from batch_core.media_urls import MediaPolicy
+from batch_core.media_urls import MediaPolicy, is_internal_host
 from batch_core.validation import BatchValidator, iter_lines
 from gpu_worker.engines.vllm_engine import engine_argv
 from gpu_worker.settings import EngineSettings
@@ -28,6 +28,38 @@ INTERNAL = [
     "http://metadata.google.internal/",
     "http://printer.local/",
     "http://0.0.0.0/",
+    # Not globally routable, or a transition form whose embedded IPv4 address is internal:
+    "http://[::127.0.0.1]/",  # IPv4-compatible (deprecated ::/96)
+    "http://[::a9fe:a9fe]/",  # the same, hex-written 169.254.169.254
+    "http://[::ffff:10.0.0.1]/",  # IPv4-mapped private
+    "http://[::ffff:0:7f00:1]/",  # IPv4-translated (SIIT) loopback
+    "http://[64:ff9b::7f00:1]/",  # NAT64 well-known prefix, loopback inside
+    "http://[64:ff9b::169.254.169.254]/",  # NAT64 of the metadata service
+    "http://[64:ff9b:1::808:808]/",  # local-use NAT64 (RFC 8215): never global
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+    "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo
+    "http://[2001:0:a00:1::f5ff:fffe]/",  # Teredo, 10.0.0.1 as its server
+    "http://224.0.0.1/",  # IPv4 multicast
+    "http://239.255.255.250/",  # IPv4 multicast (SSDP)
+    "http://[ff02::1]/",  # IPv6 multicast, link scope
+    "http://[ff0e::1]/",  # IPv6 multicast, global scope: still not a host
+    "http://[::]/",  # unspecified
+    "http://240.0.0.1/",  # reserved
+    "http://255.255.255.255/",  # broadcast
+    "http://[fec0::1]/",  # site-local (deprecated)
+    "http://[3fff::1]/",  # documentation (RFC 9637)
+    "http://100.64.0.1/",  # shared address space (carrier NAT)
+    "http://[fe80::1%25eth0]/",  # link-local with a zone
+]
+# Global addresses, also when written in a transition form: the rule is not "refuse all IPv6".
+PUBLIC = [
+    "8.8.8.8",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
+    "images.example.com",
 ]
 OTHER_SCHEMES = ["file:///etc/passwd", "gopher://example.com/", "ftp://example.com/x.png", "x"]
 
@@ -39,7 +71,18 @@ def test_internal_addresses_are_refused_even_when_listed(url: str) -> None:
     host = (urlsplit(url).hostname or "").rstrip(".")
     policy = MediaPolicy.of([host, "images.example.com"])
     reason = policy.refusal(url)
-    assert reason is not None and "private, loopback or link-local" in reason
+    assert reason is not None and "is not a public address" in reason
+
+
+@pytest.mark.parametrize("host", PUBLIC)
+def test_global_addresses_pass_the_internal_address_rule(host: str) -> None:
+    assert not is_internal_host(host)
+    assert (
+        MediaPolicy.of([host]).refusal(
+            f"https://[{host}]/x.png" if ":" in host else f"https://{host}/x.png"
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("url", OTHER_SCHEMES)

@@ -111,3 +111,21 @@ def test_part_keys_sort_in_order_and_parse_back() -> None:
     assert [s3keys.part_index_of(k) for k in sorted(keys)] == [0, 2, 10]
     assert s3keys.shard_key("b", 3) == "batches/b/shards/00003.jsonl"
     assert s3keys.rejected_lines_key("b").startswith(s3keys.errors_prefix("b"))
+
+
+def test_an_outbox_name_keeps_every_outbox_key_within_s3s_limit() -> None:
+    """An inbox key may take all of S3's 1,024 bytes; the outbox name of it once did too, so
+    every outbox key (`outbox/<name>/batch.json`) was refused. Cut at a character, with a
+    hash of the whole key: two long names that share their beginning stay apart."""
+    stem = "inbox/" + "ü" * 400
+    first, second = (f"{stem}{tail}.jsonl" for tail in ("a" * 200, "b" * 200))
+    assert all(len(key.encode()) <= 1024 for key in (first, second))
+    names = [s3keys.outbox_name(key) for key in (first, second)]
+    assert names[0] != names[1]
+    for name in names:
+        assert name is not None
+        name.encode().decode()  # whole characters only
+        for filename in ("batch.json", "output.jsonl", "errors.jsonl"):
+            unique = s3keys.unique_outbox_name(name, "batch_0123456789abcdef")
+            assert len(s3keys.outbox_key(unique, filename).encode()) <= 1024
+    assert s3keys.outbox_name("inbox/team/short.jsonl") == "team/short"  # unchanged

@@ -3,6 +3,7 @@ verifier and with a fake receiver and queue (no AWS)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from batch_core.models import WebhookEndpoint
 from batch_core.records import WebhookRecord
 from batch_core.settings import Settings
 from batch_core.webhooks import (
+    RefusedTargetError,
     TargetRules,
     WebhookDelivery,
     WebhookEvent,
@@ -21,6 +23,7 @@ from batch_core.webhooks import (
     retry_delay,
     sign,
 )
+from tests.unit.test_webhook_delivery import Store
 
 
 def test_a_signature_verifies_with_the_sdk_and_fails_when_anything_changes() -> None:
@@ -50,14 +53,6 @@ def test_retry_waits_double_up_to_sqs_longest_delay() -> None:
     assert [retry_delay(n, 30) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
 
 
-class _Repository:
-    def __init__(self, record: WebhookRecord) -> None:
-        self.record = record
-
-    def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
-        return self.record if endpoint_id == self.record.endpoint.id else None
-
-
 class _Queue:
     def __init__(self) -> None:
         self.sent: list[tuple[WebhookDelivery, int]] = []
@@ -78,7 +73,7 @@ def _service(answer: Any, max_attempts: int = 3) -> tuple[WebhookService, _Queue
     endpoint = WebhookEndpoint(
         id="we_1", created_at=1, event_types=["batch.completed"], name="n", url="http://x/h"
     )
-    repository = _Repository(WebhookRecord(endpoint=endpoint, tenant="t", secret=new_secret()))
+    repository = Store({"we_1": WebhookRecord(endpoint=endpoint, tenant="t", secret=new_secret())})
     queue = _Queue()
     service = WebhookService(settings, repository, queue, poster=answer)  # type: ignore[arg-type]
     return service, queue
@@ -135,4 +130,48 @@ def test_target_rules(url: str, allowed: bool) -> None:
 
 
 def test_a_public_name_that_resolves_inside_is_refused_before_sending() -> None:
-    assert TargetRules().resolved_refusal("https://localhost/in") is not None
+    with pytest.raises(RefusedTargetError):
+        TargetRules().checked_addresses(socket.getaddrinfo("localhost", 443))
+    with pytest.raises(RefusedTargetError):
+        TargetRules().checked_addresses([])  # no address at all
+
+
+def test_batch_at_risk_reaches_an_sdk_receiver_as_the_readme_says() -> None:
+    # The SDKs know no `batch.at_risk`: `unwrap` verifies it, then types it as the first
+    # class of its union (another event's). What a receiver gets, and what the README tells
+    # it to do about it (dispatch on `event.type`), are held together here.
+    from openai.types.webhooks import (
+        BatchCancelledWebhookEvent,
+        BatchCompletedWebhookEvent,
+        BatchExpiredWebhookEvent,
+        BatchFailedWebhookEvent,
+    )
+
+    from batchctl.template import PROJECT_ROOT
+
+    secret, now = new_secret(), int(time.time())
+    event = WebhookEvent(id="evt_r", created_at=now, type="batch.at_risk", data={"id": "batch_1"})
+    body = event.model_dump_json().encode()
+    headers = {
+        "webhook-id": event.id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(secret, event.id, now, body),
+    }
+    got = openai.OpenAI(api_key="unused").webhooks.unwrap(body, headers, secret=secret)
+    assert (got.type, got.to_dict()["data"], got.id) == (
+        "batch.at_risk",
+        {"id": "batch_1"},
+        "evt_r",
+    )
+    batch_classes = (
+        BatchCancelledWebhookEvent,
+        BatchCompletedWebhookEvent,
+        BatchExpiredWebhookEvent,
+        BatchFailedWebhookEvent,
+    )
+    assert not isinstance(got, batch_classes)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("\nWebhooks, as OpenAI has them") :]
+    section = " ".join(section[: section.index("\n\n")].split())
+    assert "`batch.at_risk`" in section and "dispatch on `event.type`" in section
+    assert type(got).__name__ in section  # the class the SDK really gives it today
