@@ -55,10 +55,14 @@ class Retries(Batches):
                 f"The input file {parent.input_file_id} of batch {batch_id} was deleted or "
                 "has expired; the batch can no longer be retried."
             )
-        if parent.error_file_id and not self.store.list_keys(s3keys.errors_prefix(parent.id)):
+        if parent.error_file_id and (
+            not self._file_kept(parent.error_file_id)  # deleted or expired: its lines too
+            or not self.store.list_keys(s3keys.errors_prefix(parent.id))
+        ):
             raise ConflictError(
-                f"The working data of batch {batch_id} has expired (the bucket keeps it "
-                "WorkingDataRetentionDays); it can no longer be retried."
+                f"The error file or the working data of batch {batch_id} was deleted or has "
+                "expired (the bucket keeps working data WorkingDataRetentionDays); it can no "
+                "longer be retried."
             )
         if parent.request_failed - parent.request_rejected <= 0:
             raise ConflictError(f"Batch {batch_id} has no failed requests to retry.")

@@ -80,14 +80,11 @@ class FakeEngine:
         else:
             source = body.get("messages") if "messages" in body else body.get("prompt")
         prompt = _words(source)
-        field = next(
-            (
-                f
-                for f in ("max_completion_tokens", "max_tokens", "max_output_tokens")
-                if body.get(f) is not None  # null: not given, as OpenAI reads it
-            ),
-            None,
-        )
+        field = None
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            if body.get(name) is not None:  # null: not given, as OpenAI reads it
+                field = name
+                break
         asked = body[field] if field else 16
         if field and (not isinstance(asked, int) or isinstance(asked, bool) or asked < 1):
             return EngineResult.failure(
@@ -110,7 +107,7 @@ class FakeEngine:
         room = self.max_model_len - len(prompt)
         max_tokens = min(asked, room)
         words = ["echo:", *prompt]
-        reply = [words[i % len(words)] for i in range(max_tokens)]
+        reply = (words * (1 + max_tokens // len(words)))[:max_tokens]
         cut = asked > room or len(prompt) + 1 > max_tokens
         finish = "length" if len(reply) == max_tokens and cut else "stop"
         usage = {

@@ -147,12 +147,16 @@ def test_deleted_and_expired_output_is_gone_from_results_and_retry(
     kinds_before = sorted(part["kind"] for part in parts)
     assert batch.output_file_id is not None
     api.files.delete(batch.output_file_id)  # the output: deleted by its owner
-    if batch.error_file_id:
-        expire_file_now(stack, batch.error_file_id)  # the errors: expired
+    assert batch.error_file_id is not None
+    expire_file_now(stack, batch.error_file_id)  # the errors: expired
     parts = api.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()["data"]
     left = [part["kind"] for part in parts]
     result_parts = bucket_keys(stack, s3keys.results_prefix(batch.id))
-    # The retry of a batch whose input its owner deleted brings none of it back.
+    # Its failed lines were in the expired error file: no retry brings them back.
+    with pytest.raises(openai.ConflictError) as gone_errors:
+        api.post(f"/batches/{batch.id}/retry", cast_to=httpx.Response)
+    assert "error file" in str(gone_errors.value.body)
+    # Nor does the retry of a batch whose input its owner deleted.
     api.files.delete(input_id)
     with pytest.raises(openai.ConflictError) as refused:
         api.post(f"/batches/{batch.id}/retry", cast_to=httpx.Response)
@@ -163,7 +167,7 @@ def test_deleted_and_expired_output_is_gone_from_results_and_retry(
     record("tenant costs", "retry after its input was deleted", refused.value.status_code,
            refused.value.status_code == 409)  # fmt: skip
     assert kinds_before and left == [] and result_parts == []
-    assert "deleted" in str(refused.value.body)
+    assert "input file" in str(refused.value.body)
 
 
 def test_batches_created_at_once_never_pass_the_queued_limit(
@@ -269,7 +273,8 @@ def test_a_sweep_with_one_poisoned_batch_deletes_every_expired_file(
            f"{overdue_status.status if overdue_status else None}, {report['failures']}",
            overdue_status is not None and overdue_status.status == "expired"
            and report["failures"] == {"expire": 1})  # fmt: skip
-    assert left == 0 and len(report["deleted_files"]) >= count
+    # (The local stack's own scheduled sweep may delete some first: none is left either way.)
+    assert left == 0 and report["deleted_files"]
     assert overdue_status is not None and overdue_status.status == "expired"
     assert report["failures"] == {"expire": 1}
     stack.session.client("dynamodb").delete_item(
