@@ -205,6 +205,11 @@ def test_a_running_batch_can_be_cancelled_from_its_page(
     lines = [chat_request(f"c{i}") for i in range(400)]  # 20 s of fake work
     create_batch(page, jsonl(tmp_path, "long.jsonl", lines))
     page.get_by_text("in progress", exact=True).first.wait_for(timeout=60_000)
+    # Cancel once some requests have run: a click as soon as it is in progress can beat the
+    # worker to the first shard, and then none has run.
+    page.locator(".progress-label").filter(has_text=re.compile(r"^[1-9][\d,]* / ")).wait_for(
+        timeout=60_000
+    )
     page.get_by_role("button", name="Cancel batch").click()
     page.get_by_text("cancelled", exact=True).first.wait_for(timeout=60_000)
     # Every request is accounted for: those that ran, and the rest as batch_cancelled lines.
