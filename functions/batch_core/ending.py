@@ -82,14 +82,9 @@ class Ending(ShardParts):
         This is also the backstop that keeps anything from staying unfinished: a batch still
         not terminal `stuck_after_seconds` past its window (its tracker died, its finalize kept
         failing, a worker hangs on to a lease) is ended here, whatever state its shards or its
-        intake are in, with an error line for every request that did not finish."""
-        ended: list[BatchRecord] = []
-        for batch_id in self.overdue_batch_ids():
-            try:  # one batch that cannot be ended never keeps the others from it
-                ended.append(self.end_overdue(batch_id))
-            except Exception:
-                logger.exception("could not expire batch %s", batch_id)
-        return ended
+        intake are in, with an error line for every request that did not finish. The sweep
+        (`batch_core.sweep`) runs it batch by batch, each guarded."""
+        return [self.end_overdue(batch_id) for batch_id in self.overdue_batch_ids()]
 
     def overdue_batch_ids(self) -> list[str]:
         """Batches not yet ended whose completion window has run out."""

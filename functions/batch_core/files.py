@@ -8,7 +8,6 @@ answered exactly like unknown ones.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from batch_core.retention import ExpiresAfter, expires_at, new_file_object
 from batch_core.settings import Settings
 from batch_core.storage import MIN_COPY_PART_BYTES, ObjectStore
 from batch_core.table_codec import Page
-
-logger = logging.getLogger(__name__)
 
 INPUT_PURPOSE = "batch"
 """The only purpose a client may upload: this API runs batches."""
@@ -151,17 +148,6 @@ class FileService:
         if position is None:
             raise NotFoundError(f"No such File object: {after}", param="after")
         return position
-
-    def delete_expired(self) -> list[str]:
-        """The expiry sweep's part for files: delete every expired File's bytes and record.
-        Batches keep their own copy of their input, so no running batch loses anything."""
-        deleted = []
-        for file_id in self.expired_file_ids():
-            try:
-                deleted.append(self.delete_expired_file(file_id))
-            except Exception:  # one File never keeps the others from being deleted
-                logger.exception("could not delete expired file %s", file_id)
-        return deleted
 
     def expired_file_ids(self, limit: int = 1000) -> list[str]:
         """Up to `limit` Files past their `expires_at`, oldest first."""

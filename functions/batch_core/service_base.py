@@ -227,15 +227,10 @@ class ServiceBase:
 
     def release_ended_slots(self) -> list[str]:
         """Slots of batches past their window: those whose batch has ended (a crash came
-        between the end and the release) are released. Returns their batch ids."""
-        released = []
-        for slot in self.slots_past_expiry():
-            try:
-                if (batch_id := self.release_ended_slot(slot)) is not None:
-                    released.append(batch_id)
-            except Exception:  # one slot never keeps the others held
-                logger.exception("could not release the slot of %s", slot[1])
-        return released
+        between the end and the release) are released. Returns their batch ids. The sweep
+        (`batch_core.sweep`) runs it slot by slot, each guarded."""
+        released = map(self.release_ended_slot, self.slots_past_expiry())
+        return [batch_id for batch_id in released if batch_id is not None]
 
     def slots_past_expiry(self) -> list[tuple[str, str]]:
         """(tenant, batch id) of the slots whose batch's window has passed."""
