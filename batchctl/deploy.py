@@ -33,6 +33,8 @@ from typing import Any
 
 import boto3
 
+from batchctl.template import WORKERS
+
 STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 """What make deploy accepts: the template needs no more (its bounded names come from the stack
 id), but a short lowercase name keeps the generated names readable and fleets possible
@@ -142,6 +144,25 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str] | None:
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 
 
+LEGACY_WORKERS = ("WorkerCluster", "WorkerService", "WorkerAutoScalingGroup")
+"""The worker resources of a stack deployed before its workers became the nested `Workers`
+stack (infra/worker-fleet.yaml): what must be drained before an upgrade or a delete."""
+
+
+def stack_resources(cloudformation: Any, stack: str) -> dict[str, str]:
+    """The stack's resources: logical id -> physical id."""
+    described = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in described}
+
+
+def legacy_workers(physical: dict[str, str]) -> tuple[str, str, str] | None:
+    """The cluster, service and group of workers still in the main template, if any."""
+    if not all(name in physical for name in LEGACY_WORKERS):
+        return None
+    cluster, service, group = (physical[name] for name in LEGACY_WORKERS)
+    return cluster, service.rsplit("/", 1)[-1], group
+
+
 def container_tool() -> str:
     for tool in CONTAINER_TOOLS:
         if shutil.which(tool):
@@ -234,6 +255,22 @@ class Deploy:
         self.runner.run([tool, "push", image])
         return image
 
+    def drain_legacy_workers(self) -> None:
+        """A stack deployed before its workers became the nested `Workers` stack: its old
+        worker block leaves the template in this update, and CloudFormation deletes it only
+        after creating the new one; its scale-in-protected instances would hold that delete
+        until it times out. So they are drained first (their shards go back to the queue,
+        nothing is lost); the new workers start cold once the update creates them."""
+        assert self.session is not None
+        legacy = legacy_workers(stack_resources(self.client("cloudformation"), self.settings.stack))
+        if legacy is None:
+            return
+        self.runner.out(
+            f"# {self.settings.stack}'s workers are in the main template (an earlier version): "
+            "they are drained before this update moves them into the nested Workers stack"
+        )
+        Teardown(self.runner, self.session, self.settings.region).drain_workers(*legacy)
+
     def first_key(self, outputs: dict[str, str]) -> str:
         environ = {"TABLE_NAME": outputs["TableName"], "AWS_REGION": self.settings.region}
         self.runner.environ |= environ
@@ -252,6 +289,8 @@ class Deploy:
         else:
             existed = False
         self.runner.run(["sam", "build"])
+        if existed:
+            self.drain_legacy_workers()
         base = {"ServedModels": s.served_model_name}
         self.sam_deploy(base)
         outputs = self.outputs()
@@ -400,14 +439,20 @@ class Teardown:
             if outputs is None:
                 self.runner.out(f"# no stack {stack} in {self.region}: nothing to delete")
                 return
-            physical = {
-                r["LogicalResourceId"]: r["PhysicalResourceId"]
-                for r in cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-            }
-            if "WorkerService" in physical:
-                service = physical["WorkerService"].rsplit("/", 1)[-1]
-                cluster = physical["WorkerCluster"]
-                self.drain_workers(cluster, service, physical["WorkerAutoScalingGroup"])
+            physical = stack_resources(cloudformation, stack)
+            # The workers are a nested stack (infra/worker-fleet.yaml): its outputs name them.
+            workers = (
+                stack_outputs(cloudformation, physical[WORKERS]) if WORKERS in physical else None
+            )
+            legacy = legacy_workers(physical)  # a stack last deployed before the nesting
+            if workers:
+                self.drain_workers(
+                    workers["WorkerClusterName"],
+                    workers["WorkerServiceName"],
+                    workers["WorkerAutoScalingGroupName"],
+                )
+            elif legacy is not None:
+                self.drain_workers(*legacy)
             self.empty_bucket(outputs["BucketName"])
         self.runner.run(
             ["sam", "delete", "--stack-name", stack, "--region", self.region, "--no-prompts"]

@@ -57,9 +57,9 @@ def add_model_commands(commands: Any) -> None:
 
 
 def _registry() -> Any:
-    from batch_core.wiring import default_model_registry
+    from batch_core.wiring import default_stages
 
-    return default_model_registry()
+    return default_stages().registry
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for model in _registry().repository.list_models():
+    for model in _registry().repository.models.list_models():
         print(f"{model.name:<32} {model.status:<9} {model.queue_url} {model.fleet}".rstrip())
     return EXIT_OK
 

@@ -1,8 +1,10 @@
 """Reads template.yaml so the local stack builds moto resources from the template's own
-properties (tests cannot drift from what gets deployed)."""
+properties (tests cannot drift from what gets deployed), and the worker fleet it nests
+(infra/worker-fleet.yaml, its `Workers` stack)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,6 +16,9 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+FLEET_PATH = PROJECT_ROOT / "infra" / "worker-fleet.yaml"
+WORKERS = "Workers"
+"""The main template's nested stack of its own model's workers (FLEET_PATH)."""
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -39,8 +44,21 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with path.open() as handle:
-        document: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)
+    """The template at `path`, parsed once per content (a local stack is built from it for
+    most tests, and PyYAML's pure-Python parse of the whole template takes most of a
+    second); each caller gets its own copy to change."""
+    text = path.read_text()
+    return copy.deepcopy(_parsed(text))
+
+
+@lru_cache(maxsize=8)
+def _parsed(text: str) -> dict[str, Any]:
+    return parse_template(text)
+
+
+def parse_template(text: str) -> dict[str, Any]:
+    """A template's YAML (or JSON) text, its short tags as their Fn:: forms."""
+    document: dict[str, Any] = yaml.load(text, Loader=_CfnLoader)
     return document
 
 
@@ -123,6 +141,20 @@ class Resolver:
         return str(self._ref(expression))
 
 
+def nested_fleet(main: dict[str, Any], resolver: Resolver) -> tuple[dict[str, Any], Resolver]:
+    """The worker fleet as the main template nests it: its template and a Resolver for it,
+    whose parameters are the `Workers` stack's Parameters as `resolver` (the main stack's)
+    resolves them, the others at their defaults; the same pseudo parameters."""
+    fleet = load_template(FLEET_PATH)
+    passed = main["Resources"][WORKERS]["Properties"]["Parameters"]
+    parameters = {name: str(spec.get("Default", "")) for name, spec in fleet["Parameters"].items()}
+    parameters |= {name: str(resolver.resolve(value)) for name, value in passed.items()}
+    nested = Resolver(
+        pseudo=dict(resolver.pseudo), parameters=parameters, conditions=fleet["Conditions"]
+    )
+    return fleet, nested
+
+
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {
         name: resource.get("Properties", {})
@@ -151,6 +183,11 @@ def sam_transformed(path: Path = TEMPLATE_PATH, **parameters: str) -> dict[str, 
     return copy.deepcopy(_sam_transformed(path, tuple(sorted(parameters.items()))))
 
 
+def artifact_url(logical: str) -> str:
+    """Where `sam_transformed` says a nested stack's template was uploaded."""
+    return f"https://sam-artifacts.s3.amazonaws.com/{logical}/TemplateURL"
+
+
 @lru_cache(maxsize=8)
 def _sam_transformed(path: Path, parameters: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     import boto3
@@ -162,12 +199,16 @@ def _sam_transformed(path: Path, parameters: tuple[tuple[str, str], ...]) -> dic
     )
 
     template = load_template(path)
-    # What `sam package` does first: local code and definitions become S3 artifacts.
+    # What `sam package` does first: local code and definitions become S3 artifacts, and a
+    # nested stack's template an S3 object named by its URL.
     for name, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
         for key in ("CodeUri", "DefinitionUri"):
             if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
                 properties[key] = f"s3://sam-artifacts/{name}/{key}"
+        url = properties.get("TemplateURL")
+        if isinstance(url, str) and not url.startswith("https://"):
+            properties["TemplateURL"] = artifact_url(name)
     values: dict[str, Any] = {
         name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
     }

@@ -180,7 +180,7 @@ class Simulation:
         self._sequence = 0
         self._idle = {(model, n) for model, count in WORKERS.items() for n in range(count)}
         self._unfinished: dict[str, set[str]] = defaultdict(set)
-        self.service: Any = None
+        self.stages: Any = None
         self.queues: dict[str, Any] = {}
 
     def run(self) -> Result:
@@ -192,13 +192,13 @@ class Simulation:
         return self.result
 
     def _build(self, stack: Any) -> None:
-        """The service on the virtual clock, with model-a's queues (the template's) and
+        """The stages on the virtual clock, with model-a's queues (the template's) and
         model-b's (in the registry)."""
         from batch_core.records import ServedModel
         from batch_core.settings import Settings
-        from batch_core.wiring import build_service
+        from batch_core.wiring import build_stages
 
-        base = stack.service
+        base = stack.stages
         one_queue = (
             {} if self.tiered else {"urgent_shard_queue_url": "", "bulk_shard_queue_url": ""}
         )
@@ -211,8 +211,8 @@ class Simulation:
                 **({"urgent_tenant_share": 0.0} if self.policy == "tiers" else {}),
             }
         )
-        self.service = build_service(settings, stack.session, clock=lambda: EPOCH + self.now)
-        own = self.service.shard_queue
+        self.stages = build_stages(settings, stack.session, clock=lambda: EPOCH + self.now)
+        own = self.stages.shard_queue
         sqs = stack.session.client("sqs")
         urls = {
             tier: sqs.create_queue(QueueName=f"sim-model-b-{tier}")["QueueUrl"]
@@ -225,7 +225,7 @@ class Simulation:
             bulk_queue_url=urls["bulk"] if self.tiered else "",
             tokens_per_second=WORKERS["model-b"] * SPEED,
         )
-        self.service.repository.put_model(model_b)
+        self.stages.table.models.put_model(model_b)
         self.queues = {
             "model-a": own,
             "model-b": own.of_model(
@@ -256,9 +256,9 @@ class Simulation:
             elif kind == "done":
                 self._finish(*payload)
             elif self.tiered:  # the five-minute sweep (fifo had none: no tiers)
-                running = self.service.running_batches()
-                self.service.escalate_near_deadlines(running)
-                self.service.top_up_shards(running)
+                running = self.stages.turns.running_batches()
+                self.stages.turns.escalate_near_deadlines(running)
+                self.stages.turns.top_up_shards(running)
             self._dispatch()
 
     def _count_worker_time(self, seconds: float) -> None:
@@ -282,9 +282,9 @@ class Simulation:
             expires_at=expires,
             now=now,
             estimated_tokens=arrival.tokens,
-            settings=self.service.settings,
+            settings=self.stages.settings,
             tokens_per_second=WORKERS[arrival.model] * SPEED,
-            urgent_budget=UrgentShares(self.service.repository, self.service.settings).budget(
+            urgent_budget=UrgentShares(self.stages.table.tenants, self.stages.settings).budget(
                 arrival.tenant, arrival.model, now
             ),
         )
@@ -305,17 +305,17 @@ class Simulation:
             request_total=10 * count,
             estimated_tokens=arrival.tokens,
             tier=tier if self.tiered else "normal",
-            shards_released=self.service.shards_let_in_first(count),
+            shards_released=self.stages.turns.shards_let_in_first(count),
         )
-        repository = self.service.repository
-        repository.create_batch(record)
+        repository = self.stages.table
+        repository.batches.create_batch(record)
         shard = ShardRecord(
             batch_id=batch_id, index=0, request_count=10, estimated_tokens=self.shard_tokens
         )
-        repository.put_shards(
+        repository.shards.put_shards(
             batch_id, [shard.model_copy(update={"index": i}) for i in range(count)]
         )
-        self.service.queue_first_shards(record, record.tier, arrival.model)
+        self.stages.turns.queue_first_shards(record)
         self.result.outcomes[batch_id] = Outcome(arrival)
         self._unfinished[arrival.model].add(batch_id)
 
@@ -324,17 +324,21 @@ class Simulation:
     ) -> None:
         """A shard's work is done: it settles, lets its batch's next shard in, and its batch
         ends with its last shard (as the worker and the tracker do)."""
-        repository = self.service.repository
+        repository = self.stages.table
         outcome = self.result.outcomes[batch_id]
         outcome.done_tokens_by_hour += self.shard_tokens * _share_before(started, self.now, 3600)
         self.result.runs.append((outcome.arrival.tenant, worker[0], started, self.now))
-        repository.settle_shard(batch_id, index)
+        repository.shards.settle_shard(batch_id, index)
         self.queues[worker[0]].delete(message)
-        settled = repository.get_batch(batch_id)
-        self.service.let_next_shard_in(settled)
+        settled = repository.batches.get_batch(batch_id)
+        self.stages.turns.let_next_shard_in(settled)
         if settled is not None and settled.shards_pending == 0:
-            repository.transition(batch_id, to_status="finalizing", from_statuses=["in_progress"])
-            repository.transition(batch_id, to_status="completed", from_statuses=["finalizing"])
+            repository.batches.transition(
+                batch_id, to_status="finalizing", from_statuses=["in_progress"]
+            )
+            repository.batches.transition(
+                batch_id, to_status="completed", from_statuses=["finalizing"]
+            )
             outcome.done_at = self.now
             self._unfinished[worker[0]].discard(batch_id)
         self._idle.add(worker)
@@ -362,7 +366,7 @@ class Simulation:
             if not messages:
                 return None
             task = ShardTask.model_validate_json(messages[0].body)
-            shard = self.service.repository.begin_shard_attempt(
+            shard = self.stages.table.shards.begin_shard_attempt(
                 task.batch_id,
                 task.shard_index,
                 owner=f"{worker[0]}-{worker[1]}",

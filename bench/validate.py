@@ -108,7 +108,7 @@ def _child_reference_moto() -> dict[str, Any]:
     """
     from batch_core import wiring
 
-    store = wiring.default_service().store
+    store = wiring.default_stages().store
     started = time.perf_counter()
     lines = 0
     pending = b""
@@ -127,8 +127,8 @@ def _child_validate() -> dict[str, Any]:
     from batch_core import wiring
     from batch_core.validation import iter_lines
 
-    service = wiring.default_service()
-    validator = service.new_validator(endpoint=None)
+    service = wiring.default_stages()
+    validator = service.intake.new_validator(endpoint=None)
     started = time.perf_counter()
     chunks = service.store.stream_ahead(KEY)
     valid = sum(1 for _ in validator.validate(iter_lines(chunks, validator.max_line_bytes)))
@@ -156,11 +156,11 @@ def _child_validate_file(path: Path) -> dict[str, Any]:
 
 def _child_intake() -> dict[str, Any]:
     from batch_core import wiring
-    from batch_core.service import DroppedObject
+    from batch_core.intake_jobs import DroppedObject
 
-    service = wiring.default_service()
+    service = wiring.default_stages()
     started = time.perf_counter()
-    record = service.ingest_dropped_object(DroppedObject(key=KEY, etag="bench"))
+    record = service.intake.ingest_dropped_object(DroppedObject(key=KEY, etag="bench"))
     seconds = time.perf_counter() - started
     assert record is not None
     return {

@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from batch_core.wiring import default_service, s3_client
+from batch_core.wiring import default_stages, s3_client
 from gpu_worker.engines import load_engine
 from gpu_worker.gpu_monitor import GpuMonitor
 from gpu_worker.model_weights import ModelCopy, ModelDownloadError, local_model
@@ -27,7 +27,7 @@ logger = logging.getLogger("gpu_worker")
 def main() -> int:
     worker_settings = WorkerSettings()
     configure_logging(worker_settings.log_level)
-    service = default_service()
+    stages = default_stages()
     metrics = ShardMetrics()
 
     def record_copy(copy: ModelCopy) -> None:
@@ -42,8 +42,8 @@ def main() -> int:
         return 1
     engine = load_engine(engine_settings)
     worker = Worker(
-        service,
-        service.shard_queue,
+        stages.runner,
+        stages.shard_queue,
         engine,
         wait_seconds=worker_settings.wait_seconds,
         visibility_seconds=worker_settings.visibility_seconds,

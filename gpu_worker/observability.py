@@ -15,7 +15,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
 
-from batch_core.service import ShardRun
+from batch_core.shard_run import ShardRun
 
 SERVICE = "openbatch-worker"
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from batch_core.messaging import QueueMessage, ShardQueue, ShardTask
 from batch_core.protocol import Engine
-from batch_core.service import BatchService, ShardRun
+from batch_core.shard_run import ShardRun, ShardRunner
 from gpu_worker.observability import ShardMetrics
 
 logger = logging.getLogger(__name__)
@@ -77,11 +77,11 @@ class Heartbeat:
 
 
 class Worker:
-    """Pulls shards until told to stop. No business rule here: the service runs the shard."""
+    """Pulls shards until told to stop. No business rule here: the runner runs the shard."""
 
     def __init__(
         self,
-        service: BatchService,
+        runner: ShardRunner,
         queue: ShardQueue,
         engine: Engine,
         *,
@@ -91,7 +91,7 @@ class Worker:
         stop: threading.Event | None = None,
         metrics: ShardMetrics | None = None,
     ) -> None:
-        self._service = service
+        self._runner = runner
         self._queue = queue
         self._engine = engine
         self._wait_seconds = wait_seconds
@@ -164,11 +164,11 @@ class Worker:
             self._queue,
             message,
             self._visibility_seconds,
-            lambda: self._service.renew_shard_lease(task, owner, lease_seconds),
+            lambda: self._runner.renew_shard_lease(task, owner, lease_seconds),
         )
         try:
             with heartbeat:
-                run = self._service.process_shard(
+                run = self._runner.process_shard(
                     task,
                     self._engine,
                     should_stop=lambda: self.stop.is_set() or heartbeat.lost.is_set(),

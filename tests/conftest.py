@@ -21,6 +21,7 @@ from batch_core.repository import file_pk
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
+from tests.receivers import HttpReceiver
 
 EVENTS = Path(__file__).parent.parent / "events"
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -99,6 +100,14 @@ def bare_stack() -> Iterator[LocalStack]:
 
 
 @pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    """An HTTP receiver on 127.0.0.1 recording every request, answering 200 unless told
+    otherwise (`status`, `answer`, `drip`); shut down after the test."""
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
 def slow_stack() -> Iterator[LocalStack]:
     """A fake engine at 0.1 s a request: slow enough to cancel or expire a batch mid-run."""
     with LocalStack(FakeEngine(MODEL, seconds_per_request=0.1), shard_size=4, part_size=2) as stack:
@@ -168,9 +177,8 @@ def worker_process(environ: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields: Any) -> None:
-    """A batch item as a stage would have left it (for tests that start mid-way)."""
-    now = int(time.time())
+def batch_record(batch_id: str, status: BatchStatus, now: int, **fields: Any) -> BatchRecord:
+    """A batch as a stage would have left it (for tests that start mid-way)."""
     values: dict[str, Any] = {
         "id": batch_id,
         "endpoint": "/v1/chat/completions",
@@ -179,9 +187,17 @@ def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields:
         "status": status,
         "created_at": now,
         "expires_at": now + 86400,
-        "input_key": "inbox/x.jsonl",
+        "input_key": f"batches/{batch_id}/input.jsonl",
     }
-    stack.service.repository.create_batch(BatchRecord(**{**values, **fields}))
+    return BatchRecord(**{**values, **fields})
+
+
+def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields: Any) -> None:
+    """A batch item as a stage would have left it, in the stack's table."""
+    record = batch_record(
+        batch_id, status, int(time.time()), **{"input_key": "inbox/x.jsonl", **fields}
+    )
+    stack.stages.table.batches.create_batch(record)
 
 
 def start_local_serve(

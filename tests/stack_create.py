@@ -15,6 +15,8 @@ moto's real-looking stack id, and the physical ids of the resources already crea
   API's parameter shapes before moto sees them (a property no creator maps is refused);
 - a custom resource (`Custom::...`) runs the Lambda function its ServiceToken names, in this
   process (`CustomResources`), with a Create event, and must answer SUCCESS;
+- a nested stack (`AWS::CloudFormation::Stack`) is a stack created the same way, from the
+  template its TemplateURL names in S3, with its Parameters; its Outputs are its attributes;
 - a type moto has no API for at all is left out if the caller's `not_creatable` names it.
 
 Every resource is created after the resources it references or depends on (the Ref, GetAtt,
@@ -33,19 +35,19 @@ import os
 import re
 import secrets
 import string
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
+from urllib.parse import urlparse
 
 import boto3
 from botocore import xform_name
 from botocore.model import Shape, StructureShape
 
-from batchctl.template import Resolver
+from batchctl.template import Resolver, parse_template
+from tests.receivers import HttpReceiver
 
 NO_VALUE: Any = object()
 """What `Ref: AWS::NoValue` resolves to: the property (or list item) is left out."""
@@ -370,6 +372,8 @@ class ApiContext:
     region: str
     account: str
     stack_id: str = ""
+    nest: Callable[[str, str, Mapping[str, Any]], Created] | None = None
+    """Creates a nested stack of this one: (logical id, TemplateURL, Parameters)."""
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
@@ -619,6 +623,14 @@ def _web_acl_association(ctx: ApiContext, logical: str, props: dict[str, Any]) -
     return Created(f"{props['ResourceArn']}|{props['WebACLArn']}")
 
 
+def _nested_stack(ctx: ApiContext, logical: str, props: dict[str, Any]) -> Created:
+    assert ctx.nest is not None, "nested stacks are created by a StackCreator"
+    url = props.pop("TemplateURL")
+    parameters = props.pop("Parameters", {})
+    _done(logical, props)
+    return ctx.nest(logical, url, parameters)
+
+
 CREATORS: dict[str, Creator] = {
     "AWS::ApiGateway::Account": _apigateway_account,
     "AWS::ApiGateway::RestApi": _rest_api,
@@ -629,6 +641,7 @@ CREATORS: dict[str, Creator] = {
     "AWS::ApplicationAutoScaling::ScalableTarget": _scalable_target,
     "AWS::ApplicationAutoScaling::ScalingPolicy": _scaling_policy,
     "AWS::CloudWatch::Alarm": _alarm,
+    "AWS::CloudFormation::Stack": _nested_stack,
     "AWS::ECR::Repository": _ecr_repository,
     "AWS::ECS::CapacityProvider": _capacity_provider,
     "AWS::ECS::ClusterCapacityProviderAssociations": _cluster_capacity_providers,
@@ -650,6 +663,10 @@ THROUGH_API_THOUGH_MOTO_HAS_IT: dict[str, str] = {
         "moto's Deployment has no physical id: a Ref to it (a Stage's DeploymentId) "
         "resolves to moto's Python object instead of the deployment id"
     ),
+    "AWS::CloudFormation::Stack": (
+        "moto's nested stack creates its resources with moto's CloudFormation alone, which "
+        "lacks types the workers use (capacity providers, scaling policies, alarms)"
+    ),
     "AWS::ECR::Repository": (
         "moto's CloudFormation names an unnamed repository <stack>-<LogicalId>-<random> with "
         "capitals, which its own ECR then refuses (CloudFormation's names are lower case)"
@@ -669,37 +686,26 @@ class CustomResources:
     def __init__(self, session: boto3.session.Session, region: str) -> None:
         self.session = session
         self.region = region
-        self.answers: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._receiver: HttpReceiver | None = None
 
     def __enter__(self) -> CustomResources:
-        answers = self.answers
-
-        class Receiver(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:  # http.server's name for it
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                answers.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._receiver = HttpReceiver()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._receiver is not None:
+            self._receiver.close()
+
+    @property
+    def answers(self) -> list[dict[str, Any]]:
+        assert self._receiver is not None, "use CustomResources as a context manager"
+        return [json.loads(put.body) for put in self._receiver.requests]
 
     @property
     def response_url(self) -> str:
-        assert self._server is not None, "use CustomResources as a context manager"
-        port = self._server.server_address[1]
-        return f"http://127.0.0.1:{port}/cloudformation-response?X-Amz-Signature=local"
+        assert self._receiver is not None, "use CustomResources as a context manager"
+        return self._receiver.url("/cloudformation-response?X-Amz-Signature=local")
 
     def create(self, stack_id: str, logical: str, kind: str, props: dict[str, Any]) -> Created:
         event = {
@@ -823,6 +829,8 @@ class StackCreation:
     """Logical id -> "cloudformation", "api", "custom" or "not created"."""
     resolved: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Logical id -> the properties as resolved here (every resource)."""
+    nested: dict[str, StackCreation] = field(default_factory=dict)
+    """Logical id -> the creation of that nested stack."""
 
     def types(self, how: str) -> set[str]:
         resources = self.template["Resources"]
@@ -844,6 +852,7 @@ class StackCreator:
         self.not_creatable = dict(not_creatable)
         self.custom_resources = custom_resources
         self._creations: dict[str, StackCreation] = {}
+        self._hooked = False
 
     def route(self, kind: str) -> str:
         """How a resource type is created: "api", "custom", "cloudformation" (moto's own) or
@@ -929,8 +938,13 @@ class StackCreator:
     @contextlib.contextmanager
     def hooked(self) -> Iterator[None]:
         """moto's CloudFormation creating resources through `_create` (and knowing the types
-        created through their APIs, for its checks of the Outputs' GetAtt)."""
+        created through their APIs, for its checks of the Outputs' GetAtt). A nested stack is
+        created while its parent's hooks are in place: they serve it too."""
         from moto.cloudformation import parsing
+
+        if self._hooked:
+            yield
+            return
 
         create_original = parsing.parse_and_create_resource
         class_original = parsing.resource_class_from_type
@@ -967,7 +981,11 @@ class StackCreator:
             mock.patch.object(parsing, "resource_class_from_type", resource_class),
             mock.patch.object(parsing.ResourceMap, order_name, order),
         ):
-            yield
+            self._hooked = True
+            try:
+                yield
+            finally:
+                self._hooked = False
 
     def _create(
         self,
@@ -1035,4 +1053,26 @@ class StackCreator:
             return self.custom_resources.create(creation.stack_id, logical, kind, properties)
         account = creation.resolver.pseudo["AWS::AccountId"]
         context = ApiContext(self.session, creation.name, self.region, account, creation.stack_id)
+        context.nest = lambda nested, url, parameters: self._nest(creation, nested, url, parameters)
         return CREATORS[kind](context, logical, copy.deepcopy(properties))
+
+    def _nest(
+        self, parent: StackCreation, logical: str, url: str, parameters: Mapping[str, Any]
+    ) -> Created:
+        """A nested stack: its template read from S3 (where `sam package` put it), created as
+        every stack is, under the name CloudFormation gives it; Outputs.* its attributes."""
+        location = urlparse(url)
+        bucket, key = location.netloc.split(".s3", 1)[0], location.path.lstrip("/")
+        body = self.session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        suffix = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(12))
+        name = f"{parent.name}-{logical}-{suffix}"
+        given = {key: str(value) for key, value in parameters.items()}
+        parent.nested[logical] = self.create(name, parse_template(body.decode()), given)
+        cloudformation = self.session.client("cloudformation", region_name=self.region)
+        (stack,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
+        if stack["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(
+                f"{logical}: {stack['StackStatus']} {stack.get('StackStatusReason')}"
+            )
+        outputs = {f"Outputs.{o['OutputKey']}": o["OutputValue"] for o in stack.get("Outputs", [])}
+        return Created(stack["StackId"], outputs)

@@ -3,6 +3,7 @@
 It puts together the parts in this package, one job each:
 - `resources`: the template's queues, tables, state machines and bucket on moto;
 - `events`: Lambda's event sources (SQS mappings and EventBridge schedules) in-process;
+- `routes`: which queue feeds which handler, read from the template's event sources;
 - `moto_clients`: moto's client quirks, mended through the wiring's client hook;
 - `outbox`: what a user of dropped files does;
 and plays the GPU host itself (worker threads on a real or fake engine).
@@ -21,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import boto3
-
 from batch_core import wiring
 from batch_core.messaging import ShardQueue
 from batch_core.models import Batch
@@ -33,19 +32,11 @@ from batchctl.local.events import EventSources
 from batchctl.local.moto_clients import adapt_to_moto
 from batchctl.local.outbox import Outbox
 from batchctl.local.resources import REGION, STACK, ResourceOptions, create_resources
+from batchctl.local.routes import sqs_routes
 from batchctl.template import Resolver
 from gpu_worker.worker import Worker
 
 logger = logging.getLogger(__name__)
-
-_ROUTES = {
-    "IntakeQueue": "handlers.validate",
-    "FinalizeQueue": "handlers.finalize",
-    "ShardDeadLetterQueue": "handlers.dead_shard",
-    "IntakeDeadLetterQueue": "handlers.dead_intake",
-    "WebhookQueue": "handlers.webhooks",
-}
-"""Each queue's function, as the template's SQS event sources map them."""
 
 
 class LocalStack:
@@ -143,18 +134,20 @@ class LocalStack:
             moto_quirks.apply()
             self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             self._mock.start()
-        self.session = boto3.session.Session(region_name=REGION)
+        self.session = wiring.new_session(REGION)
         self.resolver, environment = create_resources(self.session, self.options)
         self._set_env(environment)
         self.bucket = self.resolver.refs["DataBucket"]
         self.outbox = Outbox(self.session, self.bucket)
         wiring.reset()
         wiring.add_client_hook(adapt_to_moto)
-        self.service = wiring.default_service()
+        self.stages = wiring.default_stages()
         self.events = EventSources(self.session, self._stop)
         self.events.handler_errors = self.handler_errors  # one list: handlers' and workers'
         if self.route_events:
-            for queue, module in _ROUTES.items():
+            # Each queue's function as the template's SQS event sources map them; the sweep's
+            # schedule is the one route it has besides (every minute here, five deployed).
+            for queue, module in sqs_routes().items():
                 arn = self.resolver.attributes[(queue, "Arn")]
                 self.events.route(queue, self.physical_id(queue), arn, module)
             self.events.schedule("handlers.expire", every_seconds=60)
@@ -224,8 +217,8 @@ class LocalStack:
         engine = engine or self.engine
         assert engine is not None, "the stack has no engine"
         worker = Worker(
-            self.service,
-            queue or self.service.shard_queue,
+            self.stages.runner,
+            queue or self.stages.shard_queue,
             engine,
             wait_seconds=1,
             concurrency=self.worker_concurrency,
@@ -250,7 +243,7 @@ class LocalStack:
             )["QueueUrl"]
             for tier in ("urgent", "normal", "bulk")
         }
-        self.service.repository.put_model(
+        self.stages.table.models.put_model(
             ServedModel(
                 name=engine.served_model,
                 queue_url=urls["normal"],
@@ -259,7 +252,7 @@ class LocalStack:
                 created_at=int(time.time()),
             )
         )
-        queue = self.service.shard_queue.of_model(
+        queue = self.stages.shard_queue.of_model(
             urls["normal"], urgent_url=urls["urgent"], bulk_url=urls["bulk"]
         )
         return self.start_worker(f"worker-{engine.served_model}", engine=engine, queue=queue)

@@ -58,7 +58,7 @@ class ApiKeys:
                 param="tenant",
             )
         check_key(key)
-        self.repository.put_api_key(
+        self.repository.tenants.put_api_key(
             ApiKeyRecord(
                 key_hash=hash_key(key), tenant=tenant, created_at=int(self._clock()), name=name
             )
@@ -66,7 +66,7 @@ class ApiKeys:
 
     def revoke(self, key: str) -> bool:
         """Forget a key; False if it was not known."""
-        return self.repository.delete_api_key(hash_key(key))
+        return self.repository.tenants.delete_api_key(hash_key(key))
 
     def tenant_of(self, authorization: str | None) -> str:
         """The tenant of a `Bearer <key>` header; AuthenticationError otherwise."""
@@ -79,7 +79,7 @@ class ApiKeys:
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationError("The Authorization header must be 'Bearer <key>'.")
         digest = hash_key(key)
-        record = self.repository.get_api_key(digest)
+        record = self.repository.tenants.get_api_key(digest)
         if record is None or not hmac.compare_digest(record.key_hash, digest):
             raise AuthenticationError(f"Incorrect API key provided: {_redact(key)}.")
         return record.tenant
@@ -105,7 +105,9 @@ class RateLimiter:
         if self.per_second <= 0:
             return
         second = int(self._clock())
-        if not self.repository.take_request_slot(tenant, second, self.per_second, second + 120):
+        if not self.repository.tenants.take_request_slot(
+            tenant, second, self.per_second, second + 120
+        ):
             raise RateLimitError(
                 f"Rate limit reached: {self.per_second} requests per second for your "
                 "organization. Retry after a short wait."

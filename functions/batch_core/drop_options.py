@@ -10,8 +10,9 @@ Two ways, so any upload tool can set them:
   that cannot set object metadata: `endpoint`, `window` (or `completion_window`),
   `invalid_lines`; any other `name=value` folder becomes a batch metadata pair.
 
-Object metadata wins over folders. Endpoints may be given in full (`/v1/embeddings`) or short
-(`chat`, `completions`, `embeddings`). Without an endpoint the lines' own `url` decides.
+Object metadata wins over folders. Endpoints may be given in full (`/v1/embeddings`) or by a
+short name of their family's spec (`chat`, `completions`, `embeddings`: `batch_core.endpoints`).
+Without an endpoint the lines' own `url` decides.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from batch_core import endpoints
 from batch_core.batch_params import (
-    SUPPORTED_ENDPOINTS,
     CompletionWindow,
     Endpoint,
     InvalidLines,
@@ -30,16 +31,6 @@ from batch_core.batch_params import (
 )
 from batch_core.errors import InvalidRequestError
 
-_SHORT_ENDPOINTS = {
-    "chat": "/v1/chat/completions",
-    "chat.completions": "/v1/chat/completions",
-    "chat-completions": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "embeddings": "/v1/embeddings",
-    "responses": "/v1/responses",
-    "score": "/v1/score",
-    "rerank": "/v1/rerank",
-}
 _OPTION_NAMES = {
     "endpoint": "endpoint",
     "window": "completion_window",
@@ -66,11 +57,12 @@ class DropOptions(BaseModel):
 
 def parse_endpoint(value: str) -> str:
     """A full or short endpoint name (`chat`, `embeddings`) as the full one."""
-    endpoint = _SHORT_ENDPOINTS.get(value.strip().lower(), value.strip())
-    if endpoint not in SUPPORTED_ENDPOINTS:
+    short = endpoints.aliases()
+    endpoint = short.get(value.strip().lower(), value.strip())
+    if endpoint not in endpoints.ENDPOINTS:
         raise InvalidRequestError(
-            f"endpoint {value!r} is not supported; use one of {', '.join(SUPPORTED_ENDPOINTS)} "
-            f"(or {', '.join(sorted(_SHORT_ENDPOINTS))}).",
+            f"endpoint {value!r} is not supported; "
+            f"use one of {', '.join(endpoints.ENDPOINTS)} (or {', '.join(sorted(short))}).",
             param="endpoint",
             code="invalid_option",
         )

@@ -87,6 +87,7 @@ class FileService:
     ) -> FileObject:
         """Store an uploaded batch input file."""
         _check_purpose(purpose)
+        check_filename(filename or "upload.jsonl")  # before the bytes: none left unrecorded
         if not data:
             raise InvalidRequestError("The file is empty.", param="file", code="empty_file")
         file_id = new_file_id()
@@ -114,13 +115,13 @@ class FileService:
             status=status,
             expires_at=expires_at(now, expires_after, self.settings.file_retention_seconds),
         )
-        self.repository.put_file(FileRecord(file=file, s3_key=key, tenant=tenant))
+        self.repository.files.put_file(FileRecord(file=file, s3_key=key, tenant=tenant))
         return file
 
     def get(self, tenant: str, file_id: str) -> FileRecord:
         """The tenant's file; NotFoundError for unknown ids, other tenants' files and expired
         files alike (an expired one is gone at once, before the sweep deletes its bytes)."""
-        record = self.repository.get_file(file_id)
+        record = self.repository.files.get_file(file_id)
         if record is None or record.tenant != tenant or record.expired(self._now()):
             raise NotFoundError(f"No such File object: {file_id}", param="file_id")
         return record
@@ -135,7 +136,7 @@ class FileService:
         purpose: str | None = None,
     ) -> Page[FileObject]:
         cursor = self._cursor(tenant, after)
-        page = self.repository.list_files(
+        page = self.repository.files.list_files(
             tenant, after=cursor, limit=limit, ascending=order == "asc", purpose=purpose
         )
         now = self._now()
@@ -144,18 +145,18 @@ class FileService:
     def _cursor(self, tenant: str, after: str | None) -> str | None:
         if after is None:
             return None
-        position = self.repository.listing_position(tenant, "file", after)
+        position = self.repository.access.listing_position(tenant, "file", after)
         if position is None:
             raise NotFoundError(f"No such File object: {after}", param="after")
         return position
 
     def expired_file_ids(self, limit: int = 1000) -> list[str]:
         """Up to `limit` Files past their `expires_at`, oldest first."""
-        return self.repository.expired_file_ids(self._now(), limit)
+        return self.repository.batches.expired_file_ids(self._now(), limit)
 
     def delete_expired_file(self, file_id: str) -> str:
         """Delete one expired File (its bytes, what was made of them, its record)."""
-        record = self.repository.get_file(file_id)
+        record = self.repository.files.get_file(file_id)
         if record is not None:
             self._delete_record(record)
         return file_id
@@ -171,7 +172,7 @@ class FileService:
         takes the result parts it was merged from (`/results` read them) and its outbox
         copy with it."""
         self.store.delete(record.s3_key)
-        batch = self.repository.get_batch(record.batch_id) if record.batch_id else None
+        batch = self.repository.batches.get_batch(record.batch_id) if record.batch_id else None
         if batch is not None:
             kinds = (
                 (batch.output_file_id, s3keys.results_prefix(batch.id), "output.jsonl"),
@@ -182,7 +183,7 @@ class FileService:
                     self.store.delete_prefix(prefix)
                     if batch.outbox_name:
                         self.store.delete(s3keys.outbox_key(batch.outbox_name, filename))
-        self.repository.delete_file(record.file.id)
+        self.repository.files.delete_file(record.file.id)
 
     def content(self, tenant: str, file_id: str) -> FileContent:
         """Small files inline; large ones as a presigned URL (the client follows a redirect)."""
@@ -229,7 +230,7 @@ class FileService:
             purpose=purpose,
             status="pending",
         )
-        self.repository.put_upload(
+        self.repository.files.put_upload(
             UploadRecord(
                 upload=upload, tenant=tenant, mime_type=mime_type, expires_after=expires_after
             )
@@ -237,7 +238,7 @@ class FileService:
         return upload
 
     def _pending_upload(self, tenant: str, upload_id: str) -> UploadRecord:
-        record = self.repository.get_upload(upload_id)
+        record = self.repository.files.get_upload(upload_id)
         if record is None or record.tenant != tenant:
             raise NotFoundError(f"No such Upload object: {upload_id}", param="upload_id")
         upload = record.upload
@@ -251,7 +252,9 @@ class FileService:
         record = self._pending_upload(tenant, upload_id)
         if not data:
             raise InvalidRequestError("The part is empty.", param="data")
-        if not self.repository.reserve_upload_bytes(upload_id, len(data), record.upload.bytes):
+        if not self.repository.files.reserve_upload_bytes(
+            upload_id, len(data), record.upload.bytes
+        ):
             raise ConflictError(
                 f"This part would take upload {upload_id} past the {record.upload.bytes} bytes "
                 "it was created for.",
@@ -260,7 +263,9 @@ class FileService:
         part = UploadPart(id=new_upload_part_id(), created_at=self._now(), upload_id=upload_id)
         key = s3keys.upload_part_key(upload_id, part.id)
         self.store.put(key, data, content_type=record.mime_type or "application/octet-stream")
-        self.repository.put_upload_part(UploadPartRecord(part=part, bytes=len(data), s3_key=key))
+        self.repository.files.put_upload_part(
+            UploadPartRecord(part=part, bytes=len(data), s3_key=key)
+        )
         return part
 
     def complete_upload(
@@ -269,7 +274,7 @@ class FileService:
         """Join the parts, in the order given, into a new File; their sizes must add up to
         the upload's `bytes` (and their MD5 to `md5`, when given)."""
         record = self._pending_upload(tenant, upload_id)
-        parts = {p.part.id: p for p in self.repository.list_upload_parts(upload_id)}
+        parts = {p.part.id: p for p in self.repository.files.list_upload_parts(upload_id)}
         unknown = [part_id for part_id in part_ids if part_id not in parts]
         if not part_ids or unknown:
             shown = ", ".join(repr(part_id[:64]) for part_id in unknown[:3])
@@ -300,9 +305,9 @@ class FileService:
                 raise ConflictError(f"The parts' MD5 is {actual}, not {md5}.", param="md5")
             file = self._record(tenant, file_id, *upload_file, expires_after=keep)
             completed = record.upload.model_copy(update={"status": "completed", "file": file})
-            if not self.repository.finish_upload(record, completed):
+            if not self.repository.files.finish_upload(record, completed):
                 self.store.delete(key)
-                self.repository.delete_file(file_id)
+                self.repository.files.delete_file(file_id)
                 raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
             self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
             return completed
@@ -311,8 +316,8 @@ class FileService:
         file = self._record(tenant, file_id, *upload_file, "uploaded", expires_after=keep)
         completed = record.upload.model_copy(update={"status": "completed", "file": file})
         planned = record.model_copy(update={"part_ids": part_ids, "md5": md5})
-        if not self.repository.finish_upload(planned, completed):
-            self.repository.delete_file(file_id)
+        if not self.repository.files.finish_upload(planned, completed):
+            self.repository.files.delete_file(file_id)
             raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
         if self.jobs is None:
             raise RuntimeError("no intake queue to join the upload's parts")
@@ -341,20 +346,20 @@ class FileService:
         MD5 checked when the client gave one); the File is then `processed`, or `error`
         with the reason. Returns the batches that were waiting for it; None when there is
         nothing (more) to do, so a redelivered job changes nothing."""
-        record = self.repository.get_upload(upload_id)
+        record = self.repository.files.get_upload(upload_id)
         if record is None or record.upload.file is None or record.upload.status != "completed":
             return None
-        current = self.repository.get_file(record.upload.file.id)
+        current = self.repository.files.get_file(record.upload.file.id)
         if current is None or current.file.status != "uploaded":
             return None
-        parts = {p.part.id: p for p in self.repository.list_upload_parts(upload_id)}
+        parts = {p.part.id: p for p in self.repository.files.list_upload_parts(upload_id)}
         ordered = [(parts[part_id].s3_key, parts[part_id].bytes) for part_id in record.part_ids]
         error = None
         actual = self._join(current.s3_key, ordered, want_md5=record.md5 is not None)
         if record.md5 and record.md5.lower() != actual:
             error = f"The parts' MD5 is {actual}, not {record.md5}."
             self.store.delete(current.s3_key)
-        waiting = self.repository.finish_file(
+        waiting = self.repository.files.finish_file(
             current.file.id, status="error" if error else "processed", status_details=error
         )
         self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
@@ -363,18 +368,18 @@ class FileService:
     def fail_join(self, upload_id: str) -> AssembledFile | None:
         """The join job failed every attempt: the File ends `error`, its waiting batches
         are returned so that they fail too."""
-        record = self.repository.get_upload(upload_id)
+        record = self.repository.files.get_upload(upload_id)
         if record is None or record.upload.file is None:
             return None
         error = "The upload's parts could not be joined after several attempts; upload again."
         file_id = record.upload.file.id
-        waiting = self.repository.finish_file(file_id, status="error", status_details=error)
+        waiting = self.repository.files.finish_file(file_id, status="error", status_details=error)
         return AssembledFile(file_id=file_id, error=error, waiting_batches=waiting)
 
     def cancel_upload(self, tenant: str, upload_id: str) -> Upload:
         record = self._pending_upload(tenant, upload_id)
         cancelled = record.upload.model_copy(update={"status": "cancelled"})
-        if not self.repository.finish_upload(record, cancelled):
+        if not self.repository.files.finish_upload(record, cancelled):
             raise ConflictError(f"Upload {upload_id} was completed or cancelled meanwhile.")
         self.store.delete_prefix(f"{s3keys.UPLOADS_PREFIX}{upload_id}/")
         return cancelled

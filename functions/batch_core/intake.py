@@ -8,31 +8,37 @@ import logging
 import posixpath
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from batch_core import s3keys
 from batch_core.batch_params import window_seconds
+from batch_core.deps import Deps
 from batch_core.drop_options import (
     DropOptions,
     drop_options,
 )
-from batch_core.ending import Ending
+from batch_core.ending import CANCELLED, Ending
 from batch_core.errors import (
     InvalidRequestError,
     MissingObjectError,
     RateLimitError,
 )
-from batch_core.files import AssembledFile
+from batch_core.files import AssembledFile, FileService
 from batch_core.ids import new_batch_id, new_file_id
+from batch_core.intake_jobs import BuildRetryInput, DroppedObject, IntakeWork, JoinUpload
 from batch_core.media_urls import MediaPolicy
+from batch_core.messaging import Tracker
+from batch_core.model_registry import ModelRegistry
 from batch_core.models import BatchError
+from batch_core.notices import Notices
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.results import refused_line
 from batch_core.retention import new_file_object
-from batch_core.scheduling import ShardTier, UrgentShares, shard_tier
+from batch_core.retries import Retries
 from batch_core.settings import Settings
-from batch_core.shard_parts import refused_line
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
 from batch_core.storage import ObjectStore
+from batch_core.tenant_slots import TenantSlots
+from batch_core.turns import Turns
 from batch_core.validation import (
     BatchValidator,
     RejectedLine,
@@ -43,21 +49,6 @@ from batch_core.validation import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DroppedObject:
-    """An object that landed in the bucket (from an S3 event)."""
-
-    key: str
-    etag: str = ""
-    sequencer: str = ""
-    version_id: str = ""
-
-    @property
-    def identity(self) -> str:
-        """The same upload always has the same identity; a new upload of the key does not."""
-        return f"{self.key}#{self.version_id}#{self.sequencer or self.etag}"
 
 
 def _plan_fields(report: ValidationReport, shards: int) -> dict[str, object]:
@@ -132,8 +123,53 @@ class _RejectedLines:
         store.upload(key or s3keys.rejected_lines_key(self._batch_id), self._data)
 
 
-class Intake(Ending):
+class Intake:
     """From an input file to queued shards."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        registry: ModelRegistry,
+        slots: TenantSlots,
+        turns: Turns,
+        notices: Notices,
+        ending: Ending,
+        tracker: Tracker,
+        files: FileService,
+        retries: Retries,
+    ) -> None:
+        self.deps = deps
+        self.registry = registry
+        self.slots = slots
+        self.turns = turns
+        self.notices = notices
+        self.ending = ending
+        self.tracker = tracker
+        self.files = files
+        self.retries = retries
+
+    def run(self, work: IntakeWork) -> BatchRecord | None:
+        """One intake message's work: a dropped object validated and planned (its batch), an
+        upload joined or a retry's input built, and the batches waiting on it started."""
+        if isinstance(work, JoinUpload):
+            self.start_waiting_batches(self.files.join_upload(work.upload_id))
+            return None
+        if isinstance(work, BuildRetryInput):
+            self.start_waiting_batches(self.retries.build_retry_input(work.parent_id))
+            return None
+        return self.ingest_dropped_object(work)
+
+    def give_up(self, work: IntakeWork) -> BatchRecord | None:
+        """Work that failed every attempt (the intake dead-letter queue): its File ends
+        `error` and the batches waiting on it fail, or the dropped object's batch fails."""
+        if isinstance(work, JoinUpload):
+            self.start_waiting_batches(self.files.fail_join(work.upload_id))
+            return None
+        if isinstance(work, BuildRetryInput):
+            self.start_waiting_batches(self.retries.fail_retry_input(work.parent_id))
+            return None
+        return self.fail_intake(work)
 
     def ingest_dropped_object(self, dropped: DroppedObject) -> BatchRecord | None:
         """Create and validate a batch for a file dropped under inbox/.
@@ -156,24 +192,24 @@ class Intake(Ending):
         version = dropped.version_id or None
         input_key = s3keys.file_key(input_file_id)
         try:
-            info = self.store.head(dropped.key, version_id=version)
-            self.store.copy(dropped.key, input_key, version_id=version)
+            info = self.deps.store.head(dropped.key, version_id=version)
+            self.deps.store.copy(dropped.key, input_key, version_id=version)
         except MissingObjectError:
             logger.warning("%s (version %s) is gone before intake: no batch", dropped.key, version)
             return None
-        if not self.repository.claim_outbox(name, batch_id):
+        if not self.deps.table.batches.claim_outbox(name, batch_id):
             name = s3keys.unique_outbox_name(name, batch_id)  # x dropped again, or x beside x.jsonl
-            self.repository.claim_outbox(name, batch_id)
+            self.deps.table.batches.claim_outbox(name, batch_id)
         option_error: InvalidRequestError | None = None
         try:
             options = drop_options(dropped.key, info.metadata)
         except InvalidRequestError as error:
             options, option_error = DropOptions(), error
-        now = self._now()
-        window = options.completion_window or self.settings.default_completion_window
+        now = self.deps.now()
+        window = options.completion_window or self.deps.settings.default_completion_window
         record = BatchRecord(
             id=batch_id,
-            endpoint=options.endpoint or self.settings.default_endpoint,
+            endpoint=options.endpoint or self.deps.settings.default_endpoint,
             input_file_id=input_file_id,
             completion_window=window,
             status="validating",
@@ -189,21 +225,21 @@ class Intake(Ending):
             size=info.size,
             created_at=now,
             filename=posixpath.basename(dropped.key),
-            expires_at=now + self.settings.file_retention_seconds,
+            expires_at=now + self.deps.settings.file_retention_seconds,
         )
-        if not self.repository.create_batch(record):
-            existing = self.repository.get_batch(batch_id)
+        if not self.deps.table.batches.create_batch(record):
+            existing = self.deps.table.batches.get_batch(batch_id)
             logger.info("duplicate event for %s (batch %s)", dropped.key, batch_id)
             if existing is None:
                 return None
             if option_error is not None and existing.status == "validating":
                 return self._fail_validation(existing, [_option_error(option_error)])
             return self._resume_intake(existing, options.endpoint)
-        self.repository.put_file(FileRecord(file=input_file, s3_key=input_key))
+        self.deps.table.files.put_file(FileRecord(file=input_file, s3_key=input_key))
         if option_error is not None:
             return self._fail_validation(record, [_option_error(option_error)])
         try:
-            self._take_slot(record)
+            self.slots.take(record)
         except RateLimitError as refused:  # a dropped file has no request to answer 429
             limit = BatchError(code=refused.code, message=str(refused))
             return self._fail_validation(record, [limit])
@@ -212,11 +248,11 @@ class Intake(Ending):
     def _context_tokens(self, model: str | None) -> int:
         """`model`'s context window from the registry; 0 when it gives none (the planner
         then assumes MODEL_CONTEXT_TOKENS)."""
-        served = self._served(model)
+        served = self.registry.served(model)
         return served.context_length if served is not None else 0
 
     def _drop_seed(self, dropped: DroppedObject) -> str:
-        return f"{self.store.bucket}/{dropped.identity}"
+        return f"{self.deps.store.bucket}/{dropped.identity}"
 
     def fail_intake(self, dropped: DroppedObject) -> BatchRecord | None:
         """An intake that failed every attempt (its event reached the dead-letter queue): the
@@ -227,15 +263,15 @@ class Intake(Ending):
             if s3keys.outbox_name(dropped.key) is None:
                 return None
             batch_id = new_batch_id(self._drop_seed(dropped))
-        record = self.repository.get_batch(batch_id)
+        record = self.deps.table.batches.get_batch(batch_id)
         if record is None:
             logger.error("intake of batch %s failed before it was recorded", batch_id)
             return None
         if record.status == "cancelling" and not record.shards_queued:
-            return self._end(record, "cancelled", from_status="cancelling")
+            return self.ending.end(record, CANCELLED)
         if record.status != "validating":
             return record
-        self.store.delete_prefix(s3keys.shard_prefix(record.id))  # shards of a cut-off attempt
+        self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))  # shards of a cut-off attempt
         logger.error("intake of batch %s failed on every attempt", record.id)
         error = BatchError(
             code="intake_failed",
@@ -247,18 +283,18 @@ class Intake(Ending):
     def _resume_intake(self, record: BatchRecord, endpoint: str | None) -> BatchRecord:
         if record.status == "validating":
             return self._validate_and_plan(
-                record, endpoint=endpoint, size=self.store.size(record.input_key)
+                record, endpoint=endpoint, size=self.deps.store.size(record.input_key)
             )
         if record.status == "in_progress" and not record.shards_queued:
             # A crash came between the status change and the messages: start the tracker
             # again (harmless) and queue the shards.
-            self._start_running(record, record.tier, record.model)
-            return self._require(record.id)
+            self._start_running(record)
+            return self.deps.batch(record.id)
         return record
 
-    def _start_running(self, record: BatchRecord, tier: ShardTier, model: str | None) -> None:
-        self.tracker.start(record.id, poll=self.settings.poll_schedule)
-        self.queue_first_shards(record, tier, model)
+    def _start_running(self, record: BatchRecord) -> None:
+        self.tracker.start(record.id, poll=self.deps.settings.poll_schedule)
+        self.turns.queue_first_shards(record)
 
     def new_validator(
         self,
@@ -266,11 +302,11 @@ class Intake(Ending):
         on_rejected: Callable[[RejectedLine], None] | None = None,
     ) -> BatchValidator:
         """A validator with this deployment's limits and served models."""
-        settings = self.settings
+        settings = self.deps.settings
         return BatchValidator(
             endpoint=endpoint,
             default_endpoint=settings.default_endpoint,
-            served_models=self.served_model_names(),
+            served_models=self.registry.served_model_names(),
             limits=ValidationLimits(
                 max_requests=settings.max_requests_per_batch,
                 max_line_bytes=settings.max_line_bytes,
@@ -283,7 +319,7 @@ class Intake(Ending):
     def _validate_and_plan(
         self, record: BatchRecord, *, endpoint: str | None, size: int
     ) -> BatchRecord:
-        settings = self.settings
+        settings = self.deps.settings
         if size > settings.max_batch_bytes:
             error = BatchError(
                 code="file_too_large",
@@ -293,7 +329,7 @@ class Intake(Ending):
         skip = record.invalid_lines == "skip"
         shards: list[ShardRecord] = []
         with _RejectedLines(record.id) as rejected:
-            with self.store.parallel_uploads() as uploads:
+            with self.deps.store.parallel_uploads() as uploads:
 
                 def store_shard(shard: PlannedShard) -> None:
                     uploads.submit(s3keys.shard_key(record.id, shard.index), shard.data)
@@ -315,7 +351,7 @@ class Intake(Ending):
                     shard_bounds(settings),
                     context_tokens=lambda: self._context_tokens(validator.model),
                 )
-                chunks = self.store.stream_ahead(record.input_key)
+                chunks = self.deps.store.stream_ahead(record.input_key)
                 for line in validator.validate(iter_lines(chunks, settings.max_line_bytes)):
                     if skip or not validator.has_errors:
                         planner.add(line)  # fail mode: no more shards after the first bad line
@@ -326,66 +362,56 @@ class Intake(Ending):
                 else:
                     planner.discard()
             if not runnable:
-                self.store.delete_prefix(s3keys.shard_prefix(record.id))
+                self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))
                 return self._fail_validation(
                     record, report.errors, total_errors=report.error_count, every_error=rejected
                 )
             if report.rejected_lines:
-                rejected.store(self.store)
-        over_limit = self._reserve_requests(record, sum(s.request_count for s in shards))
+                rejected.store(self.deps.store)
+        over_limit = self.slots.reserve_requests(record, sum(s.request_count for s in shards))
         if over_limit is not None:
             error = BatchError(code="request_limit_exceeded", message=over_limit)
             failed = self._fail_validation(record, [error])
             if failed.status == "failed":
-                self.store.delete_prefix(s3keys.shard_prefix(record.id))
+                self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))
                 return failed
             # Cancelled while validating: it ends below as cancelled, every line reported.
-        self.repository.put_shards(record.id, shards)
-        now = self._now()
-        tier = shard_tier(
-            expires_at=record.expires_at or now,
-            now=now,
-            estimated_tokens=(work := sum(shard.estimated_tokens for shard in shards)),
-            settings=self.settings,
-            tokens_per_second=self._throughput(report.model),
-            urgent_budget=UrgentShares(self.repository, self.settings).budget(
-                record.tenant, report.model, now
-            ),
-        )
+        self.deps.table.shards.put_shards(record.id, shards)
+        work = sum(shard.estimated_tokens for shard in shards)
         plan = {
             **_plan_fields(report, len(shards)),
-            "tier": tier,
+            "tier": self.turns.first_tier(record, work, report.model),
             "estimated_tokens": work,
-            "shards_released": self.shards_let_in_first(len(shards)),
+            "shards_released": self.turns.shards_let_in_first(len(shards)),
         }
-        moved = self.repository.transition(
+        moved = self.deps.table.batches.transition(
             record.id,
             to_status="in_progress",
             from_statuses=["validating"],
-            fields={**plan, "in_progress_at": now},
+            fields={**plan, "in_progress_at": self.deps.now()},
         )
-        if moved:
-            planned = {"shards_total": len(shards), "shards_released": plan["shards_released"]}
-            self._start_running(record.model_copy(update=planned), tier, report.model)
-        else:
-            self._track_cancelled_intake(record.id, plan)
-        current = self._require(record.id)
-        self._publish(current)
-        if moved:
-            self._announce(current)
-        return current
+        if moved is None:
+            current = self._track_cancelled_intake(record.id, plan)
+            self.notices.outbox(current)
+            return current
+        self._start_running(moved)
+        self.notices.outbox(moved)
+        self.notices.moved(moved)
+        return moved
 
-    def _track_cancelled_intake(self, batch_id: str, plan: dict[str, object]) -> None:
+    def _track_cancelled_intake(self, batch_id: str, plan: dict[str, object]) -> BatchRecord:
         """Cancelled while validating: record what was planned and let the tracker end it
         (every request becomes a batch_cancelled line); no shard is queued."""
-        counted = self.repository.transition(
+        counted = self.deps.table.batches.transition(
             batch_id,
             to_status="cancelling",
             from_statuses=["cancelling"],
             fields={**plan, "shards_queued": True},
         )
-        if counted:
-            self.tracker.start(batch_id, poll=self.settings.poll_schedule)
+        if counted is None:
+            return self.deps.batch(batch_id)
+        self.tracker.start(batch_id, poll=self.deps.settings.poll_schedule)
+        return counted
 
     def _fail_validation(
         self,
@@ -399,33 +425,34 @@ class Intake(Ending):
         them in its error file when the batch could not keep them all."""
         total = max(total_errors or 0, len(errors))
         stored = stored_errors(errors, total, error_file=every_error is not None)
-        fields: dict[str, object] = {"failed_at": self._now()}
+        fields: dict[str, object] = {"failed_at": self.deps.now()}
         if every_error is not None and not stored.complete:
             every_error.add_file_errors(errors)
             fields["error_file_id"] = self._store_error_file(record, every_error)
-        moved = self.repository.transition(
+        moved = self.deps.table.batches.transition(
             record.id,
             to_status="failed",
             from_statuses=["validating"],
             fields=fields,
             errors=stored.errors,
         )
-        current = self._require(record.id)
-        if moved:
-            self._mirror_to_outbox(current)
-        self._publish(current)
-        if moved:
-            self._announce(current)
-        return current
+        if moved is None:  # cancelled meanwhile, or a repeated intake's: as it is now
+            current = self.deps.batch(record.id)
+            self.notices.outbox(current)
+            return current
+        self.notices.mirror_results(moved)
+        self.notices.outbox(moved)
+        self.notices.moved(moved)
+        return moved
 
     def _store_error_file(self, record: BatchRecord, lines: _RejectedLines) -> str:
         """Every error of a failed batch as its error File (the error file's line format),
         the batch owner's, kept as its output would be. The same id on a repeated intake."""
         file_id = new_file_id(f"{record.id}/error")
         key = s3keys.file_key(file_id)
-        lines.store(self.store, key)
-        now = self._now()
-        seconds = record.output_expires_after_seconds or self.settings.file_retention_seconds
+        lines.store(self.deps.store, key)
+        now = self.deps.now()
+        seconds = record.output_expires_after_seconds or self.deps.settings.file_retention_seconds
         file = new_file_object(
             file_id,
             size=lines.size,
@@ -434,7 +461,7 @@ class Intake(Ending):
             purpose="batch_output",
             expires_at=now + seconds,
         )
-        self.repository.put_file(
+        self.deps.table.files.put_file(
             FileRecord(file=file, s3_key=key, batch_id=record.id, tenant=record.tenant)
         )
         return file_id
@@ -446,27 +473,27 @@ class Intake(Ending):
         if joined is None:
             return
         file_id, error = joined.file_id, joined.error
-        file = self.repository.get_file(file_id)
+        file = self.deps.table.files.get_file(file_id)
         for batch_id in joined.waiting_batches:
-            record = self.repository.get_batch(batch_id)
+            record = self.deps.table.batches.get_batch(batch_id)
             if record is None or record.status not in {"validating", "cancelling"}:
                 continue
             if error is None and file is not None:
-                self.store.copy(file.s3_key, record.input_key)
+                self.deps.store.copy(file.s3_key, record.input_key)
             elif record.status == "validating":
                 self._fail_validation(
                     record, [BatchError(code="invalid_input_file", message=error)]
                 )
             else:
-                self._end(record, "cancelled", from_status="cancelling")
+                self.ending.end(record, CANCELLED)
 
     def _ingest_created_batch(self, batch_id: str) -> BatchRecord | None:
         """The S3 event of a batch created through the API: validate it (once)."""
-        record = self.repository.get_batch(batch_id)
+        record = self.deps.table.batches.get_batch(batch_id)
         if record is None:
             logger.warning("input for unknown batch %s", batch_id)
             return None
         if record.status == "cancelling" and not record.shards_queued and not record.request_total:
             # Cancelled before validation began: nothing to run, nothing to report.
-            return self._end(record, "cancelled", from_status="cancelling")
+            return self.ending.end(record, CANCELLED)
         return self._resume_intake(record, record.endpoint)

@@ -5,6 +5,7 @@ function's 15 minutes, retries and its dead-letter queue."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -28,6 +29,26 @@ class BuildRetryInput(BaseModel):
 
 IntakeJob = Annotated[JoinUpload | BuildRetryInput, Field(discriminator="job")]
 _JOBS: TypeAdapter[JoinUpload | BuildRetryInput] = TypeAdapter(IntakeJob)
+
+
+@dataclass(frozen=True)
+class DroppedObject:
+    """An object that landed in the bucket (from an S3 event): a dropped file, or the input
+    of a batch created through the API."""
+
+    key: str
+    etag: str = ""
+    sequencer: str = ""
+    version_id: str = ""
+
+    @property
+    def identity(self) -> str:
+        """The same upload always has the same identity; a new upload of the key does not."""
+        return f"{self.key}#{self.version_id}#{self.sequencer or self.etag}"
+
+
+IntakeWork = JoinUpload | BuildRetryInput | DroppedObject
+"""What one intake message asks of the validate function."""
 
 
 def parse_job(body: str) -> JoinUpload | BuildRetryInput | None:

@@ -1,5 +1,7 @@
-"""Adding, retiring and removing served models: what the worker-fleet template's custom
-resource (`handlers.model_registry`) and `batchctl models` do to the registry (`table_models`).
+"""The served models' registry (`table_models`): reading it (where a batch's shards go, which
+models validation accepts), with one cache per process, and adding, retiring and removing
+models: what the worker-fleet template's custom resource (`handlers.model_registry`) and
+`batchctl models` do. A change made here drops this process's cache.
 
 A model is removed only once nothing can still need it: it is retired first (new batches for
 it are refused), every process's cached registry is given time to see that, and the removal
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 from batch_core.errors import ConflictError, InvalidRequestError
 from batch_core.records import ServedModel
 from batch_core.repository import BatchRepository
-from batch_core.service_base import MODEL_REGISTRY_SECONDS
 from batch_core.settings import Settings
 
+MODEL_REGISTRY_SECONDS = 60.0
+"""How long a process keeps the model registry it read."""
 MAX_NAME_CHARS = 256
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*(?:/[A-Za-z0-9][A-Za-z0-9._:-]*)*")
 """ASCII letters, digits and `._:-`, in segments joined by single `/` (hub ids such as
@@ -112,7 +115,7 @@ class RegistryRules:
 
 
 class ModelRegistry:
-    """The registry's changes, over the table."""
+    """The registry's reads (cached) and changes, over the table."""
 
     def __init__(
         self,
@@ -126,6 +129,41 @@ class ModelRegistry:
         self._clock = clock
         self._sleep = sleep
         self.rules = rules or RegistryRules()
+        self._cache: tuple[float, dict[str, ServedModel]] | None = None
+
+    # -- reads ------------------------------------------------------------------------
+
+    def models(self) -> dict[str, ServedModel]:
+        """Every registered model by name, read at most once a minute per process: models
+        change rarely, and a retired one may take that long to be refused by every function
+        (`remove` waits that long)."""
+        now = time.monotonic()
+        cached = self._cache
+        if cached is None or now - cached[0] > MODEL_REGISTRY_SECONDS:
+            cached = (now, {m.name: m for m in self.repository.models.list_models()})
+            self._cache = cached
+        return cached[1]
+
+    def forget(self) -> None:
+        """Read the registry again at the next use (after a change made elsewhere)."""
+        self._cache = None
+
+    def served(self, model: str | None) -> ServedModel | None:
+        """`model`'s registry entry, if it has one."""
+        return self.models().get(model) if model else None
+
+    def served_model_names(self) -> list[str]:
+        """What validation accepts: the stack's own models (SERVED_MODELS) and the
+        registry's active ones (empty when both are: any model)."""
+        models = list(self.models().values())
+        registered = {m.name for m in models if m.status == "active"}
+        retiring = {m.name for m in models if m.status == "retiring"}
+        named = {name for name in self.rules.own_models if name not in retiring}
+        if retiring and not (named or registered):  # an empty list would accept any model
+            return ["no model (every registered model is retiring)"]
+        return sorted(named | registered)
+
+    # -- changes ----------------------------------------------------------------------
 
     def register(self, model: ServedModel) -> ServedModel:
         """Add or change a model; its first registration's time is kept, and retiring it here
@@ -134,7 +172,7 @@ class ModelRegistry:
         fleet's (or was added by hand, fleet empty)."""
         self.rules.check(model)
         now = int(self._clock())
-        current = self.repository.get_model(model.name)
+        current = self.repository.models.get_model(model.name)
         if current is not None and current.fleet != model.fleet:
             owner = f"fleet {current.fleet!r}" if current.fleet else "batchctl (by hand)"
             raise ConflictError(
@@ -147,12 +185,14 @@ class ModelRegistry:
         if model.status == "retiring":
             retired_at = current.retired_at if current and current.retired_at else now
         stored = model.model_copy(update={"created_at": created, "retired_at": retired_at})
-        self.repository.put_model(stored)
+        self.repository.models.put_model(stored)
+        self.forget()
         return stored
 
     def retire(self, name: str) -> bool:
         """Refuse new batches for the model; running ones finish. False if unknown."""
-        return self.repository.retire_model(name, int(self._clock()))
+        self.forget()
+        return self.repository.models.retire_model(name, int(self._clock()))
 
     def unfinished_batches(self, name: str, seen_retiring_at: int | None = None) -> list[str]:
         """The batches for the model that have not ended (every active batch is read), and,
@@ -160,7 +200,7 @@ class ModelRegistry:
         model is known only once their file is read, and their intake may have read the
         registry before it showed the model retiring; its shards then go where the registry
         says, the stack's own queues once the model is gone. One created later cannot be."""
-        active = self.repository.active_batches(int(self._clock()))
+        active = self.repository.batches.active_batches(int(self._clock()))
         return [
             batch.id
             for batch in active
@@ -179,12 +219,12 @@ class ModelRegistry:
         `fleet`, is another fleet's (a stack never removes what it does not own).
 
         Raises ModelInUseError while batches for it have not ended (it stays retiring)."""
-        current = self.repository.get_model(name)
+        current = self.repository.models.get_model(name)
         if current is None or (fleet is not None and current.fleet != fleet):
             return False
         if not self.retire(name):
             return False
-        model = self.repository.get_model(name)
+        model = self.repository.models.get_model(name)
         retired_at = model.retired_at if model and model.retired_at else int(self._clock())
         seen_retiring_at = math.ceil(retired_at + MODEL_REGISTRY_SECONDS)
         wait = seen_retiring_at - self._clock()
@@ -198,5 +238,6 @@ class ModelRegistry:
                 f"perhaps for it, have not ended ({listed}). It is retiring: new batches for "
                 "it are refused. Remove it again once they end."
             )
-        self.repository.delete_model(name)
+        self.repository.models.delete_model(name)
+        self.forget()
         return True

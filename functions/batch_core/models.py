@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from batch_core.endpoints import ENDPOINTS
 
 BatchStatus = Literal[
     "validating",
@@ -18,15 +21,26 @@ BatchStatus = Literal[
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
 
-Endpoint = Literal[
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/score",
-    "/v1/rerank",
+SUPPORTED_ENDPOINTS: tuple[str, ...] = tuple(ENDPOINTS)
+"""The endpoint paths served, in the registry's order (`batch_core.endpoints`)."""
+
+
+def _served(path: str) -> str:
+    """An endpoint the registry serves; pydantic's own wording for a refused literal."""
+    if path in ENDPOINTS:
+        return path
+    *first, last = (repr(served) for served in ENDPOINTS)
+    expected = f"{', '.join(first)} or {last}" if first else last
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+Endpoint = Annotated[
+    str,
+    AfterValidator(_served),
+    WithJsonSchema({"enum": list(SUPPORTED_ENDPOINTS), "type": "string"}),
 ]
-SUPPORTED_ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
+"""A path of the endpoint registry: a new family module is served everywhere a batch names
+its endpoint, the OpenAPI document's enum included."""
 
 
 class BatchError(BaseModel):

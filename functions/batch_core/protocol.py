@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from batch_core.endpoints import usage_reader
 from batch_core.errors import LineError
 from batch_core.ids import new_request_id, new_request_line_id
 from batch_core.json_bounds import check_bounds
@@ -226,21 +227,10 @@ class Engine(Protocol):
 
 
 def usage_of(body: dict[str, Any]) -> tuple[int, int, int]:
-    """(input, cached, output) tokens of a response body; zeros when it has no usage. Chat,
-    completions and pooling bodies say `prompt_tokens`; the Responses API `input_tokens`."""
+    """(input, cached, output) tokens of a response body; zeros when it has no usage. Each
+    endpoint family's spec says how its bodies count (`endpoints.usage_reader`): chat,
+    completions and pooling bodies say `prompt_tokens`, the Responses API `input_tokens`."""
     usage = body.get("usage") or {}
     if not isinstance(usage, dict):
         return 0, 0, 0
-    if "input_tokens" in usage:
-        details = usage.get("input_tokens_details") or {}
-        prompt, output = usage.get("input_tokens"), usage.get("output_tokens")
-    else:
-        details = usage.get("prompt_tokens_details") or {}
-        prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return _count(prompt), _count(cached), _count(output)
-
-
-def _count(value: object) -> int:
-    """A token count as the engine reported it; anything that is not one counts 0."""
-    return value if type(value) is int and 0 <= value <= 2**53 else 0
+    return usage_reader(usage)(usage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -117,6 +118,27 @@ class BatchRecord(BatchFields):
 
 
 ShardStatus = Literal["queued", "running", "done"]
+
+
+@dataclass
+class PartCounts:
+    """What one part of a shard's results adds to its shard and its batch."""
+
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, succeeded: bool, usage: tuple[int, int, int]) -> None:
+        """One result line: its success, and its usage (input, cached, output tokens)."""
+        if not succeeded:
+            self.failed += 1
+            return
+        self.completed += 1
+        self.input_tokens += usage[0]
+        self.cached_tokens += usage[1]
+        self.output_tokens += usage[2]
 
 
 class ShardRecord(BaseModel):

@@ -9,6 +9,10 @@ S3 event never changes anything twice.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from batch_core.table_access import TableAccess
+from batch_core.table_batches import BatchTable
 from batch_core.table_codec import Page
 from batch_core.table_files import FileTable
 from batch_core.table_keys import (
@@ -28,6 +32,9 @@ from batch_core.table_models import ModelTable
 from batch_core.table_shards import ShardTable
 from batch_core.table_tenants import TenantTable
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 __all__ = [
     "ACTIVE_BY_EXPIRY",
     "BY_TENANT",
@@ -45,6 +52,14 @@ __all__ = [
 ]
 
 
-class BatchRepository(ShardTable, FileTable, TenantTable, ModelTable):
+class BatchRepository:
     """Batches, their shards, files, uploads, tenants' items and served models in the single
-    table."""
+    table: one object per kind of item, over one client."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self.access = TableAccess(dynamodb, table_name)
+        self.batches = BatchTable(self.access)
+        self.shards = ShardTable(self.access)
+        self.files = FileTable(self.access)
+        self.tenants = TenantTable(self.access)
+        self.models = ModelTable(self.access)

@@ -1,5 +1,5 @@
-"""Running one shard on an engine (the GPU worker's call): a lease, crash-safe parts, and a stop
-between parts when the batch no longer runs.
+"""Running one shard on an engine (the GPU worker's one dependency): a lease, crash-safe
+parts, and a stop between parts when the batch no longer runs.
 """
 
 from __future__ import annotations
@@ -8,25 +8,42 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
+from batch_core.deps import Deps
 from batch_core.media_urls import MediaPolicy, refused_media
 from batch_core.messaging import ShardQueue, ShardTask
-from batch_core.protocol import (
-    BatchRequestOutput,
-    Engine,
-    EngineRequest,
-    ShardRequest,
-)
-from batch_core.records import ShardRecord
-from batch_core.shard_parts import (
-    FinishedRequests,
-    PendingPart,
-    ShardParts,
-    ShardRun,
-    refused_line,
-)
+from batch_core.notices import Notices
+from batch_core.protocol import BatchRequestOutput, Engine, EngineRequest, ShardRequest
+from batch_core.records import PartCounts, ShardRecord
+from batch_core.results import FinishedRequests, PendingPart, Results, refused_line
+from batch_core.turns import Turns
 
 logger = logging.getLogger(__name__)
+
+ShardOutcome = Literal["done", "interrupted", "stopped", "busy", "skipped"]
+"""done: settled; interrupted: the worker is stopping, another finishes it; stopped: the batch
+is no longer running; busy: another worker holds the shard's lease; skipped: nothing to do
+(already done, or the batch is not running)."""
+
+
+@dataclass
+class ShardRun:
+    """What one attempt at a shard did (for the worker's logs and metrics)."""
+
+    outcome: ShardOutcome
+    succeeded: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, counts: PartCounts) -> None:
+        self.succeeded += counts.completed
+        self.failed += counts.failed
+        self.input_tokens += counts.input_tokens
+        self.output_tokens += counts.output_tokens
 
 
 def _media_refused_line(
@@ -41,8 +58,12 @@ def _media_refused_line(
     )
 
 
-class ShardRunning(ShardParts):
-    """One shard through the engine."""
+class ShardRunner:
+    def __init__(self, deps: Deps, results: Results, turns: Turns, notices: Notices) -> None:
+        self.deps = deps
+        self.results = results
+        self.turns = turns
+        self.notices = notices
 
     def process_shard(
         self,
@@ -66,17 +87,18 @@ class ShardRunning(ShardParts):
         its model), else to the model's queues from the registry.
         """
         started = time.monotonic()
+        settings, table = self.deps.settings, self.deps.table
         owner = owner or uuid.uuid4().hex
-        now = self._clock()
+        now = self.deps.clock()
         # One transaction checks the batch is in progress and takes the shard's lease.
-        shard = self.repository.begin_shard_attempt(
+        shard = table.shards.begin_shard_attempt(
             task.batch_id, task.shard_index, owner=owner, lease_until=now + lease_seconds, now=now
         )
         if shard is None:
             return self._not_begun(task)
         # A first attempt has nothing to recover: no part can exist before an attempt began.
         finished, next_part = (
-            self._recover_parts(shard)
+            self.results.recover(shard)
             if shard.attempts > 1 or shard.parts_committed
             else (FinishedRequests(), 0)
         )
@@ -92,12 +114,12 @@ class ShardRunning(ShardParts):
                 (part.succeeded if line.succeeded else part.failed).append(line)
                 remaining -= 1
                 if remaining and (
-                    len(part) >= self.settings.results_part_size
-                    or time.monotonic() - part_started >= self.settings.results_part_seconds
+                    len(part) >= settings.results_part_size
+                    or time.monotonic() - part_started >= settings.results_part_seconds
                 ):
-                    status = self._write_part(shard, next_part, part, run)
+                    run.add(self.results.write(shard, next_part, part))
                     next_part, part, part_started = next_part + 1, PendingPart(), time.monotonic()
-                    if status != "in_progress":
+                    if not self._still_running(task.batch_id):
                         run.outcome = "stopped"
                         break
                     if should_stop():
@@ -108,9 +130,9 @@ class ShardRunning(ShardParts):
                 close()  # abort what the engine still runs for us
         if remaining:
             if len(part):
-                self._write_part(shard, next_part, part, run, check_status=False)
+                run.add(self.results.write(shard, next_part, part))
             # Give the lease up so whoever takes the shard next need not wait for it to lapse.
-            self.repository.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
+            table.shards.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
             run.seconds = time.monotonic() - started
             if run.outcome == "stopped":
                 logger.info("batch %s is not running: shard %d stops", task.batch_id, shard.index)
@@ -118,22 +140,40 @@ class ShardRunning(ShardParts):
                 run.outcome = "interrupted"
             return run
         # The last part and the shard's settlement are one transaction.
-        self._write_part(shard, next_part, part, run, check_status=False, settle=True)
-        settled = self.repository.get_batch(task.batch_id)
+        run.add(self.results.write(shard, next_part, part, settle=True))
+        settled = table.batches.get_batch(task.batch_id)
         if settled is not None:
-            self._publish(settled)  # a shard of one part moves the outbox's counts too
-            self.let_next_shard_in(settled, queue=queue)
+            self.notices.outbox(settled)  # a shard of one part moves the outbox's counts too
+            self.turns.let_next_shard_in(settled, queue=queue)
         run.seconds = time.monotonic() - started
         return run
+
+    def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
+        """Keep running a shard; False means the lease was lost (another worker took over)."""
+        return self.deps.table.shards.renew_lease(
+            task.batch_id,
+            task.shard_index,
+            owner=owner,
+            lease_until=self.deps.clock() + lease_seconds,
+        )
+
+    def _still_running(self, batch_id: str) -> bool:
+        """After a part: whether the batch still runs (live counts go to its outbox)."""
+        batch = self.deps.table.batches.get_batch(batch_id)
+        if batch is None:
+            return False
+        self.notices.outbox(batch)  # live request_counts for people watching batch.json
+        return batch.status == "in_progress"
 
     def _not_begun(self, task: ShardTask) -> ShardRun:
         """Why an attempt could not begin: the batch is not running, or the shard is done or
         held by another worker (a duplicated message)."""
-        latest = self.repository.get_batch(task.batch_id)
+        table = self.deps.table
+        latest = table.batches.get_batch(task.batch_id)
         if latest is None or latest.status != "in_progress":
             logger.info("skipping shard %s: batch is %s", task, latest and latest.status)
             return ShardRun("skipped")
-        current = self.repository.get_shard(task.batch_id, task.shard_index)
+        current = table.shards.get_shard(task.batch_id, task.shard_index)
         if current is not None and current.status != "done":
             return ShardRun("busy")  # another worker holds its lease: a duplicated message
         return ShardRun("skipped")  # already done
@@ -144,8 +184,8 @@ class ShardRunning(ShardParts):
         """The shard's requests the engine still has to run; lines it must not run (unreadable,
         a media URL the policy refuses) go to `part` as error lines."""
         pending: list[EngineRequest] = []
-        media = MediaPolicy.of(self.settings.allowed_media_domains)
-        for request in self._unfinished(shard, finished):
+        media = MediaPolicy.of(self.deps.settings.allowed_media_domains)
+        for request in self.results.unfinished(shard, finished):
             if isinstance(request, BatchRequestOutput):
                 part.failed.append(request)  # an unreadable line: not the engine's to run
                 continue
@@ -158,12 +198,3 @@ class ShardRunning(ShardParts):
                 EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
             )
         return pending
-
-    def renew_shard_lease(self, task: ShardTask, owner: str, lease_seconds: float) -> bool:
-        """Keep running a shard; False means the lease was lost (another worker took over)."""
-        return self.repository.renew_lease(
-            task.batch_id,
-            task.shard_index,
-            owner=owner,
-            lease_until=self._clock() + lease_seconds,
-        )

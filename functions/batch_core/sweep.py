@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from batch_core.ending import Ending
     from batch_core.files import FileService
-    from batch_core.service import BatchService
+    from batch_core.tenant_slots import TenantSlots
+    from batch_core.turns import Turns
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,14 @@ class SweepReport:
 
 
 class Sweep:
-    """One run of the sweep over the service's batches and the Files."""
+    """One run of the sweep over the batches, the tenants' slots and the Files."""
 
-    def __init__(self, service: BatchService, files: FileService) -> None:
-        self.service = service
+    def __init__(
+        self, ending: Ending, turns: Turns, slots: TenantSlots, files: FileService
+    ) -> None:
+        self.ending = ending
+        self.turns = turns
+        self.slots = slots
         self.files = files
 
     def run(self, time_left: Callable[[], float]) -> SweepReport:
@@ -60,23 +66,21 @@ class Sweep:
         Lambda context's remaining time)."""
         report = SweepReport()
         step = _Steps(report, time_left)
-        service = self.service
-        overdue = step.read("expire", service.overdue_batch_ids)
-        report.expired = [r.id for r in step.each("expire", overdue, service.end_overdue)]
-        slots = step.read("release_slots", service.slots_past_expiry)
-        released = step.each("release_slots", slots, service.release_ended_slot)
+        ending, turns, slots = self.ending, self.turns, self.slots
+        overdue = step.read("expire", ending.overdue_batch_ids)
+        report.expired = [r.id for r in step.each("expire", overdue, ending.end_overdue)]
+        past = step.read("release_slots", slots.past_expiry)
+        released = step.each("release_slots", past, slots.release_if_ended)
         report.released_slots = [batch_id for batch_id in released if batch_id is not None]
-        running = step.once("running", service.running_batches)
+        running = step.once("running", turns.running_batches)
         for batch in running or []:  # the deadline checks, one batch at a time
             if step.out_of_time("deadlines"):
                 break
-            report.escalated += (
-                step.once("escalate", service.escalate_near_deadlines, [batch]) or []
-            )
-            report.topped_up.update(step.once("top_up", service.top_up_shards, [batch]) or {})
-            report.at_risk += step.once("at_risk", service.flag_at_risk, [batch]) or []
+            report.escalated += step.once("escalate", turns.escalate_near_deadlines, [batch]) or []
+            report.topped_up.update(step.once("top_up", turns.top_up_shards, [batch]) or {})
+            report.at_risk += step.once("at_risk", turns.flag_at_risk, [batch]) or []
         if running is not None:  # unread, the pressure is unknown, not zero
-            report.pressures = step.once("pressures", service.deadline_pressures, 3600, running)
+            report.pressures = step.once("pressures", turns.deadline_pressures, 3600, running)
         # Last: what a tenant can make more of never takes the time of the steps above.
         report.deleted_files = self._delete_files(step)
         return report

@@ -10,7 +10,7 @@ from batch_core.records import (
     UploadPartRecord,
     UploadRecord,
 )
-from batch_core.table_batches import BatchTable
+from batch_core.table_access import TableAccess
 from batch_core.table_codec import (
     Page,
     from_item,
@@ -24,8 +24,13 @@ from batch_core.table_keys import FILES_BY_EXPIRY, META, file_pk, listing_keys, 
 _FILE_STATUS = {"#file": "file", "#status": "status"}
 
 
-class FileTable(BatchTable):
+class FileTable:
     """File, Upload and upload part items."""
+
+    def __init__(self, access: TableAccess) -> None:
+        self._access = access
+        self._db = access.db
+        self._table = access.name
 
     def put_file(self, record: FileRecord) -> None:
         file = record.file
@@ -38,7 +43,7 @@ class FileTable(BatchTable):
     def wait_for_file(self, file_id: str, batch_id: str) -> bool:
         """Note that `batch_id` waits for the file's bytes (its upload is being joined); False
         when the file is no longer `uploaded` (the join finished: copy it now)."""
-        return self._update_if(
+        return self._access.update_if(
             file_pk(file_id),
             update="SET waiting_batches = list_append("
             "if_not_exists(waiting_batches, :empty), :batch)",
@@ -85,7 +90,7 @@ class FileTable(BatchTable):
         return [str(batch_id) for batch_id in old.get("waiting_batches") or []]
 
     def get_file(self, file_id: str) -> FileRecord | None:
-        values = self._item(file_pk(file_id))
+        values = self._access.item(file_pk(file_id))
         return record_from(FileRecord, values) if values else None
 
     def list_files(
@@ -99,12 +104,12 @@ class FileTable(BatchTable):
     ) -> Page[FileRecord]:
         """A tenant's files in creation order (or reversed), past the listing position."""
         filters = {"file.purpose": purpose} if purpose else None
-        page = self._page(tenant, "file", after, limit, ascending=ascending, filters=filters)
+        page = self._access.page(tenant, "file", after, limit, ascending=ascending, filters=filters)
         return page.map(lambda values: record_from(FileRecord, values))
 
     def delete_file(self, file_id: str) -> bool:
         """Forget a file; False if it was not there."""
-        return self._delete(file_pk(file_id))
+        return self._access.delete(file_pk(file_id))
 
     def put_upload(self, record: UploadRecord) -> None:
         self._db.put_item(
@@ -113,7 +118,7 @@ class FileTable(BatchTable):
         )
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
-        values = self._item(upload_pk(upload_id), consistent=True)
+        values = self._access.item(upload_pk(upload_id), consistent=True)
         return record_from(UploadRecord, values) if values else None
 
     def reserve_upload_bytes(self, upload_id: str, size: int, limit: int) -> bool:
@@ -121,7 +126,7 @@ class FileTable(BatchTable):
         when they would not fit (the part is refused before it is stored)."""
         if size > limit:
             return False
-        return self._update_if(
+        return self._access.update_if(
             upload_pk(upload_id),
             update="ADD received :size",
             condition="attribute_exists(pk) AND "
@@ -155,5 +160,5 @@ class FileTable(BatchTable):
     def list_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
         return [
             record_from(UploadPartRecord, values)
-            for values in self._items_under(upload_pk(upload_id), "PART#")
+            for values in self._access.items_under(upload_pk(upload_id), "PART#")
         ]

@@ -8,16 +8,19 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from batch_core.records import (
-    ShardRecord,
-)
-from batch_core.table_batches import BatchTable
+from batch_core.records import PartCounts, ShardRecord
+from batch_core.table_access import TableAccess
 from batch_core.table_codec import record_from, record_item, to_item, unless_refused
 from batch_core.table_keys import META, batch_pk, shard_sk
 
 
-class ShardTable(BatchTable):
+class ShardTable:
     """Shard items, each written conditionally so a retried call changes nothing twice."""
+
+    def __init__(self, access: TableAccess) -> None:
+        self._access = access
+        self._db = access.db
+        self._table = access.name
 
     def put_shards(self, batch_id: str, shards: Iterable[ShardRecord]) -> None:
         requests = [
@@ -35,7 +38,7 @@ class ShardTable(BatchTable):
                 time.sleep(min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
     def get_shard(self, batch_id: str, index: int) -> ShardRecord | None:
-        values = self._item(batch_pk(batch_id), shard_sk(index), consistent=True)
+        values = self._access.item(batch_pk(batch_id), shard_sk(index), consistent=True)
         return record_from(ShardRecord, values) if values else None
 
     def begin_shard_attempt(
@@ -99,7 +102,7 @@ class ShardTable(BatchTable):
 
     def renew_lease(self, batch_id: str, index: int, *, owner: str, lease_until: float) -> bool:
         """Extend (or with `lease_until=0`, give up) our lease; False if it is not ours now."""
-        return self._update_if(
+        return self._access.update_if(
             batch_pk(batch_id),
             shard_sk(index),
             update="SET lease_until = :until",
@@ -113,11 +116,7 @@ class ShardTable(BatchTable):
         index: int,
         *,
         part_index: int,
-        completed: int,
-        failed: int,
-        input_tokens: int,
-        cached_tokens: int,
-        output_tokens: int,
+        counts: PartCounts,
         settle: bool = False,
     ) -> bool:
         """Add one part's counts to the shard and the batch, exactly once per part.
@@ -155,8 +154,8 @@ class ShardTable(BatchTable):
                             {
                                 ":next": part_index + 1,
                                 ":part": part_index,
-                                ":completed": completed,
-                                ":failed": failed,
+                                ":completed": counts.completed,
+                                ":failed": counts.failed,
                                 ":done": "done",
                             }
                         ),
@@ -169,11 +168,11 @@ class ShardTable(BatchTable):
                         "UpdateExpression": batch_update,
                         "ExpressionAttributeValues": to_item(
                             {
-                                ":completed": completed,
-                                ":failed": failed,
-                                ":input": input_tokens,
-                                ":cached": cached_tokens,
-                                ":output": output_tokens,
+                                ":completed": counts.completed,
+                                ":failed": counts.failed,
+                                ":input": counts.input_tokens,
+                                ":cached": counts.cached_tokens,
+                                ":output": counts.output_tokens,
                                 **({":minus_one": -1} if settle else {}),
                             }
                         ),
@@ -187,7 +186,7 @@ class ShardTable(BatchTable):
         """Every shard item of a batch, in index order."""
         shards = [
             record_from(ShardRecord, values)
-            for values in self._items_under(batch_pk(batch_id), "SHARD#")
+            for values in self._access.items_under(batch_pk(batch_id), "SHARD#")
         ]
         return sorted(shards, key=lambda shard: shard.index)
 

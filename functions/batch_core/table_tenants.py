@@ -9,10 +9,9 @@ from batch_core.records import (
     ApiKeyRecord,
     WebhookRecord,
 )
-from batch_core.table_batches import BatchTable
+from batch_core.table_access import TableAccess
 from batch_core.table_codec import (
     Page,
-    from_item,
     record_from,
     record_item,
     to_item,
@@ -35,8 +34,13 @@ _WEBHOOK_TIME = "WEBHOOKTIME#"
 """The sort key prefix, under the tenant, of its delivery time spent in one minute."""
 
 
-class TenantTable(BatchTable):
+class TenantTable:
     """Webhook endpoints, request slots and API keys."""
+
+    def __init__(self, access: TableAccess) -> None:
+        self._access = access
+        self._db = access.db
+        self._table = access.name
 
     def put_webhook(self, record: WebhookRecord) -> None:
         """Store an endpoint as it is, uncounted (`add_webhook` counts a new one)."""
@@ -49,7 +53,7 @@ class TenantTable(BatchTable):
         The endpoint and its tenant's count change in one transaction, so endpoints created
         at the same moment cannot pass the limit (a count read first could not tell)."""
         count_key = {"pk": tenant_pk(record.tenant), "sk": _WEBHOOK_COUNT}
-        if self._item(**count_key, consistent=True) is None:
+        if self._access.item(**count_key, consistent=True) is None:
             # Endpoints stored before the count was kept are counted once, from the listing.
             existing = self.list_webhooks(record.tenant, limit=1000).items
             unless_refused(
@@ -83,15 +87,19 @@ class TenantTable(BatchTable):
         )
         return response is not None
 
+    def listing_position(self, tenant: str, kind: str, object_id: str) -> str | None:
+        """A webhook endpoint's place in its tenant's listing (`TableAccess.listing_position`)."""
+        return self._access.listing_position(tenant, kind, object_id)
+
     def get_webhook(self, endpoint_id: str) -> WebhookRecord | None:
-        values = self._item(webhook_pk(endpoint_id))
+        values = self._access.item(webhook_pk(endpoint_id))
         return record_from(WebhookRecord, values) if values else None
 
     def list_webhooks(
         self, tenant: str, *, limit: int, after: str | None = None
     ) -> Page[WebhookRecord]:
         """A tenant's endpoints, newest first, past the listing position `after`."""
-        page = self._page(tenant, "webhook", after, limit, ascending=False)
+        page = self._access.page(tenant, "webhook", after, limit, ascending=False)
         return page.map(lambda values: record_from(WebhookRecord, values))
 
     def delete_webhook(self, record: WebhookRecord) -> None:
@@ -120,26 +128,24 @@ class TenantTable(BatchTable):
             ],
         )
         if response is None:  # gone already, or no count kept yet: the item alone
-            self._delete(webhook_pk(record.endpoint.id))
+            self._access.delete(webhook_pk(record.endpoint.id))
 
     def count_webhook_failure(self, endpoint_id: str, *, disable_after: int, at: int) -> bool:
         """One more failed attempt in a row; at `disable_after` the endpoint is disabled.
         True when this call disabled it."""
-        response = unless_refused(
-            self._db.update_item,
-            TableName=self._table,
-            Key=to_item({"pk": webhook_pk(endpoint_id), "sk": META}),
-            UpdateExpression="ADD consecutive_failures :one",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues=to_item({":one": 1}),
-            ReturnValues="UPDATED_NEW",
+        counted = self._access.update_returning(
+            webhook_pk(endpoint_id),
+            update="ADD consecutive_failures :one",
+            condition="attribute_exists(pk)",
+            values={":one": 1},
+            returning="UPDATED_NEW",
         )
-        if response is None:  # deleted meanwhile
+        if counted is None:  # deleted meanwhile
             return False
-        failures = int(from_item(response["Attributes"]).get("consecutive_failures", 0))
+        failures = int(counted.get("consecutive_failures", 0))
         if failures < disable_after:
             return False
-        return self._update_if(
+        return self._access.update_if(
             webhook_pk(endpoint_id),
             update="SET #endpoint.#status = :disabled, #endpoint.updated_at = :at",
             condition="attribute_exists(pk) AND "
@@ -150,7 +156,7 @@ class TenantTable(BatchTable):
 
     def clear_webhook_failures(self, endpoint_id: str) -> None:
         """A delivery went through: the failures in a row start again from none."""
-        self._update_if(
+        self._access.update_if(
             webhook_pk(endpoint_id),
             update="SET consecutive_failures = :zero",
             condition="attribute_exists(pk)",
@@ -162,7 +168,7 @@ class TenantTable(BatchTable):
     ) -> bool:
         """Reserve `milliseconds` of `tenant`'s delivery time in the minute `window`; False
         when that would pass `budget`. One conditional write; the item expires by TTL."""
-        return self._update_if(
+        return self._access.update_if(
             tenant_pk(tenant),
             f"{_WEBHOOK_TIME}{window:012d}",
             update="ADD spent_ms :ms SET #ttl = :ttl",
@@ -183,7 +189,7 @@ class TenantTable(BatchTable):
     def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request of `tenant` in the time window `window`; False when `limit`
         were already counted there. One conditional write; the item expires by TTL."""
-        return self._update_if(
+        return self._access.update_if(
             f"RATE#{tenant}",
             f"{window:012d}",
             update="ADD requests :one SET #ttl = :ttl",
@@ -203,10 +209,10 @@ class TenantTable(BatchTable):
         name = model if len(model.encode()) <= 200 else hashlib.sha256(model.encode()).hexdigest()
         key = tenant_pk(tenant), f"URGENT#{name}"
         for _ in range(5):  # another booking between the read and the write: read again
-            until = (self._item(*key, consistent=True) or {}).get("urgent_until")
+            until = (self._access.item(*key, consistent=True) or {}).get("urgent_until")
             if until is not None and int(until) > now + ahead:
                 return False
-            booked = self._update_if(
+            booked = self._access.update_if(
                 *key,
                 update="SET urgent_until = :until",
                 condition=(
@@ -228,17 +234,17 @@ class TenantTable(BatchTable):
         )
 
     def delete_api_key(self, key_hash: str) -> bool:
-        return self._delete(api_key_pk(key_hash))
+        return self._access.delete(api_key_pk(key_hash))
 
     def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        values = self._item(api_key_pk(key_hash))
+        values = self._access.item(api_key_pk(key_hash))
         return record_from(ApiKeyRecord, values) if values else None
 
     # -- a tenant's load: its active batches and the requests they hold --------------------
 
     def tenant_load(self, tenant: str) -> tuple[int, int]:
         """(active batches, requests they hold) of `tenant`."""
-        values = self._item(tenant_pk(tenant), TENANT_LOAD, consistent=True) or {}
+        values = self._access.item(tenant_pk(tenant), TENANT_LOAD, consistent=True) or {}
         return int(values.get("active_batches", 0)), int(values.get("queued_requests", 0))
 
     def reserve_batch_slot(
@@ -247,7 +253,7 @@ class TenantTable(BatchTable):
         """Count one more active batch for `tenant` if its limits allow (0: no limit); True
         when the batch holds its slot, also when it held it already (a retried create). The
         slot item and the counter change in one transaction, so neither is counted twice."""
-        if self._item(tenant_pk(tenant), slot_sk(batch_id), consistent=True) is not None:
+        if self._access.item(tenant_pk(tenant), slot_sk(batch_id), consistent=True) is not None:
             return True
         limits: list[str] = []
         values: dict[str, int] = {":one": 1}
@@ -330,12 +336,12 @@ class TenantTable(BatchTable):
         )
         if response is not None:
             return True
-        slot = self._item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
+        slot = self._access.item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
         return slot is None or int(slot.get("requests", 0)) == requests
 
     def release_batch_slot(self, tenant: str, batch_id: str) -> None:
         """The batch ended: its slot and its requests leave the tenant's load, once."""
-        slot = self._item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
+        slot = self._access.item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
         if slot is None:
             return
         requests = int(slot.get("requests", 0))
@@ -366,5 +372,5 @@ class TenantTable(BatchTable):
 
     def slots_past_expiry(self, now: int, limit: int = 1000) -> list[tuple[str, str]]:
         """(tenant, batch id) of slots whose batch's window ended before `now`."""
-        found = self._past_expiry(SLOTS_BY_EXPIRY, now, limit)
+        found = self._access.past_expiry(SLOTS_BY_EXPIRY, now, limit)
         return [(str(v["pk"]).removeprefix("TENANT#"), str(v["id"])) for v in found]

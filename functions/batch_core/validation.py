@@ -15,12 +15,14 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
+from batch_core.endpoints import ENDPOINTS
+from batch_core.endpoints.spec import FastDecoder
 from batch_core.errors import LineError
-from batch_core.fast_lines import chat_facts, decode_fast, decoder_for
+from batch_core.fast_lines import decode_fast
 from batch_core.json_bounds import SUSPECT_BELOW, SUSPECT_BYTES, check_bounds
 from batch_core.media_urls import MediaPolicy
-from batch_core.models import SUPPORTED_ENDPOINTS, BatchError, BatchErrors
-from batch_core.request_schema import POOLING_ENDPOINTS, check_body, clipped, quoted
+from batch_core.models import BatchError, BatchErrors
+from batch_core.request_schema import check_body, clipped, quoted
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _TOP_LEVEL_FIELDS = frozenset({"custom_id", "method", "url", "body"})
@@ -233,8 +235,10 @@ class BatchValidator:
         self._on_rejected = on_rejected
         self._media = media or MediaPolicy()
         self._model: str | None = None
-        # The typed decoder for chat lines, once the batch's endpoint and model are known.
-        self._fast_chat: msgspec.json.Decoder[Any] | None = None
+        # The typed decoder of the endpoint's lines (its spec's), once the batch's endpoint
+        # and model are known; None for an endpoint without one.
+        self._fast: FastDecoder | None = None
+        self._fast_url = ""
         # 64-bit digests, not the strings: about 80 bytes an id (80 MB at a million) in a set
         # whose lookups cost nothing next to parsing the line.
         self._seen_ids: set[int] = set()
@@ -250,9 +254,9 @@ class BatchValidator:
         """Yield each valid request; errors are collected for `report()`.
 
         This loop runs a million times per batch, so the common case is written out here:
-        a chat line that msgspec decodes cleanly, for the batch's model, with a new
-        custom_id. Anything else goes through `_check`. Counters live in locals and are
-        written back when the generator finishes or is closed.
+        a line that its endpoint's typed decoder (`fast_lines`) decodes cleanly, for the
+        batch's model, with a new custom_id. Anything else goes through `_check`. Counters
+        live in locals and are written back when the generator finishes or is closed.
         """
         max_requests = self._limits.max_requests
         max_line_bytes = self._max_line_bytes
@@ -262,34 +266,32 @@ class BatchValidator:
         try:
             for number, raw in lines:
                 request = None
+                fast = self._fast
                 if (
-                    self._fast_chat is not None
+                    fast is not None
                     and len(raw) <= max_line_bytes
                     and raw.isascii()  # other lines need their UTF-8 checked: slow path
                     # json_bounds.plainly_within, inlined: deep or huge-number lines go slow
                     and len(raw.translate(None, SUSPECT_BYTES)) < SUSPECT_BELOW
                 ):
                     try:
-                        line = self._fast_chat.decode(raw)
+                        line = fast.decoder.decode(raw)
                     except (msgspec.MsgspecError, ValueError):
                         line = None
                     if line is not None and line.body.model == self._model:
                         digest = hash(line.custom_id) & 0xFFFF_FFFF_FFFF_FFFF
-                        facts = chat_facts(line.body) if digest not in seen else None
+                        facts = fast.facts(line.body) if digest not in seen else None
                         if facts is not None:
                             seen.add(digest)
-                            body = line.body
-                            limit = body.max_completion_tokens or body.max_tokens
-                            choices = body.n or 1
                             request = _new_valid_line(
                                 (
                                     line.custom_id,
-                                    "/v1/chat/completions",
+                                    self._fast_url,
                                     number,
                                     facts[0],
                                     facts[1],
-                                    None if limit is None else limit * choices,
-                                    choices,
+                                    facts[2],
+                                    facts[3],
                                     raw,
                                 )
                             )
@@ -424,6 +426,7 @@ class BatchValidator:
         if model != self._model or model is None:
             self._check_model(model)
         prompt_chars, prefix = check_body(body, url, self._media)
+        spec = ENDPOINTS[url]
         self._seen_ids.add(digest)
         choices = body.get("n") or 1
         limit = (
@@ -431,13 +434,14 @@ class BatchValidator:
             or body.get("max_tokens")
             or body.get("max_output_tokens")
         )
-        if url in POOLING_ENDPOINTS:
+        if spec.pooling:
             output_tokens: int | None = 0
         else:
             output_tokens = None if limit is None else limit * choices
         request_json = orjson.dumps(data)
-        if url == "/v1/chat/completions" and self._fast_chat is None:
-            self._fast_chat = decoder_for(url)  # endpoint and model are known from here on
+        if self._fast is None and spec.fast is not None:
+            # The endpoint and the model are known from here on.
+            self._fast, self._fast_url = spec.fast, url
         return _new_valid_line(
             (custom_id, url, number, prompt_chars, prefix, output_tokens, choices, request_json)
         )
@@ -454,11 +458,10 @@ class BatchValidator:
             return endpoint
         if url is None:
             return self._endpoint or self._default_endpoint
-        if not isinstance(url, str) or url not in SUPPORTED_ENDPOINTS:
+        if not isinstance(url, str) or url not in ENDPOINTS:
             raise LineError(
                 "unsupported_endpoint",
-                f"The url {quoted(url)} is not supported; "
-                f"use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
+                f"The url {quoted(url)} is not supported; use one of {', '.join(ENDPOINTS)}.",
                 "url",
             )
         if self._endpoint is None:

@@ -1,4 +1,4 @@
-"""Builds the service from the settings, creating AWS clients on first use."""
+"""Builds the stages from the settings, creating AWS clients on first use."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.loaders import Loader, create_loader
 
 from batch_core.auth import ApiKeys, RateLimiter
-from batch_core.files import FileService
+from batch_core.deps import Deps
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
-from batch_core.model_registry import ModelRegistry, RegistryRules
 from batch_core.repository import BatchRepository
-from batch_core.service import BatchService
 from batch_core.settings import Settings, TableSettings, get_settings
+from batch_core.stages import Channels, Stages
 from batch_core.storage import ObjectStore
-from batch_core.sweep import Sweep
-from batch_core.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from boto3 import Session
@@ -66,6 +65,24 @@ def remove_client_hook(hook: ClientHook) -> None:
         _client_hooks.remove(hook)
 
 
+@lru_cache(maxsize=1)
+def _data_loader() -> Loader:
+    return create_loader()
+
+
+def new_session(region: str | None = None) -> Session:
+    """A boto3 session that shares one botocore data loader with every other session this
+    process makes: each session would otherwise parse every service's JSON model again
+    (about 0.1 s per kind of client), which a process building sessions repeatedly (the local
+    stack, once per test) paid every time. A Lambda or a worker makes one either way."""
+    core = botocore.session.get_session()
+    loader = _data_loader()
+    core.register_component("data_loader", loader)
+    session = boto3.session.Session(botocore_session=core, region_name=region)
+    loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))  # boto3 adds its own
+    return session
+
+
 def _client(
     session: Session, service_name: str, region: str | None, config: Config = RETRIES
 ) -> Any:
@@ -75,99 +92,72 @@ def _client(
     return client
 
 
-def build_service(
+def build_stages(
     settings: Settings, session: Session | None = None, *, clock: Callable[[], float] = time.time
-) -> BatchService:
-    """A service over the resources the settings name (`clock`: its time, for a simulation)."""
-    session = session or boto3.session.Session()
+) -> Stages:
+    """Every stage over the resources the settings name (`clock`: their time, for a
+    simulation)."""
+    session = session or new_session()
     region = settings.aws_region
     sqs = _client(session, "sqs", region)
-    repository = BatchRepository(_client(session, "dynamodb", region), settings.table_name)
-    webhook_queue = (
-        WebhookQueue(sqs, settings.webhook_queue_url) if settings.webhook_queue_url else None
-    )
-    return BatchService(
+    deps = Deps(
         settings=settings,
-        repository=repository,
+        table=BatchRepository(_client(session, "dynamodb", region), settings.table_name),
         # SigV4: presigned URLs of SSE-KMS objects (the bucket's default) need it.
         store=ObjectStore(
             _client(session, "s3", region, RETRIES.merge(Config(signature_version="s3v4"))),
             settings.bucket_name,
         ),
+        clock=clock,
+    )
+    channels = Channels(
         shard_queue=ShardQueue(
             sqs,
             settings.shard_queue_url,
             urgent_url=settings.urgent_shard_queue_url,
             bulk_url=settings.bulk_shard_queue_url,
         ),
+        tracker=Tracker(_client(session, "stepfunctions", region), settings.state_machine_arn),
         jobs=IntakeJobs(sqs, settings.intake_queue_url),
-        tracker=Tracker(
-            _client(session, "stepfunctions", region),
-            settings.state_machine_arn,
-        ),
         events=StatusEvents(_client(session, "events", region), settings.event_bus_name),
-        webhooks=WebhookService(settings, repository, webhook_queue),
-        clock=clock,
+        webhook_queue=(
+            WebhookQueue(sqs, settings.webhook_queue_url) if settings.webhook_queue_url else None
+        ),
     )
+    return Stages(deps, channels)
 
 
 def s3_client(max_connections: int = 64) -> Any:
     """An S3 client for reading any bucket (the worker's model weights). More pooled
     connections than botocore's 10: the copy runs several managed transfers at once."""
     config = RETRIES.merge(Config(max_pool_connections=max_connections))
-    return _client(boto3.session.Session(), "s3", get_settings().aws_region, config)
+    return _client(new_session(), "s3", get_settings().aws_region, config)
 
 
 @lru_cache(maxsize=1)
-def default_service() -> BatchService:
-    """The process-wide service (a Lambda container or a worker builds it once)."""
-    return build_service(get_settings())
-
-
-@lru_cache(maxsize=1)
-def default_files() -> FileService:
-    """Files and uploads, over the same clients as the service."""
-    service = default_service()
-    return FileService(service.settings, service.repository, service.store, service.jobs)
-
-
-def default_sweep() -> Sweep:
-    """The expiry sweep, over the service and the files."""
-    return Sweep(default_service(), default_files())
-
-
-def default_model_registry() -> ModelRegistry:
-    """Served models' registry, over the service's table."""
-    service = default_service()
-    return ModelRegistry(service.repository, rules=RegistryRules.of(service.settings))
-
-
-def default_webhooks() -> WebhookService:
-    """Webhook endpoints and deliveries, over the same clients as the service."""
-    webhooks = default_service().webhooks
-    if webhooks is None:
-        raise RuntimeError("the service was built without webhooks")
-    return webhooks
+def default_stages() -> Stages:
+    """The process-wide stages (a Lambda container or a worker builds them once); a handler
+    takes the one stage it calls from here."""
+    return build_stages(get_settings())
 
 
 @lru_cache(maxsize=1)
 def default_api_keys() -> ApiKeys:
     """API keys over the table alone: creating the first key needs no bucket or queue."""
     settings = TableSettings()
-    dynamodb = _client(boto3.session.Session(), "dynamodb", settings.aws_region)
+    dynamodb = _client(new_session(), "dynamodb", settings.aws_region)
     return ApiKeys(BatchRepository(dynamodb, settings.table_name))
 
 
 @lru_cache(maxsize=1)
 def default_rate_limiter() -> RateLimiter:
-    service = default_service()
-    return RateLimiter(service.repository, service.settings.api_requests_per_second)
+    stages = default_stages()
+    return RateLimiter(stages.table, stages.settings.api_requests_per_second)
 
 
 def reset() -> None:
     """Forget the cached settings and services (after the environment changed)."""
     get_settings.cache_clear()
-    default_service.cache_clear()
-    default_files.cache_clear()
+    default_stages.cache_clear()
     default_api_keys.cache_clear()
     default_rate_limiter.cache_clear()

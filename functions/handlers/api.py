@@ -41,7 +41,7 @@ from batch_core.wiring import (
     AwsError,
     default_api_keys,
     default_rate_limiter,
-    default_service,
+    default_stages,
     is_throttled,
 )
 from handlers import api_batches, api_console, api_files
@@ -286,7 +286,7 @@ def _check_body(event: dict[str, Any], content_type: str) -> None:
     text = event.get("body")
     if not text:
         return
-    limit = default_service().settings.max_request_body_bytes
+    limit = default_stages().settings.max_request_body_bytes
     if event.get("isBase64Encoded"):
         if len(text) > limit * 4 // 3 + 4:
             raise PayloadTooLargeError(

@@ -19,16 +19,14 @@ from batch_core.api_models import (
     ResultPartObject,
     WebhookEndpointList,
 )
+from batch_core.batch_params import BatchParams, checked
 from batch_core.models import Batch, WebhookEndpoint
 from batch_core.webhooks import (
     DeletedWebhookEndpoint,
     WebhookEndpointCreateParams,
     WebhookEndpointWithSecret,
 )
-from batch_core.wiring import (
-    default_service,
-    default_webhooks,
-)
+from batch_core.wiring import default_stages
 from handlers.api_document import answers
 from handlers.api_routing import IdInPath, tenant_of
 
@@ -55,14 +53,11 @@ def create_batch(
     ] = None,
 ) -> Batch:
     key = idempotency_key or None
-    record = default_service().create_batch(
+    record = default_stages().batches.create_batch(
         tenant_of(router),
+        checked(BatchParams, params.model_dump(exclude={"input_file_id"})),
         input_file_id=params.input_file_id,
-        endpoint=params.endpoint,
-        completion_window=params.completion_window,
-        metadata=params.metadata,
         idempotency_key=key,
-        output_expires_after=params.output_expires_after,
     )
     return record.to_batch()
 
@@ -75,13 +70,13 @@ def list_batches(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
-    page = default_service().list_batches(tenant_of(router), after=after, limit=limit)
+    page = default_stages().batches.list_batches(tenant_of(router), after=after, limit=limit)
     return BatchList.of([r.to_batch() for r in page.items], page.has_more)
 
 
 @router.get("/v1/batches/<batch_id>", summary="Retrieve a batch", responses=answers(Batch, 404))
 def retrieve_batch(batch_id: IdInPath) -> Batch:
-    return default_service().get_for(tenant_of(router), batch_id).to_batch()
+    return default_stages().batches.get_for(tenant_of(router), batch_id).to_batch()
 
 
 @router.post(
@@ -90,7 +85,7 @@ def retrieve_batch(batch_id: IdInPath) -> Batch:
     responses=answers(Batch, 404, 409),
 )
 def cancel_batch(batch_id: IdInPath) -> Batch:
-    return default_service().cancel(batch_id, tenant=tenant_of(router)).to_batch()
+    return default_stages().batches.cancel(tenant_of(router), batch_id).to_batch()
 
 
 @router.post(
@@ -99,7 +94,7 @@ def cancel_batch(batch_id: IdInPath) -> Batch:
     responses=answers(Batch, 404, 409),
 )
 def retry_batch(batch_id: IdInPath) -> Batch:
-    return default_service().retry(tenant_of(router), batch_id).to_batch()
+    return default_stages().retries.retry(tenant_of(router), batch_id).to_batch()
 
 
 @router.get(
@@ -108,7 +103,7 @@ def retry_batch(batch_id: IdInPath) -> Batch:
     responses=answers(BatchResultParts, 404),
 )
 def batch_results(batch_id: IdInPath) -> BatchResultParts:
-    parts = default_service().result_parts(tenant_of(router), batch_id)
+    parts = default_stages().batches.result_parts(tenant_of(router), batch_id)
     return BatchResultParts(
         data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
     )
@@ -123,7 +118,7 @@ def batch_results(batch_id: IdInPath) -> BatchResultParts:
     responses=answers(WebhookEndpointWithSecret, body=True),
 )
 def create_webhook_endpoint(params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
-    return default_webhooks().create(tenant_of(router), params)
+    return default_stages().webhooks.create(tenant_of(router), params)
 
 
 @router.get(
@@ -135,7 +130,7 @@ def list_webhook_endpoints(
     after: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> WebhookEndpointList:
-    return default_webhooks().list(tenant_of(router), after=after, limit=limit)
+    return default_stages().webhooks.list(tenant_of(router), after=after, limit=limit)
 
 
 @router.get(
@@ -144,7 +139,7 @@ def list_webhook_endpoints(
     responses=answers(WebhookEndpoint, 404),
 )
 def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
-    return default_webhooks().get(tenant_of(router), webhook_endpoint_id).endpoint
+    return default_stages().webhooks.get(tenant_of(router), webhook_endpoint_id).endpoint
 
 
 @router.delete(
@@ -153,4 +148,4 @@ def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
     responses=answers(DeletedWebhookEndpoint, 404),
 )
 def delete_webhook_endpoint(webhook_endpoint_id: IdInPath) -> DeletedWebhookEndpoint:
-    return default_webhooks().delete(tenant_of(router), webhook_endpoint_id)
+    return default_stages().webhooks.delete(tenant_of(router), webhook_endpoint_id)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from batch_core.wiring import default_files
+from batch_core.wiring import default_stages
 
 router = Router()  # type: ignore[no-untyped-call]
 
@@ -37,7 +37,7 @@ def download_origin() -> str:
     on AWS, the moto server locally): the one place besides the API the page may fetch from.
     Read off a URL signed for no real key: signing is local, and it is exactly what the
     content route redirects to, whatever the region's or the endpoint's addressing."""
-    parts = urlsplit(default_files().store.presigned_url("console-origin", 60))
+    parts = urlsplit(default_stages().store.presigned_url("console-origin", 60))
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -29,7 +29,7 @@ from batch_core.retention import (
     ExpiresAfter,
 )
 from batch_core.wiring import (
-    default_files,
+    default_stages,
 )
 from handlers.api_document import FILE_BYTES, answers
 from handlers.api_routing import IdInPath, check_size, tenant_of
@@ -63,7 +63,7 @@ def create_file(
     ] = None,
 ) -> FileObject:
     check_size(file.content, "file")
-    return default_files().create(
+    return default_stages().files.create(
         tenant_of(router),
         filename=file.filename or "upload.jsonl",
         purpose=purpose,
@@ -89,7 +89,7 @@ def list_files(
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
     purpose: Annotated[str | None, Query(max_length=64)] = None,
 ) -> FileList:
-    page = default_files().list_files(
+    page = default_stages().files.list_files(
         tenant_of(router), after=after, limit=limit, order=order, purpose=purpose
     )
     return FileList.of(page.items, page.has_more)
@@ -97,12 +97,12 @@ def list_files(
 
 @router.get("/v1/files/<file_id>", summary="Retrieve a file", responses=answers(FileObject, 404))
 def retrieve_file(file_id: IdInPath) -> FileObject:
-    return default_files().get(tenant_of(router), file_id).file
+    return default_stages().files.get(tenant_of(router), file_id).file
 
 
 @router.delete("/v1/files/<file_id>", summary="Delete a file", responses=answers(FileDeleted, 404))
 def delete_file(file_id: IdInPath) -> FileDeleted:
-    default_files().delete(tenant_of(router), file_id)
+    default_stages().files.delete(tenant_of(router), file_id)
     return FileDeleted(id=file_id)
 
 
@@ -112,7 +112,7 @@ def delete_file(file_id: IdInPath) -> FileDeleted:
     responses=answers(None, 404, 409, content=FILE_BYTES, redirect=True),
 )
 def file_content(file_id: IdInPath) -> Response[Any]:
-    content = default_files().content(tenant_of(router), file_id)
+    content = default_stages().files.content(tenant_of(router), file_id)
     if content.url is not None:
         return Response(status_code=302, headers={"Location": content.url}, body="")
     response: Response[Any] = Response(
@@ -136,7 +136,7 @@ def file_content(file_id: IdInPath) -> Response[Any]:
     responses=answers(Upload, body=True),
 )
 def create_upload(params: UploadCreateParams) -> Upload:
-    return default_files().create_upload(
+    return default_stages().files.create_upload(
         tenant_of(router),
         filename=params.filename,
         purpose=params.purpose,
@@ -155,7 +155,7 @@ def add_upload_part(
     upload_id: IdInPath, data: Annotated[UploadFile, File(description="The part's bytes")]
 ) -> UploadPart:
     check_size(data.content, "data")
-    return default_files().add_upload_part(tenant_of(router), upload_id, data.content)
+    return default_stages().files.add_upload_part(tenant_of(router), upload_id, data.content)
 
 
 @router.post(
@@ -164,7 +164,7 @@ def add_upload_part(
     responses=answers(Upload, 404, 409, body=True),
 )
 def complete_upload(upload_id: IdInPath, params: UploadCompleteParams) -> Upload:
-    return default_files().complete_upload(
+    return default_stages().files.complete_upload(
         tenant_of(router), upload_id, part_ids=params.part_ids, md5=params.md5
     )
 
@@ -175,4 +175,4 @@ def complete_upload(upload_id: IdInPath, params: UploadCompleteParams) -> Upload
     responses=answers(Upload, 404, 409),
 )
 def cancel_upload(upload_id: IdInPath) -> Upload:
-    return default_files().cancel_upload(tenant_of(router), upload_id)
+    return default_stages().files.cancel_upload(tenant_of(router), upload_id)

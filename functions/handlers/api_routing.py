@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from batch_core.api_models import MAX_ID_CHARS
 from batch_core.errors import PayloadTooLargeError
-from batch_core.wiring import default_service
+from batch_core.wiring import default_stages
 
 IdInPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 """An object id in the URL: longer ones than any issued are refused before a table lookup."""
@@ -23,7 +23,7 @@ def tenant_of(router: Router) -> str:
 
 
 def check_size(data: bytes, what: str) -> None:
-    limit = default_service().settings.max_request_body_bytes
+    limit = default_stages().settings.max_request_body_bytes
     if len(data) > limit:
         raise PayloadTooLargeError(
             f"The {what} is {len(data)} bytes; one request carries at most {limit}. "

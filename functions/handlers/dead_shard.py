@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
 from batch_core.messaging import ShardTask
-from batch_core.wiring import default_service
+from batch_core.wiring import default_stages
 from handlers.sqs_batch import sqs_batch_handler
 
 logger = Logger()
@@ -32,7 +32,7 @@ def record_handler(record: SQSRecord) -> None:
         # Names no shard, so there is nothing to end; failing would only redeliver it.
         logger.error("dropping a dead-letter message that names no shard: %.200r", record.body)
         return
-    if not default_service().fail_shard(task):
+    if not default_stages().ending.fail_shard(task):
         raise ShardStillLeasedError(f"shard {task.batch_id}:{task.shard_index} is still leased")
     logger.warning(
         "poison shard ended", extra={"batch_id": task.batch_id, "shard": task.shard_index}

@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_core.wiring import default_sweep
+from batch_core.wiring import default_stages
 
 logger = Logger()
 tracer = Tracer()
@@ -23,7 +23,9 @@ metrics = Metrics()
 @metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    report = default_sweep().run(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+    report = default_stages().sweep.run(
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000
+    )
     # The workers scale out on this too: work due within the hour over the fleet's hour,
     # for the stack's workers, and per model for each worker-fleet's.
     pressures = report.pressures or {}

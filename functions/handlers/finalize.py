@@ -7,7 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel
 
-from batch_core.wiring import default_service
+from batch_core.wiring import default_stages
 from handlers.sqs_batch import sqs_batch_handler
 
 logger = Logger()
@@ -25,7 +25,7 @@ class FinalizeRequest(BaseModel):
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     request = FinalizeRequest.model_validate_json(record.body)
-    batch = default_service().finalize_for_tracker(request.batch_id, request.task_token)
+    batch = default_stages().ending.finalize_for_tracker(request.batch_id, request.task_token)
     logger.info("finalized", extra={"batch_id": batch.id, "status": batch.status})
     metrics.add_metric(name="BatchesFinalized", unit=MetricUnit.Count, value=1)
     metrics.add_metric(

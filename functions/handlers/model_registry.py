@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batch_core.errors import BatchCoreError
 from batch_core.records import ServedModel
-from batch_core.wiring import default_model_registry
+from batch_core.wiring import default_stages
 
 logger = Logger()
 tracer = Tracer()
@@ -72,13 +72,13 @@ class ServedModelProperties(BaseModel):
 
 def apply(event: CloudFormationCustomResourceEvent) -> tuple[ResponseStatus, str, str]:
     """Carry out the request: (status, reason, physical resource id: the model's name)."""
-    registry = default_model_registry()
+    registry = default_stages().registry
     if event.request_type == "Delete":
         name = event.physical_resource_id
         fleet = str((event.resource_properties or {}).get("Fleet", ""))
         if registry.remove(name, fleet=fleet):
             return "SUCCESS", f"removed {name}", name
-        current = registry.repository.get_model(name)
+        current = registry.repository.models.get_model(name)
         if current is None:
             return "SUCCESS", f"{name} was not registered", name
         # Another fleet's (or one added by hand): this stack's delete leaves it alone.

@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel
 
-from batch_core.service import DroppedObject
+from batch_core.intake_jobs import DroppedObject, IntakeWork, parse_job
 
 
 class S3Object(BaseModel):
@@ -53,3 +53,10 @@ def dropped_objects(body: str) -> list[DroppedObject]:
         for record in event.Records
         if record.eventName.startswith("ObjectCreated")
     ]
+
+
+def intake_work(body: str) -> list[IntakeWork]:
+    """What an intake queue message asks for: a job the API handed over, or the objects of
+    an S3 notification."""
+    job = parse_job(body)
+    return [job] if job is not None else list(dropped_objects(body))

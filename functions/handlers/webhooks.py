@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from batch_core.webhooks import WebhookDelivery
-from batch_core.wiring import default_webhooks
+from batch_core.wiring import default_stages
 from handlers.sqs_batch import sqs_batch_handler
 
 logger = Logger()
@@ -22,7 +22,7 @@ metrics = Metrics()
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     delivery = WebhookDelivery.model_validate_json(record.body)
-    delivered = default_webhooks().deliver(delivery)
+    delivered = default_stages().webhooks.deliver(delivery)
     metrics.add_metric(
         name="WebhooksDelivered" if delivered else "WebhookAttemptsFailed",
         unit=MetricUnit.Count,

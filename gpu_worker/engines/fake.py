@@ -2,7 +2,8 @@
 
 It answers like a server would (chat.completion, text_completion, embedding lists, a 400 for a
 prompt longer than its context, a 404 for another model), so the pipeline around it is
-exercised for real; only the text is made up.
+exercised for real; only the text is made up. Like the vLLM engine it goes by the endpoint's
+spec: the body shape follows the vLLM request model its serving entry names.
 """
 
 from __future__ import annotations
@@ -11,10 +12,28 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
-from batch_core.pooling_schema import score_pair
+from batch_core.endpoints import spec_for
+from batch_core.endpoints.score import score_pair
 from batch_core.protocol import EngineRequest, EngineResult
+
+Reply = Literal["chat", "completion", "responses", "embedding", "score", "rerank"]
+# What the fake answers for each vLLM request model a serving entry may name (by class name).
+_REPLIES: dict[str, Reply] = {
+    "ChatCompletionRequest": "chat",
+    "CompletionRequest": "completion",
+    "ResponsesRequest": "responses",
+    "EmbeddingRequest": "embedding",
+    "ScoreRequest": "score",
+    "RerankRequest": "rerank",
+}
+
+
+def reply_of(url: str) -> Reply | None:
+    """The kind of body the fake answers `url` with; None for an endpoint it cannot serve."""
+    spec = spec_for(url)
+    return None if spec is None else _REPLIES.get(spec.serving.request.rpartition(":")[2])
 
 
 def _words(value: Any) -> list[str]:
@@ -70,12 +89,21 @@ class FakeEngine:
                 param="model",
                 code="model_not_found",
             )
-        if request.url == "/v1/embeddings":
+        kind = reply_of(request.url)
+        if kind is None:
+            return EngineResult.failure(
+                request.custom_id,
+                400,
+                f"The model {self._served_model!r} does not support {request.url}.",
+                param="url",
+                code="unsupported_endpoint",
+            )
+        if kind == "embedding":
             return self._embed(request)
-        if request.url in ("/v1/score", "/v1/rerank"):
-            return self._score(request)
+        if kind in ("score", "rerank"):
+            return self._score(request, rerank=kind == "rerank")
         source: object
-        if request.url == "/v1/responses":
+        if kind == "responses":
             source = [body.get("instructions") or "", body.get("input")]
         else:
             source = body.get("messages") if "messages" in body else body.get("prompt")
@@ -117,13 +145,13 @@ class FakeEngine:
             "prompt_tokens_details": {"cached_tokens": 0},
         }
         created = int(time.time())
-        if request.url == "/v1/responses":
+        if kind == "responses":
             return EngineResult(
                 custom_id=request.custom_id,
                 status_code=200,
                 body=self._response(" ".join(reply), len(prompt), len(reply), finish, created),
             )
-        if request.url == "/v1/completions":
+        if kind == "completion":
             completion: dict[str, Any] = {
                 "id": f"cmpl-{uuid.uuid4().hex}",
                 "object": "text_completion",
@@ -186,12 +214,12 @@ class FakeEngine:
             },
         }
 
-    def _score(self, request: EngineRequest) -> EngineResult:
+    def _score(self, request: EngineRequest, *, rerank: bool) -> EngineResult:
         """vLLM's score and rerank bodies; a score is the shared-word share of two texts."""
         body = request.body
         queries: object
         documents: object
-        if request.url == "/v1/rerank":
+        if rerank:
             queries, documents = [body.get("query")], body.get("documents") or []
         else:
             first, second = score_pair(body)
@@ -211,7 +239,7 @@ class FakeEngine:
             len(_words(q)) + len(_words(d)) for q, d in zip(queries, documents, strict=False)
         )
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        if request.url == "/v1/score":
+        if not rerank:
             data = [
                 {"index": i, "object": "score", "score": score} for i, score in enumerate(scores)
             ]

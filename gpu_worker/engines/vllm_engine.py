@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from batch_core.endpoints import ENDPOINTS
 from batch_core.media_urls import MediaPolicy
 from batch_core.protocol import EngineRequest, EngineResult
 from gpu_worker.settings import EngineSettings
@@ -102,6 +104,30 @@ def engine_args(argv: list[str]) -> Any:
     return AsyncEngineArgs.from_cli_args(make_arg_parser(FlexibleArgumentParser()).parse_args(argv))
 
 
+def serving_routes(state: Any) -> dict[str, tuple[TypeAdapter[Any], Handler]]:
+    """Each served endpoint (`batch_core.endpoints`) whose vLLM serving object `state` holds,
+    with the adapter that parses its body into the request model its spec names and the
+    handler that runs it. `init_app_state` sets only the serving objects of the tasks the
+    model supports (a generating model's or a pooling model's), so the other endpoints
+    answer `unsupported_endpoint`."""
+    routes: dict[str, tuple[TypeAdapter[Any], Handler]] = {}
+    for spec in ENDPOINTS.values():
+        entry = spec.serving
+        served = getattr(state, entry.state, None)
+        if served is None:
+            continue
+        handler = served if entry.method is None else getattr(served, entry.method)
+        routes[spec.path] = (TypeAdapter(request_model(entry.request)), handler)
+    return routes
+
+
+def request_model(name: str) -> Any:
+    """The request model a serving entry names (`module:attribute`), imported now: this is
+    how the specs, which may not import vLLM, name its classes."""
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 class VllmEngine:
     """Runs requests on one AsyncLLM, keeping up to 8x max_num_seqs of them in flight."""
 
@@ -147,11 +173,6 @@ class VllmEngine:
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
         from vllm.entrypoints.launchers.run_batch import make_arg_parser
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
-        from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
-        from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(self._argv)
@@ -161,33 +182,7 @@ class VllmEngine:
         self.engine_client = client  # vLLM's AsyncLLM (tests look at what reaches it)
         state = State()
         await init_app_state(client, state, args, await client.get_supported_tasks())
-        chat = getattr(state, "openai_serving_chat", None)
-        completion = getattr(state, "openai_serving_completion", None)
-        embedding = getattr(state, "serving_embedding", None)
-        responses = getattr(state, "openai_serving_responses", None)
-        scores = getattr(state, "serving_scores", None)  # pooling models: bi- or cross-encoders
-        if chat is not None:
-            self._endpoints["/v1/chat/completions"] = (
-                TypeAdapter(ChatCompletionRequest),
-                chat.create_chat_completion,
-            )
-        if completion is not None:
-            self._endpoints["/v1/completions"] = (
-                TypeAdapter(CompletionRequest),
-                completion.create_completion,
-            )
-        if embedding is not None:
-            self._endpoints["/v1/embeddings"] = (TypeAdapter(EmbeddingRequest), embedding)
-        if responses is not None:
-            # vLLM keeps no response store unless VLLM_ENABLE_RESPONSES_API_STORE is set (it
-            # is not), so `store` is ignored and nothing accumulates across a shard.
-            self._endpoints["/v1/responses"] = (
-                TypeAdapter(ResponsesRequest),
-                responses.create_responses,
-            )
-        if scores is not None:
-            self._endpoints["/v1/score"] = (TypeAdapter(ScoreRequest), scores)
-            self._endpoints["/v1/rerank"] = (TypeAdapter(RerankRequest), scores)
+        self._endpoints = serving_routes(state)
         # Keep the scheduler fed. Queued requests cost vLLM little, and the more it sees the
         # better it batches prefills and shares prefixes: with 1,024 chats on the CPU, all of
         # them in flight ran 7 % faster than 2 x max_num_seqs. 8 x covers a whole shard.

@@ -7,11 +7,16 @@ import json
 import time
 
 import openai
+import pytest
 from openai.types import Batch
 
 from batchctl.server import serve_locally
 from gpu_worker.engines.vllm_engine import VllmEngine
 from tests.conftest import EXAMPLES
+
+# With the other real-engine tests, after the moto-bound part: unmarked, it loaded its own
+# engine (about two minutes) on one of that part's test processes.
+pytestmark = pytest.mark.e2e
 
 KEY = "sk-e2e-0123456789"
 

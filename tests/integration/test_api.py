@@ -126,7 +126,7 @@ def test_large_content_is_served_by_redirect_to_a_presigned_url(
 ) -> None:
     data = jsonl([chat_request(f"r{i}") for i in range(50)])
     file_id = upload(client, [chat_request(f"r{i}") for i in range(50)])
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     monkeypatch.setattr(
         files, "settings", files.settings.model_copy(update={"max_inline_content_bytes": 100})
     )

@@ -5,6 +5,7 @@ exports (TABLE_NAME and AWS_REGION, in a region other than us-east-1)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,9 +17,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from batchctl.deploy import DeployError, DeploySettings, Runner, Teardown
+from batchctl.deploy import Deploy, DeployError, DeploySettings, Runner, Teardown
 from batchctl.moto_server import start_moto_server, stop_moto_server
-from batchctl.template import PROJECT_ROOT, load_template
+from batchctl.template import FLEET_PATH, PROJECT_ROOT, WORKERS, load_template
 
 BIN = Path(sys.executable).parent
 # Nothing may reach AWS in a dry run: any call would go to a closed port and fail.
@@ -113,7 +114,7 @@ def aws() -> Iterator[boto3.session.Session]:
 def test_undeploy_lets_the_protected_worker_instances_go(aws: boto3.session.Session) -> None:
     # ECS's managed termination protection marks every worker instance protected from
     # scale-in; CloudFormation's delete of the group then waits on them until it times out.
-    template = load_template()["Resources"]
+    template = load_template(FLEET_PATH)["Resources"]  # the workers' one template
     assert template["WorkerAutoScalingGroup"]["Properties"]["NewInstancesProtectedFromScaleIn"]
     ec2, autoscaling, ecs = (aws.client(n) for n in ("ec2", "autoscaling", "ecs"))
     ec2.create_launch_template(
@@ -152,6 +153,101 @@ def test_undeploy_lets_the_protected_worker_instances_go(aws: boto3.session.Sess
     assert instances() == []
     (service,) = ecs.describe_services(cluster="cluster", services=["workers"])["services"]
     assert service["desiredCount"] == 0
+
+
+def test_undeploy_drains_the_workers_its_nested_stack_names(
+    aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The main stack's workers are a nested stack (infra/worker-fleet.yaml): what to drain is
+    # in its outputs, not among the main stack's own resources.
+    names = {"WorkerClusterName", "WorkerServiceName", "WorkerAutoScalingGroupName"}
+    assert names <= set(load_template(FLEET_PATH)["Outputs"])
+    nested = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {name: {"Value": f"the-{name}"} for name in names},
+    }
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="tpl", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.put_object(Bucket="tpl", Key="workers.json", Body=json.dumps(nested).encode())
+    url = "https://tpl.s3.eu-west-1.amazonaws.com/workers.json"
+    main = {
+        "Resources": {
+            WORKERS: {"Type": "AWS::CloudFormation::Stack", "Properties": {"TemplateURL": url}}
+        },
+        "Outputs": {"BucketName": {"Value": "data"}},
+    }
+    aws.client("cloudformation").create_stack(StackName="openbatch", TemplateBody=json.dumps(main))
+    drained: list[tuple[str, ...]] = []
+    monkeypatch.setattr(Teardown, "refuse_with_fleets", lambda *_: None)  # moto: no ListImports
+    monkeypatch.setattr(Teardown, "drain_workers", lambda _, *given: drained.append(given))
+    monkeypatch.setattr(Teardown, "empty_bucket", lambda *_: 0)
+    commands: list[str] = []
+    runner = Runner(dry_run=False, out=commands.append)
+    monkeypatch.setattr(runner, "_execute", lambda *_: "")
+    Teardown(runner, aws, "eu-west-1").run("openbatch")
+    assert drained == [
+        ("the-WorkerClusterName", "the-WorkerServiceName", "the-WorkerAutoScalingGroupName")
+    ]
+    assert commands[-1].startswith("sam delete --stack-name openbatch")
+
+
+LEGACY_STACK = {
+    # What a stack deployed before the nesting holds: its workers among its own resources.
+    "Resources": {
+        "WorkerCluster": {"Type": "AWS::ECS::Cluster"},
+        "WorkerService": {"Type": "AWS::SQS::Queue"},  # moto: any type, a physical id
+        "WorkerAutoScalingGroup": {"Type": "AWS::SQS::Queue"},
+    },
+    "Outputs": {"BucketName": {"Value": "data"}},
+}
+
+
+def test_undeploy_drains_the_workers_of_a_stack_deployed_before_the_nesting(
+    aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloudformation = aws.client("cloudformation")
+    cloudformation.create_stack(StackName="openbatch", TemplateBody=json.dumps(LEGACY_STACK))
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cloudformation.describe_stack_resources(StackName="openbatch")["StackResources"]
+    }
+    drained: list[tuple[str, ...]] = []
+    monkeypatch.setattr(Teardown, "refuse_with_fleets", lambda *_: None)  # moto: no ListImports
+    monkeypatch.setattr(Teardown, "drain_workers", lambda _, *given: drained.append(given))
+    monkeypatch.setattr(Teardown, "empty_bucket", lambda *_: 0)
+    runner = Runner(dry_run=False, out=lambda _: None)
+    monkeypatch.setattr(runner, "_execute", lambda *_: "")
+    Teardown(runner, aws, "eu-west-1").run("openbatch")
+    assert drained == [
+        (
+            physical["WorkerCluster"],
+            physical["WorkerService"].rsplit("/", 1)[-1],
+            physical["WorkerAutoScalingGroup"],
+        )
+    ]
+
+
+def test_an_upgrade_drains_the_workers_still_in_the_main_template_first(
+    aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their block leaves the template in the update; CloudFormation would delete it only
+    after creating the nested one, held by its scale-in-protected instances."""
+    cloudformation = aws.client("cloudformation")
+    cloudformation.create_stack(StackName="openbatch", TemplateBody=json.dumps(LEGACY_STACK))
+    order: list[str] = []
+    monkeypatch.setattr(Teardown, "drain_workers", lambda _, *given: order.append("drain"))
+    runner = Runner(dry_run=False, out=lambda _: None)
+    monkeypatch.setattr(runner, "_execute", lambda command, *_: order.append(command[:2]) or "")
+    settings = DeploySettings(region="eu-west-1", workers=False)
+    outputs = {"ApiBaseUrl": "u", "BucketName": "b", "TableName": "t"}
+    monkeypatch.setattr(Deploy, "outputs", lambda _: outputs)
+    Deploy(settings, runner, aws).run()
+    assert order[:3] == [["sam", "build"], "drain", ["sam", "deploy"]]
+    # A stack already nested (or new) drains nothing.
+    cloudformation.delete_stack(StackName="openbatch")
+    order.clear()
+    Deploy(settings, runner, aws).run()
+    assert "drain" not in order
 
 
 def test_undeploy_empties_a_versioned_bucket_past_one_page(aws: boto3.session.Session) -> None:

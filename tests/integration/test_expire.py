@@ -62,7 +62,7 @@ def test_an_overdue_batch_expires_keeping_finished_results(
 def test_a_batch_stuck_in_validation_expires_at_once(bare_stack: LocalStack) -> None:
     from batch_core.records import BatchRecord
 
-    service = bare_stack.service
+    stages = bare_stack.stages
     stuck = BatchRecord(
         id="batch_stuck",
         endpoint="/v1/chat/completions",
@@ -73,8 +73,8 @@ def test_a_batch_stuck_in_validation_expires_at_once(bare_stack: LocalStack) -> 
         expires_at=int(time.time()) - 3600,
         input_key="inbox/stuck.jsonl",
     )
-    assert service.repository.create_batch(stuck)
-    (expired,) = service.expire_overdue()
+    assert stages.table.batches.create_batch(stuck)
+    (expired,) = stages.ending.expire_overdue()
     assert (expired.id, expired.status) == ("batch_stuck", "expired")
     assert expired.expired_at is not None
-    assert service.expire_overdue() == []
+    assert stages.ending.expire_overdue() == []

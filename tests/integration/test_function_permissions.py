@@ -27,7 +27,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,8 @@ from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker
 from tests.conftest import MODEL, chat_request, expire_file_now, load_event, store_batch
 from tests.iam_policy import Arns, Call, Policy, UnmappedCallError, role_policy
+from tests.queues import drain
+from tests.receivers import HttpReceiver
 
 KEY = "sk-permissions-0123456789abcdef"
 TENANT = "permissions"
@@ -138,11 +139,11 @@ def defaults() -> dict[str, Callable[[], Any]]:
 def wire(recorder: Recorder, function: str) -> dict[str, Any]:
     """What wiring's `default_*` give `function`, built by wiring's own code over clients
     of the function's own (as its Lambda container would build them)."""
-    names = [n for n in defaults() if n != "default_service"]
+    names = [n for n in defaults() if n != "default_stages"]
     with recorder.building(function), pytest.MonkeyPatch.context() as patch:
-        service = wiring.default_service.__wrapped__()
-        built: dict[str, Any] = {"default_service": service}
-        patch.setattr(wiring, "default_service", lambda: service)
+        stages = wiring.default_stages.__wrapped__()
+        built: dict[str, Any] = {"default_stages": stages}
+        patch.setattr(wiring, "default_stages", lambda: stages)
         for name in names:  # in wiring's order: one built of others gets the function's
             original = getattr(wiring, name)
             built[name] = getattr(original, "__wrapped__", original)()
@@ -267,14 +268,13 @@ class Functions:
         """Take the messages of `queue` whose body holds `containing` off it; the others
         stay."""
         taken, held = [], []
-        while messages := self._receive(queue, 10):
-            for message in messages:
-                handle = message["ReceiptHandle"]
-                if containing in message["Body"]:
-                    self.sqs.delete_message(QueueUrl=self.url(queue), ReceiptHandle=handle)
-                    taken.append(message)
-                else:
-                    held.append(handle)
+        for message in drain(self.sqs, self.url(queue), attributes=["All"]):
+            handle = message["ReceiptHandle"]
+            if containing in message["Body"]:
+                self.sqs.delete_message(QueueUrl=self.url(queue), ReceiptHandle=handle)
+                taken.append(message)
+            else:
+                held.append(handle)
         for handle in held:  # visible again at once
             self.sqs.change_message_visibility(
                 QueueUrl=self.url(queue), ReceiptHandle=handle, VisibilityTimeout=0
@@ -301,7 +301,7 @@ class Functions:
         return ran
 
     def status(self, batch_id: str) -> str:
-        record = self.stack.service.repository.get_batch(batch_id)
+        record = self.stack.stages.table.batches.get_batch(batch_id)
         assert record is not None, batch_id
         return record.status
 
@@ -354,40 +354,6 @@ def jsonl(count: int, prefix: str) -> bytes:
     return b"".join(json.dumps(chat_request(f"{prefix}{i}")).encode() + b"\n" for i in range(count))
 
 
-class Receivers:
-    """Local HTTP endpoints: webhook receivers (/ok answers 204, /fail 500) and the answer
-    URL of CloudFormation's custom resource requests (PUT)."""
-
-    def __init__(self) -> None:
-        self.hits: list[tuple[str, str]] = []
-        hits = self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hits.append((self.command, self.path))
-                self.send_response(500 if self.path.startswith("/fail") else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:  # http.server's names
-                self._answer()
-
-            def do_PUT(self) -> None:
-                self._answer()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # -- the scenario: every function along its paths ----------------------------------------
 
 
@@ -403,14 +369,14 @@ def backdate_batch(stack: LocalStack, batch_id: str, expires_at: int) -> None:
 @dataclass
 class Scenario:
     functions: Functions
-    receivers: Receivers
+    receivers: HttpReceiver  # webhook endpoints and CloudFormation's response URL
     directory: Path
     ids: dict[str, str] = field(default_factory=dict)
 
     def webhook_endpoints(self) -> None:
         api = self.functions.api
         for name in ("ok", "fail", "doomed"):
-            body = {"url": f"{self.receivers.base}/{name}", "event_types": EVENT_TYPES}
+            body = {"url": self.receivers.url(f"/{name}"), "event_types": EVENT_TYPES}
             status, created = api("POST", "/v1/webhook_endpoints", body={**body, "name": name})
             assert status == 200, created
             self.ids[f"endpoint-{name}"] = created["id"]
@@ -567,7 +533,7 @@ class Scenario:
         result = self.functions.invoke("ExpireFunction", load_event("expire_schedule.json"))
         assert result["expired"] == [self.ids["batch-overdue"]]
         assert result["failures"] == {}
-        urgent = stack.service.repository.get_batch(self.ids["batch-urgent"])
+        urgent = stack.stages.table.batches.get_batch(self.ids["batch-urgent"])
         assert urgent is not None and urgent.tier == "urgent"
 
     def run_batches(self) -> None:
@@ -599,8 +565,8 @@ class Scenario:
 
     def webhooks(self) -> None:
         deadline = time.monotonic() + 20
-        while not {"/ok", "/fail"} <= {path for _, path in self.receivers.hits}:
-            assert time.monotonic() < deadline, self.receivers.hits
+        while not {"/ok", "/fail"} <= {hit.path for hit in self.receivers.requests}:
+            assert time.monotonic() < deadline, self.receivers.requests
             if not self.functions.deliver("WebhookFunction"):
                 time.sleep(0.2)
         time.sleep(1.5)  # a failed attempt comes back after a second: the last one is given up
@@ -619,7 +585,7 @@ class Scenario:
         assert dropped is not None and dropped.status == "failed"
 
     def model_registry(self) -> None:
-        answers = f"{self.receivers.base}/cloudformation"
+        answers = self.receivers.url("/cloudformation")
 
         def request(name: str, **changes: Any) -> None:
             event = copy.deepcopy(load_event(name))
@@ -636,7 +602,7 @@ class Scenario:
         request("model_registry_create.json", properties={"Name": "busy"})
         store_batch(self.functions.stack, "batch_busy", "in_progress", model="busy")
         request("model_registry_delete.json", PhysicalResourceId="busy")
-        assert len([hit for hit in self.receivers.hits if hit[0] == "PUT"]) == 6
+        assert len([hit for hit in self.receivers.requests if hit.method == "PUT"]) == 6
 
     def run(self) -> None:
         self.webhook_endpoints()
@@ -666,7 +632,8 @@ class Permissions:
 def permissions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Permissions]:
     template = sam_transformed()
     recorder = Recorder()
-    receivers = Receivers()
+    receivers = HttpReceiver(204)  # /ok answers 204, /fail 500
+    receivers.answer("/fail", 500)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SETTINGS.items():
             patch.setenv(name, value)
@@ -686,9 +653,12 @@ def permissions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Permission
             try:
                 wirings = {function: wire(recorder, function) for function in functions.modules}
                 # The workers are no function: a service of their own, not recorded.
-                worker_service = wiring.build_service(get_settings())
+                worker_stages = wiring.build_stages(get_settings())
                 functions.worker = Worker(
-                    worker_service, worker_service.shard_queue, FakeEngine(MODEL), wait_seconds=0
+                    worker_stages.runner,
+                    worker_stages.shard_queue,
+                    FakeEngine(MODEL),
+                    wait_seconds=0,
                 )
                 with pytest.MonkeyPatch.context() as dispatch:
                     dispatch_by_function(dispatch, recorder, wirings)

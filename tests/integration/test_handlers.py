@@ -18,21 +18,15 @@ from gpu_worker.engines.fake import FakeEngine
 from handlers import dead_intake, dead_shard, finalize, validate
 from handlers.s3_notification import dropped_objects
 from tests.conftest import MODEL, chat_request, load_event, store_batch
+from tests.queues import drain
+from tests.receivers import HttpReceiver
 
 CONTEXT = LocalLambdaContext(function_name="test", aws_request_id="req-1")
 DECODED_KEY = "inbox/team prompts(2).jsonl"  # the event file carries it URL-encoded
 
 
 def queued(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
-    sqs = stack.session.client("sqs")
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=stack.physical_id(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        messages.extend(batch)
+    return drain(stack.session.client("sqs"), stack.physical_id(queue))
 
 
 def put_input(stack: LocalStack, count: int) -> None:
@@ -44,7 +38,7 @@ def put_input(stack: LocalStack, count: int) -> None:
 def test_test_event_is_ignored(bare_stack: LocalStack) -> None:
     result = validate.handler(load_event("intake_s3_test_event.json"), CONTEXT)
     assert result == {"batchItemFailures": []}
-    assert bare_stack.service.store.list_keys("batches/") == []
+    assert bare_stack.stages.store.list_keys("batches/") == []
 
 
 def test_object_created_event_plans_shards_once_even_when_delivered_twice(
@@ -60,12 +54,12 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(
         (ShardTask.model_validate_json(m["Body"]) for m in messages), key=lambda t: t.shard_index
     )
     assert [t.shard_index for t in tasks] == [0, 1, 2]  # 10 requests, 4 per shard, queued once
-    batch = bare_stack.service.get_batch(tasks[0].batch_id)
+    batch = bare_stack.stages.batches.get_batch(tasks[0].batch_id)
     assert batch is not None
     assert batch.status == "in_progress"
     # Intake reads its own copy of the announced upload (the input File's object), not the key.
     assert batch.input_key == s3keys.file_key(batch.input_file_id)
-    store = bare_stack.service.store
+    store = bare_stack.stages.store
     assert store.read(batch.input_key) == store.read(DECODED_KEY)
     assert batch.outbox_name == "team prompts(2)"
     assert (batch.request_total, batch.shards_total, batch.shards_pending) == (10, 3, 3)
@@ -79,7 +73,7 @@ def test_object_created_event_plans_shards_once_even_when_delivered_twice(
 def test_an_event_for_an_object_that_is_gone_creates_no_batch(bare_stack: LocalStack) -> None:
     event = load_event("intake_s3_object_created.json")  # the object was never uploaded
     assert validate.handler(event, CONTEXT) == {"batchItemFailures": []}
-    assert bare_stack.service.store.list_keys("files/") == []
+    assert bare_stack.stages.store.list_keys("files/") == []
     assert queued(bare_stack, "ShardQueue") == []
 
 
@@ -92,7 +86,7 @@ def test_a_failing_record_is_reported_for_retry_not_raised(
     def throttled(*args: object, **kwargs: object) -> None:
         raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}}, "HeadObject")
 
-    monkeypatch.setattr(bare_stack.service.store, "head", throttled)
+    monkeypatch.setattr(bare_stack.stages.store, "head", throttled)
     try:
         validate.handler(event, CONTEXT)
     except Exception as error:  # every record failed: Powertools raises so Lambda retries them all
@@ -106,7 +100,7 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
     validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
     engine = FakeEngine(MODEL)
     for message in queued(bare_stack, "ShardQueue"):
-        outcome = bare_stack.service.process_shard(
+        outcome = bare_stack.stages.runner.process_shard(
             ShardTask.model_validate_json(message["Body"]), engine
         )
         assert outcome.outcome == "done"
@@ -123,7 +117,7 @@ def test_finalize_event_completes_the_batch_and_resumes_the_tracker(bare_stack: 
     assert finalize.handler(event, CONTEXT) == {"batchItemFailures": []}
 
     request = json.loads(message["Body"])
-    batch = bare_stack.service.get_batch(request["batch_id"])
+    batch = bare_stack.stages.batches.get_batch(request["batch_id"])
     assert batch is not None and batch.status == "completed"
     assert (batch.request_completed, batch.request_failed) == (6, 0)
     sfn = bare_stack.session.client("stepfunctions")
@@ -169,7 +163,7 @@ def test_aws_throttling_becomes_429_and_other_aws_errors_500(
     from handlers import api
 
     wiring.default_api_keys().register("sk-event-file-key-0001", "events")
-    repository = wiring.default_service().repository
+    repository = wiring.default_stages().table.batches
     for code, status in (("ProvisionedThroughputExceededException", 429), ("AccessDenied", 500)):
 
         def refuse(*args: Any, _code: str = code, **kwargs: Any) -> Any:
@@ -181,34 +175,20 @@ def test_aws_throttling_becomes_429_and_other_aws_errors_500(
         assert set(json.loads(answer["body"])["error"]) == {"message", "type", "param", "code"}
 
 
-def test_the_webhook_handler_delivers_the_event_file_signed(bare_stack: LocalStack) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
+def test_the_webhook_handler_delivers_the_event_file_signed(
+    bare_stack: LocalStack, http_receiver: HttpReceiver
+) -> None:
     import openai
 
     from batch_core.webhooks import WebhookEndpointCreateParams
-    from batch_core.wiring import default_webhooks
+    from batch_core.wiring import default_stages
     from handlers import webhooks
 
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append((dict(self.headers.items()), self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    endpoint = default_webhooks().create(
+    http_receiver.status = 204
+    endpoint = default_stages().webhooks.create(
         "default",
         WebhookEndpointCreateParams(
-            url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+            url=http_receiver.url("/hook"),
             event_types=["batch.completed"],
             name="handler test",
         ),
@@ -218,10 +198,9 @@ def test_the_webhook_handler_delivers_the_event_file_signed(bare_stack: LocalSta
     event["Records"][0]["body"] = json.dumps({**body, "endpoint_id": endpoint.id})
 
     assert webhooks.handler(event, CONTEXT) == {"batchItemFailures": []}
-    server.server_close()
-    ((headers, payload),) = received
+    (received,) = http_receiver.requests
     verified = openai.OpenAI(api_key="unused").webhooks.unwrap(
-        payload, headers, secret=endpoint.signing_secret
+        received.body, received.headers, secret=endpoint.signing_secret
     )
     assert (verified.id, verified.type) == (body["event"]["id"], "batch.completed")
     assert queued(bare_stack, "WebhookQueue") == []  # delivered: nothing queued again
@@ -237,9 +216,9 @@ def test_the_dead_shard_event_ends_a_shard_no_worker_could_run(bare_stack: Local
     event = load_event("dead_shard_message.json")
     event["Records"][0]["body"] = first.model_dump_json()
     assert dead_shard.handler(event, CONTEXT) == {"batchItemFailures": []}
-    shard = bare_stack.service.repository.get_shard(first.batch_id, first.shard_index)
+    shard = bare_stack.stages.table.shards.get_shard(first.batch_id, first.shard_index)
     assert shard is not None and shard.status == "done"
-    batch = bare_stack.service.get_batch(first.batch_id)
+    batch = bare_stack.stages.batches.get_batch(first.batch_id)
     # Its 4 requests (4 per shard here), each now a shard_failed line; the rest still to run.
     assert batch is not None and (batch.request_failed, batch.shards_pending) == (4, 1)
 
@@ -248,12 +227,12 @@ def test_the_dead_intake_event_fails_a_batch_stuck_validating(bare_stack: LocalS
     put_input(bare_stack, 3)
     event = load_event("dead_intake_message.json")
     (dropped,) = dropped_objects(event["Records"][0]["body"])
-    service = bare_stack.service
+    stages = bare_stack.stages
     # What an intake that crashed on every attempt leaves: the batch recorded, validating.
-    batch_id = new_batch_id(service._drop_seed(dropped))
+    batch_id = new_batch_id(stages.intake._drop_seed(dropped))
     store_batch(bare_stack, batch_id, "validating")
     assert dead_intake.handler(event, CONTEXT) == {"batchItemFailures": []}
-    batch = service.get_batch(batch_id)
+    batch = stages.batches.get_batch(batch_id)
     assert batch is not None and batch.status == "failed"
     assert batch.errors is not None and batch.errors[0].code == "intake_failed"
     # An event for an object that never became a batch names nothing to end.

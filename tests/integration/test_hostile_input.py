@@ -102,10 +102,10 @@ def test_skip_mode_runs_around_poison_lines(stack: LocalStack, tmp_path: Path) -
 def _damage(stack: LocalStack, batch_id: str, index: int, replace: dict[int, bytes]) -> None:
     """Overwrite lines of a stored shard: data at rest can be damaged, whatever intake wrote."""
     key = s3keys.shard_key(batch_id, index)
-    lines = stack.service.store.read(key).splitlines()
+    lines = stack.stages.store.read(key).splitlines()
     for number, raw in replace.items():
         lines[number] = raw
-    stack.service.store.put(key, b"\n".join(lines) + b"\n")
+    stack.stages.store.put(key, b"\n".join(lines) + b"\n")
 
 
 def _wait_in_progress(stack: LocalStack, name: str) -> str:
@@ -149,8 +149,8 @@ def test_the_dead_shard_path_and_the_ending_read_damaged_shards(tmp_path: Path) 
         deep = b'{"line":1,"url":"/v1/chat/completions","request":{"custom_id":"r0","body":'
         _damage(stack, batch_id, 0, {0: deep + b"[" * 300 + b"]" * 300 + b"}}"})
         _damage(stack, batch_id, 1, {3: b"{not json"})
-        assert stack.service.fail_shard(ShardTask(batch_id=batch_id, shard_index=0))
-        stack.service.cancel(batch_id)  # the ending closes shard 1 with batch_cancelled lines
+        assert stack.stages.ending.fail_shard(ShardTask(batch_id=batch_id, shard_index=0))
+        stack.stages.ending.cancel(batch_id)  # the ending closes shard 1 with batch_cancelled lines
         final = stack.wait_for_outbox(name, timeout=60)
         assert final.status == "cancelled"
         counts = final.request_counts

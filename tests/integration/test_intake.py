@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,15 +11,17 @@ from openai.types import Batch as OpenAIBatch
 
 from batch_core import s3keys
 from batch_core.api_models import BatchList
+from batch_core.intake_jobs import DroppedObject
 from batch_core.models import BatchErrors
 from batch_core.protocol import ShardRequest
 from batch_core.records import DEFAULT_TENANT, BatchRecord, ServedModel
-from batch_core.service import DroppedObject
+from batch_core.stages import Stages
 from batch_core.validation import STORED_ERRORS_BYTES
 from batchctl.local import LocalStack
 from handlers.s3_notification import dropped_objects
 from tests.conftest import MODEL, chat_request, lines_of, write_jsonl
 from tests.dynamodb_item import batch_item_bytes
+from tests.queues import drain
 
 
 def shard_messages(stack: LocalStack) -> int:
@@ -75,7 +78,7 @@ def test_skip_mode_still_fails_a_file_with_no_valid_line(
         ("invalid_json_line", 1),
         ("invalid_json_line", 2),
     ]
-    assert fake_stack.service.store.list_keys(s3keys.errors_prefix(batch.id)) == []
+    assert fake_stack.stages.store.list_keys(s3keys.errors_prefix(batch.id)) == []
 
 
 def test_options_from_key_folders_choose_endpoint_window_and_metadata(
@@ -122,12 +125,12 @@ def test_shards_keep_shared_preambles_together_and_record_the_plan(
     path = write_jsonl(tmp_path / "p.jsonl", lines)
     key = s3keys.INBOX_PREFIX + "p.jsonl"
     bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
-    record = bare_stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    record = bare_stack.stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert record is not None and record.status == "in_progress"
-    store = bare_stack.service.store
+    store = bare_stack.stages.store
     groups: list[list[str]] = []
     for index in range(record.shards_total):
-        shard = bare_stack.service.repository.get_shard(record.id, index)
+        shard = bare_stack.stages.table.shards.get_shard(record.id, index)
         assert shard is not None and shard.estimated_tokens > 0
         data = store.read(s3keys.shard_key(record.id, index))
         groups.append([ShardRequest.model_validate_json(x).custom_id for x in data.splitlines()])
@@ -144,24 +147,25 @@ def test_a_failed_batch_leaves_no_shards_messages_or_items(
     path = write_jsonl(tmp_path / "late.jsonl", lines)
     key = s3keys.INBOX_PREFIX + "late.jsonl"
     bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
-    record = bare_stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    record = bare_stack.stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert record is not None and record.status == "failed"
     assert record.errors is not None
     assert [(e.code, e.line, e.param) for e in record.errors] == [("missing_body", 11, "body")]
-    assert bare_stack.service.store.list_keys(s3keys.shard_prefix(record.id)) == []
-    assert bare_stack.service.repository.get_shard(record.id, 0) is None
+    assert bare_stack.stages.store.list_keys(s3keys.shard_prefix(record.id)) == []
+    assert bare_stack.stages.table.shards.get_shard(record.id, 0) is None
     assert shard_messages(bare_stack) == 0
 
 
 def test_a_file_over_the_size_limit_fails_without_being_read(
     bare_stack: LocalStack, tmp_path: Path
 ) -> None:
-    service = bare_stack.service
-    service.settings = service.settings.model_copy(update={"max_batch_bytes": 100})
+    base = bare_stack.stages
+    settings = base.settings.model_copy(update={"max_batch_bytes": 100})
+    stages = Stages(dataclasses.replace(base.deps, settings=settings), base.channels)
     path = write_jsonl(tmp_path / "big.jsonl", [chat_request(f"r{i}") for i in range(3)])
     key = s3keys.INBOX_PREFIX + "big.jsonl"
     bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
-    record = service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    record = stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert record is not None and record.status == "failed"
     assert record.errors is not None
     ((error),) = record.errors
@@ -181,14 +185,11 @@ def test_a_key_overwritten_before_intake_runs_each_upload_as_it_was(
         body = "".join(json.dumps(chat_request(f"{stem}{i}")) + "\n" for i in range(count))
         s3.put_object(Bucket=bare_stack.bucket, Key=key, Body=body.encode())
     sqs = bare_stack.session.client("sqs")
-    url = bare_stack.physical_id("IntakeQueue")
-    bodies: list[str] = []
-    while len(bodies) < 2:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        assert messages, "S3 sent no events"
-        bodies += [m["Body"] for m in messages]
+    messages = drain(sqs, bare_stack.physical_id("IntakeQueue"), at_least=2)
+    bodies = [m["Body"] for m in messages]
+    assert len(bodies) >= 2, f"S3 sent {len(bodies)} events"
     batches = [
-        bare_stack.service.ingest_dropped_object(dropped)
+        bare_stack.stages.intake.ingest_dropped_object(dropped)
         for body in bodies
         for dropped in dropped_objects(body)
     ]
@@ -223,7 +224,7 @@ def drop_lines(stack: LocalStack, tmp_path: Path, stem: str, lines: list[Any]) -
     path = write_jsonl(tmp_path / f"{stem}.jsonl", lines)
     key = f"{s3keys.INBOX_PREFIX}{stem}.jsonl"
     stack.session.client("s3").upload_file(str(path), stack.bucket, key)
-    record = stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    record = stack.stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert record is not None
     return record
 
@@ -261,19 +262,19 @@ def test_many_errors_keep_to_the_budget_on_the_batch_and_all_go_to_its_error_fil
     # Every error, in the error file's format (as the skip mode writes them), kept as a File
     # of the batch's owner and mirrored to the outbox.
     assert record.error_file_id is not None
-    service = bare_stack.service
-    content = service.store.read(s3keys.file_key(record.error_file_id))
+    stages = bare_stack.stages
+    content = stages.store.read(s3keys.file_key(record.error_file_id))
     error_lines = [json.loads(x) for x in content.splitlines()]
     assert [x["custom_id"] for x in error_lines] == [f"r{i}" for i in range(400)]
     first = error_lines[0]["response"]["body"]["error"]
     assert first["code"] == "invalid_request" and first["message"].startswith("Line 1: ")
-    file = service.repository.get_file(record.error_file_id)
+    file = stages.table.files.get_file(record.error_file_id)
     assert file is not None and file.batch_id == record.id and file.tenant == record.tenant
     assert record.outbox_name is not None
     outbox = s3keys.outbox_key(record.outbox_name, "errors.jsonl")
-    assert service.store.read(outbox) == content
+    assert stages.store.read(outbox) == content
     # A second delivery of the same event changes nothing.
-    again = service.ingest_dropped_object(DroppedObject(key="inbox/noisy.jsonl", etag="1"))
+    again = stages.intake.ingest_dropped_object(DroppedObject(key="inbox/noisy.jsonl", etag="1"))
     assert again is not None and again.error_file_id == record.error_file_id
 
 
@@ -284,7 +285,7 @@ def test_a_page_of_batches_with_300_kb_custom_ids_in_their_errors_stays_small(
     long_id = "c" * (300 * 1024)
     for i in range(20):
         drop_lines(bare_stack, tmp_path, f"dup{i}", [chat_request(long_id), chat_request(long_id)])
-    page = bare_stack.service.list_batches(DEFAULT_TENANT, limit=100)
+    page = bare_stack.stages.batches.list_batches(DEFAULT_TENANT, limit=100)
     assert len(page.items) == 20 and all(b.status == "failed" for b in page.items)
     body = BatchList.of([r.to_batch() for r in page.items], page.has_more).model_dump_json()
     assert len(body.encode()) < 100 * 1024, len(body)  # 6 MB is the limit
@@ -298,31 +299,31 @@ def test_greedy_max_tokens_and_n_are_estimated_within_the_models_context(
 ) -> None:
     """20 lines of max_tokens 20,000 and n 128 in a 1 h window were estimated at 51 M tokens:
     DeadlinePressure 7.1 (scale-out starts at 0.5) and the batch flagged at risk at once."""
-    service = bare_stack.service
+    stages = bare_stack.stages
     greedy = {"max_tokens": 20_000, "n": 128}
     lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **greedy}}
              for i in range(20)]  # fmt: skip
     path = write_jsonl(tmp_path / "greedy.jsonl", lines)
     key = f"{s3keys.INBOX_PREFIX}window=1h/greedy.jsonl"
     bare_stack.session.client("s3").upload_file(str(path), bare_stack.bucket, key)
-    record = service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    record = stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert record is not None and record.status == "in_progress"
-    context = service.settings.model_context_tokens
+    context = stages.settings.model_context_tokens
     assert 20 * 20_000 <= record.estimated_tokens <= 20 * context
-    assert service.deadline_pressures(3660)[MODEL] < 0.5  # due within the hour and a minute
-    assert service.flag_at_risk() == []
+    assert stages.turns.deadline_pressures(3660)[MODEL] < 0.5  # due within the hour and a minute
+    assert stages.turns.flag_at_risk() == []
 
 
 def test_the_registrys_context_length_bounds_its_models_estimates(
     bare_stack: LocalStack, tmp_path: Path
 ) -> None:
-    service = bare_stack.service
-    service.repository.put_model(
+    stages = bare_stack.stages
+    stages.table.models.put_model(
         ServedModel(
             name="model-4k", queue_url=bare_stack.physical_id("ShardQueue"), context_length=4096
         )
     )
-    service.forget_models()
+    stages.registry.forget()
     huge = {"model": "model-4k", "max_tokens": 2**63 - 1, "n": 128}
     lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **huge}}
              for i in range(3)]  # fmt: skip

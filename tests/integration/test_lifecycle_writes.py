@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from batch_core.intake_jobs import DroppedObject
 from batch_core.lifecycle import IllegalTransitionError
-from batch_core.service import DroppedObject
 from batchctl.local import LocalStack
 from tests.conftest import chat_request
 
@@ -17,11 +17,13 @@ def test_a_move_outside_the_lifecycle_never_reaches_the_table(bare_stack: LocalS
     bare_stack.session.client("s3").put_object(
         Bucket=bare_stack.bucket, Key="inbox/l.jsonl", Body=body.encode()
     )
-    record = bare_stack.service.ingest_dropped_object(DroppedObject(key="inbox/l.jsonl", etag="l"))
+    record = bare_stack.stages.intake.ingest_dropped_object(
+        DroppedObject(key="inbox/l.jsonl", etag="l")
+    )
     assert record is not None and record.status == "in_progress"
     with pytest.raises(IllegalTransitionError, match="from in_progress to completed"):
-        bare_stack.service.repository.transition(
+        bare_stack.stages.table.batches.transition(
             record.id, to_status="completed", from_statuses=["in_progress"]
         )
-    after = bare_stack.service.get_batch(record.id)
+    after = bare_stack.stages.batches.get_batch(record.id)
     assert after is not None and after.status == "in_progress"

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,34 +17,15 @@ from batch_core.records import ServedModel
 from batchctl.local import LocalLambdaContext, LocalStack
 from handlers import model_registry as handler_module
 from tests.conftest import MODEL, load_event, store_batch
+from tests.receivers import HttpReceiver
 
 CONTEXT = LocalLambdaContext("ModelRegistryFunction")
 
 
-class Answers(list[dict[str, Any]]):
-    url = ""
-
-
 @pytest.fixture
-def cloudformation() -> Iterator[Answers]:
+def cloudformation(http_receiver: HttpReceiver) -> HttpReceiver:
     """Receives the handler's PUTs as CloudFormation's response bucket would."""
-    answers = Answers()
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:  # http.server's name for it
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            answers.append({"content_type": self.headers.get("Content-Type"), **json.loads(body)})
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    answers.url = f"http://127.0.0.1:{server.server_address[1]}/response?X-Amz-Signature=x"
-    yield answers
-    server.shutdown()
+    return http_receiver
 
 
 @pytest.fixture
@@ -56,66 +34,67 @@ def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_registry, "MODEL_REGISTRY_SECONDS", 0)
 
 
-def invoke(name: str, answers: Answers, **changes: Any) -> dict[str, Any]:
+def invoke(name: str, answers: HttpReceiver, **changes: Any) -> dict[str, Any]:
     event = copy.deepcopy(load_event(name))
-    event["ResponseURL"] = answers.url
+    event["ResponseURL"] = answers.url("/response?X-Amz-Signature=x")
     properties = changes.pop("properties", {})
     event["ResourceProperties"].update(properties)
     event.update(changes)
     handler_module.handler(event, CONTEXT)
-    return answers[-1]
+    put = answers.requests[-1]
+    return {"content_type": put.headers.get("content-type"), **json.loads(put.body)}
 
 
 def test_create_update_and_delete_a_served_model(
-    bare_stack: LocalStack, cloudformation: Answers, no_wait: None
+    bare_stack: LocalStack, cloudformation: HttpReceiver, no_wait: None
 ) -> None:
-    service = bare_stack.service
+    stages = bare_stack.stages
     answer = invoke("model_registry_create.json", cloudformation)
     assert answer["Status"] == "SUCCESS", answer
     assert answer["PhysicalResourceId"] == "qwen-7b"
     assert answer["RequestId"] == "4f0c9d7e-1b2a-4c3d-9e8f-7a6b5c4d3e2f"
     assert answer["content_type"] == ""  # the presigned URL was signed without one
-    model = service.repository.get_model("qwen-7b")
+    model = stages.table.models.get_model("qwen-7b")
     assert model is not None and model.status == "active"
     assert model.queue_url.endswith("openbatch-local-model-qwen-7b-normal")
     assert model.bulk_queue_url.endswith("-bulk") and model.urgent_queue_url.endswith("-urgent")
     assert (model.fleet, model.context_length) == ("openbatch-qwen-7b", 32768)
     assert model.tokens_per_second == 4000  # its batches' slack is reckoned at this
-    service.forget_models()
-    assert "qwen-7b" in service.served_model_names()
+    stages.registry.forget()
+    assert "qwen-7b" in stages.registry.served_model_names()
 
     # The stack updated with Retired=true: new batches refused, the entry kept.
     answer = invoke("model_registry_create.json", cloudformation, RequestType="Update",
                     PhysicalResourceId="qwen-7b", properties={"Retired": "true"})  # fmt: skip
     assert answer["Status"] == "SUCCESS", answer
-    retired = service.repository.get_model("qwen-7b")
+    retired = stages.table.models.get_model("qwen-7b")
     assert retired is not None and retired.status == "retiring" and retired.retired_at
     assert retired.created_at == model.created_at
-    service.forget_models()
-    assert "qwen-7b" not in service.served_model_names()
+    stages.registry.forget()
+    assert "qwen-7b" not in stages.registry.served_model_names()
 
     # A batch for it still running: the delete is refused, saying why, and nothing changes.
     store_batch(bare_stack, "batch_still_on_qwen", "in_progress", model="qwen-7b")
     answer = invoke("model_registry_delete.json", cloudformation)
     assert answer["Status"] == "FAILED"
     assert "batch_still_on_qwen" in answer["Reason"] and "have not ended" in answer["Reason"]
-    assert service.repository.get_model("qwen-7b") is not None
+    assert stages.table.models.get_model("qwen-7b") is not None
 
-    service.repository.transition(
+    stages.table.batches.transition(
         "batch_still_on_qwen", to_status="cancelling", from_statuses=["in_progress"]
     )
-    service.repository.transition(
+    stages.table.batches.transition(
         "batch_still_on_qwen", to_status="cancelled", from_statuses=["cancelling"]
     )
     answer = invoke("model_registry_delete.json", cloudformation)
     assert answer["Status"] == "SUCCESS", answer
-    assert service.repository.get_model("qwen-7b") is None
+    assert stages.table.models.get_model("qwen-7b") is None
     # Deleting again (CloudFormation retries) is harmless.
     assert invoke("model_registry_delete.json", cloudformation)["Status"] == "SUCCESS"
 
 
 def test_bad_properties_are_refused_with_the_reason(
-    bare_stack: LocalStack, cloudformation: Answers
+    bare_stack: LocalStack, cloudformation: HttpReceiver
 ) -> None:
     hostile = {"QueueUrl": "http://169.254.169.254/latest", "ContextLength": "-1"}
     answer = invoke("model_registry_create.json", cloudformation, properties=hostile)
@@ -123,14 +102,14 @@ def test_bad_properties_are_refused_with_the_reason(
     assert "QueueUrl" in answer["Reason"] and "ContextLength" in answer["Reason"]
     # A create that failed has no model behind it: its delete (the rollback) removes nothing.
     assert answer["PhysicalResourceId"].startswith("unregistered-")
-    assert bare_stack.service.repository.list_models() == []
+    assert bare_stack.stages.table.models.list_models() == []
     rollback = invoke("model_registry_delete.json", cloudformation,
                       PhysicalResourceId=answer["PhysicalResourceId"])  # fmt: skip
     assert rollback["Status"] == "SUCCESS"
 
 
 def test_an_error_of_ours_is_answered_too(
-    bare_stack: LocalStack, cloudformation: Answers, monkeypatch: pytest.MonkeyPatch
+    bare_stack: LocalStack, cloudformation: HttpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CloudFormation would wait an hour for an answer that never comes."""
 
@@ -148,7 +127,7 @@ def test_removing_a_model_waits_until_every_cached_registry_sees_it_retiring(
 ) -> None:
     slept: list[float] = []
     now = 1_900_000_000.0
-    registry = ModelRegistry(bare_stack.service.repository, clock=lambda: now, sleep=slept.append)
+    registry = ModelRegistry(bare_stack.stages.table, clock=lambda: now, sleep=slept.append)
     registry.register(ServedModel(name="model-x", queue_url="https://sqs/x"))
     assert registry.remove("model-x")
     assert slept == [model_registry.MODEL_REGISTRY_SECONDS]  # retired just now: a minute
@@ -186,13 +165,13 @@ name) and `ft:gpt-4o-mini:acme::abc123` (OpenAI's fine-tune form) stay accepted.
 
 
 def test_a_name_outside_the_safe_set_is_refused(
-    bare_stack: LocalStack, cloudformation: Answers
+    bare_stack: LocalStack, cloudformation: HttpReceiver
 ) -> None:
     for name in HOSTILE_NAMES:
         answer = invoke("model_registry_create.json", cloudformation, properties={"Name": name})
         assert answer["Status"] == "FAILED", name
         assert "Name" in answer["Reason"], answer["Reason"]
-    assert bare_stack.service.repository.list_models() == []
+    assert bare_stack.stages.table.models.list_models() == []
     for name in ("Qwen/Qwen2.5-7B-Instruct", "ft:gpt-4o-mini:acme::abc123", "llama-3.1_8b"):
         answer = invoke("model_registry_create.json", cloudformation, properties={"Name": name})
         assert answer["Status"] == "SUCCESS", answer
@@ -206,7 +185,7 @@ def test_batchctl_refuses_a_hostile_name_too(
 
     assert main(["models", "add", "qwen#7b", "--queue-url", f"{QUEUES}-normal"]) == 1
     assert "name" in capsys.readouterr().err
-    assert bare_stack.service.repository.list_models() == []
+    assert bare_stack.stages.table.models.list_models() == []
 
 
 HOSTILE_QUEUES = [
@@ -221,38 +200,38 @@ HOSTILE_QUEUES = [
 
 
 def test_a_queue_must_be_one_of_this_stacks_fleet_queues(
-    bare_stack: LocalStack, cloudformation: Answers
+    bare_stack: LocalStack, cloudformation: HttpReceiver
 ) -> None:
     for url in HOSTILE_QUEUES:
         for field in ("QueueUrl", "UrgentQueueUrl", "BulkQueueUrl"):
             answer = invoke("model_registry_create.json", cloudformation, properties={field: url})
             assert answer["Status"] == "FAILED", (field, url)
             assert field in answer["Reason"] and "openbatch-local-model-" in answer["Reason"]
-    assert bare_stack.service.repository.list_models() == []
+    assert bare_stack.stages.table.models.list_models() == []
 
 
 def test_a_fleet_cannot_take_over_the_stacks_own_model_or_another_fleets(
-    bare_stack: LocalStack, cloudformation: Answers, no_wait: None
+    bare_stack: LocalStack, cloudformation: HttpReceiver, no_wait: None
 ) -> None:
-    service = bare_stack.service
+    stages = bare_stack.stages
     own = invoke("model_registry_create.json", cloudformation, properties={"Name": MODEL})
     assert own["Status"] == "FAILED" and "the stack's own model" in own["Reason"]
-    assert service.repository.list_models() == []
-    service.forget_models()
-    assert service._queue_for(MODEL) is service.shard_queue  # still routed to its own workers
-    assert MODEL in service.served_model_names()
+    assert stages.table.models.list_models() == []
+    stages.registry.forget()
+    assert stages.turns.queue_for(MODEL) is stages.shard_queue  # still routed to its own workers
+    assert MODEL in stages.registry.served_model_names()
 
     assert invoke("model_registry_create.json", cloudformation)["Status"] == "SUCCESS"
     intruder = {"Fleet": "openbatch-intruder", "QueueUrl": f"{QUEUES}-evil"}
     answer = invoke("model_registry_create.json", cloudformation, properties=intruder)
     assert answer["Status"] == "FAILED" and "openbatch-qwen-7b" in answer["Reason"]
-    kept = service.repository.get_model("qwen-7b")
+    kept = stages.table.models.get_model("qwen-7b")
     assert kept is not None and kept.fleet == "openbatch-qwen-7b"
     assert kept.queue_url == f"{QUEUES}-normal"
     # Nor does another fleet's delete remove it.
     answer = invoke("model_registry_delete.json", cloudformation, properties=intruder)
     assert answer["Status"] == "SUCCESS" and "openbatch-qwen-7b" in answer["Reason"]
-    kept = service.repository.get_model("qwen-7b")
+    kept = stages.table.models.get_model("qwen-7b")
     assert kept is not None and kept.status == "active"
 
 
@@ -260,14 +239,14 @@ def test_removal_waits_for_batches_still_validating(bare_stack: LocalStack) -> N
     """A validating batch has no model until its file is read: it may be for this one, and
     its shards would go wherever the registry then says."""
     now = 1_900_000_000.0
-    registry = ModelRegistry(bare_stack.service.repository, clock=lambda: now, sleep=lambda s: None)
+    registry = ModelRegistry(bare_stack.stages.table, clock=lambda: now, sleep=lambda s: None)
     registry.register(ServedModel(name="model-v", queue_url=f"{QUEUES}-normal"))
     store_batch(bare_stack, "batch_reading_its_file", "validating", created_at=int(now) - 5)
     with pytest.raises(ModelInUseError, match="batch_reading_its_file"):
         registry.remove("model-v")
-    assert registry.repository.get_model("model-v") is not None
+    assert registry.repository.models.get_model("model-v") is not None
     # One created once every registry saw model-v retiring cannot be for it: no wait for it.
-    bare_stack.service.repository.transition(
+    bare_stack.stages.table.batches.transition(
         "batch_reading_its_file", to_status="failed", from_statuses=["validating"]
     )
     later = int(now) + model_registry.MODEL_REGISTRY_SECONDS + 1

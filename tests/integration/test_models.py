@@ -35,7 +35,7 @@ def test_a_batch_for_model_b_never_reaches_model_as_workers(
     assert stack.wait_for_outbox(for_b, timeout=60).status == "completed"
     assert stack.wait_for_outbox(for_a, timeout=60).status == "completed"
     assert (first.calls, second.calls) == (7, 12)  # each model's requests on its own workers
-    registered = {m.name for m in stack.service.repository.list_models()}
+    registered = {m.name for m in stack.stages.table.models.list_models()}
     assert registered == {"model-b"}  # model-a is the stack's own (its template queues)
     unknown = stack.wait_for_outbox(
         stack.drop(write_jsonl(tmp_path / "c.jsonl", lines("model-c", 1, "c"))), timeout=60
@@ -53,8 +53,8 @@ def test_a_retiring_model_refuses_new_batches_and_finishes_running_ones(
     while (batch := stack.outbox_batch(running)) is None or batch.status != "in_progress":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert stack.service.repository.retire_model("model-b")
-    stack.service.forget_models()  # a function reads the registry again within a minute
+    assert stack.stages.table.models.retire_model("model-b")
+    stack.stages.registry.forget()  # a function reads the registry again within a minute
     refused = stack.wait_for_outbox(
         stack.drop(write_jsonl(tmp_path / "new.jsonl", lines("model-b", 1, "n"))), timeout=60
     )
@@ -63,7 +63,7 @@ def test_a_retiring_model_refuses_new_batches_and_finishes_running_ones(
     finished = stack.wait_for_outbox(running, timeout=120)
     assert finished.status == "completed" and finished.request_counts.completed == 100
     assert second.calls == 100
-    assert not stack.service.repository.retire_model("model-unknown")
+    assert not stack.stages.table.models.retire_model("model-unknown")
 
 
 def test_batchctl_models_adds_lists_and_retires(
@@ -79,20 +79,20 @@ def test_batchctl_models_adds_lists_and_retires(
     assert "--queue-url" in capsys.readouterr().err
     url = sqs.create_queue(QueueName="openbatch-local-model-z-normal")["QueueUrl"]
     assert main(["models", "add", "model-z", "--queue-url", url]) == 0
-    stack.service.forget_models()  # the functions read the registry again within a minute
+    stack.stages.registry.forget()  # the functions read the registry again within a minute
     assert main(["models", "list"]) == 0
     listed = capsys.readouterr().out
     assert "model-z" in listed and "model-b" in listed and url in listed
-    assert "model-z" in stack.service.served_model_names()
+    assert "model-z" in stack.stages.registry.served_model_names()
     assert main(["models", "retire", "model-z"]) == 0
-    stack.service.forget_models()
-    assert "model-z" not in stack.service.served_model_names()
+    stack.stages.registry.forget()
+    assert "model-z" not in stack.stages.registry.served_model_names()
     assert main(["models", "retire", "model-y"]) == 1
     assert "no model 'model-y'" in capsys.readouterr().err
     # Removing waits out the registry cache's minute after retiring (long past here).
-    stack.service.repository.put_model(
-        stack.service.repository.get_model("model-z").model_copy(update={"retired_at": 1})  # type: ignore[union-attr]
+    stack.stages.table.models.put_model(
+        stack.stages.table.models.get_model("model-z").model_copy(update={"retired_at": 1})  # type: ignore[union-attr]
     )
     assert main(["models", "remove", "model-z"]) == 0
-    assert stack.service.repository.get_model("model-z") is None
+    assert stack.stages.table.models.get_model("model-z") is None
     assert main(["models", "remove", "model-z"]) == 1

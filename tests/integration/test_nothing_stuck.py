@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from batch_core import s3keys
+from batch_core.intake import Intake
 from batch_core.messaging import ShardTask
-from batch_core.service import BatchService
+from batch_core.stages import Stages
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, drop_requests, write_jsonl
@@ -23,9 +24,9 @@ from tests.integration.test_shard_recovery import start_batch
 PAST_GRACE = 2 * 3600  # stuck_after_seconds is an hour by default
 
 
-def results_of(service: BatchService, batch_id: str) -> tuple[list[str], list[str]]:
+def results_of(service: Stages, batch_id: str) -> tuple[list[str], list[str]]:
     """custom_ids of the output and error files of an ended batch."""
-    record = service.get_batch(batch_id)
+    record = service.batches.get_batch(batch_id)
     assert record is not None
     ids: list[list[str]] = []
     for file_id in (record.output_file_id, record.error_file_id):
@@ -41,32 +42,32 @@ def test_a_batch_with_a_dead_tracker_and_a_hung_worker_is_ended_by_the_sweep(
     bare_stack: LocalStack,
 ) -> None:
     service, batch_id = start_batch(bare_stack, 10)  # shards of 4: 3 shards
-    service.process_shard(ShardTask(batch_id=batch_id, shard_index=0), FakeEngine(MODEL))
+    service.runner.process_shard(ShardTask(batch_id=batch_id, shard_index=0), FakeEngine(MODEL))
     # A worker that hangs on to shard 1 for ever (its heartbeat still renews the lease).
-    hung = service.repository.begin_shard_attempt(
+    hung = service.table.shards.begin_shard_attempt(
         batch_id, 1, owner="hung", lease_until=time.time() + 10**6, now=time.time()
     )
     assert hung is not None
     backdate(bare_stack, batch_id, seconds=10)
-    (first,) = service.expire_overdue()
+    (first,) = service.ending.expire_overdue()
     assert first.status == "finalizing"  # within the grace: the live lease is waited for
     backdate(bare_stack, batch_id, seconds=PAST_GRACE)
-    (ended,) = service.expire_overdue()
+    (ended,) = service.ending.expire_overdue()
     assert ended.status == "expired"
     counts = ended.to_batch().request_counts
     assert (counts.total, counts.completed, counts.failed) == (10, 4, 6)
     output, errors = results_of(service, batch_id)
     assert sorted(output + errors) == sorted(f"r{i}" for i in range(10))
     assert sorted(output) == ["r0", "r1", "r2", "r3"]
-    assert service.expire_overdue() == []  # terminal: out of the index
+    assert service.ending.expire_overdue() == []  # terminal: out of the index
 
 
 def test_a_cancel_nobody_finished_is_ended_by_the_sweep(bare_stack: LocalStack) -> None:
     service, batch_id = start_batch(bare_stack, 6)
-    service.process_shard(ShardTask(batch_id=batch_id, shard_index=0), FakeEngine(MODEL))
-    assert service.cancel(batch_id).status == "cancelling"  # and the tracker is gone
+    service.runner.process_shard(ShardTask(batch_id=batch_id, shard_index=0), FakeEngine(MODEL))
+    assert service.ending.cancel(batch_id).status == "cancelling"  # and the tracker is gone
     backdate(bare_stack, batch_id, seconds=PAST_GRACE)
-    (ended,) = service.expire_overdue()
+    (ended,) = service.ending.expire_overdue()
     assert ended.status == "cancelled"
     output, errors = results_of(service, batch_id)
     assert (len(output), len(errors)) == (4, 2)
@@ -78,12 +79,14 @@ def test_a_finished_batch_whose_finalize_never_came_is_completed_by_the_sweep(
 ) -> None:
     service, batch_id = start_batch(bare_stack, 6)
     for index in range(2):
-        service.process_shard(ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL))
-    assert service.repository.transition(
+        service.runner.process_shard(
+            ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)
+        )
+    assert service.table.batches.transition(
         batch_id, to_status="finalizing", from_statuses=["in_progress"]
     )  # the tracker saw it done, then its finalize step died for good
     backdate(bare_stack, batch_id, seconds=PAST_GRACE)
-    (ended,) = service.expire_overdue()
+    (ended,) = service.ending.expire_overdue()
     assert ended.status == "completed"
     output, errors = results_of(service, batch_id)
     assert sorted(output) == sorted(f"r{i}" for i in range(6)) and errors == []
@@ -98,7 +101,7 @@ def test_an_intake_that_fails_every_attempt_ends_failed_not_validating(
             raise RuntimeError("the validator has a bug")
 
         with monkeypatch.context() as patch:
-            patch.setattr(BatchService, "_validate_and_plan", broken)
+            patch.setattr(Intake, "_validate_and_plan", broken)
             name = stack.drop(write_jsonl(tmp_path / "doomed.jsonl", [chat_request("a")]))
             # Five deliveries two seconds apart, then the dead-letter queue's consumer.
             final = stack.wait_for_outbox(name, timeout=90)

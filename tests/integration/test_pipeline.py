@@ -50,7 +50,7 @@ def test_dropped_file_completes_through_the_real_state_machine(
     assert execution["name"] == batch.id
     assert execution["status"] == "SUCCEEDED"
     # 20 requests at 4 per shard: five shards, each settled once.
-    record = fake_stack.service.get_batch(batch.id)
+    record = fake_stack.stages.batches.get_batch(batch.id)
     assert record is not None and (record.shards_total, record.shards_pending) == (5, 0)
 
 
@@ -67,7 +67,7 @@ def test_a_bad_line_fails_the_batch_with_its_line_number(
     assert batch.errors is not None
     assert [(e.code, e.line) for e in batch.errors.data] == [("invalid_json_line", 3)]
     # Nothing is left behind: no shard objects, no shard messages.
-    store = fake_stack.service.store
+    store = fake_stack.stages.store
     assert store.list_keys(s3keys.shard_prefix(batch.id)) == []
     sqs = fake_stack.session.client("sqs")
     attributes = sqs.get_queue_attributes(

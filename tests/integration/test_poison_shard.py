@@ -41,7 +41,7 @@ def test_a_poison_shard_ends_with_shard_failed_lines_and_the_batch_completes(
     while (batch := stack.outbox_batch(name)) is None or batch.status != "in_progress":
         assert time.monotonic() < deadline, "intake did not finish"
         time.sleep(0.05)
-    queue = stack.service.shard_queue
+    queue = stack.stages.shard_queue
     # Every delivery fails (maxReceiveCount is 3 in the template): the first writes r0 and r1
     # before it crashes on r2, the next ones crash on r2 at once.
     deliveries = 0
@@ -53,7 +53,7 @@ def test_a_poison_shard_ends_with_shard_failed_lines_and_the_batch_completes(
         deliveries += 1
         task = ShardTask.model_validate_json(message.body)
         with pytest.raises(RuntimeError):
-            stack.service.process_shard(task, FailingEngine(MODEL), lease_seconds=0)
+            stack.stages.runner.process_shard(task, FailingEngine(MODEL), lease_seconds=0)
         queue.release(message)  # what the worker does before it exits
         assert deliveries <= 5, "the shard never reached the dead-letter queue"
     assert deliveries == 3

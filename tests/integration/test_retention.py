@@ -151,7 +151,7 @@ def test_an_expired_file_is_gone_at_once_and_its_bytes_deleted_by_the_sweep(
     stack = local_api[0]
     kept = client.files.create(file=("kept.jsonl", LINES), purpose="batch").id
     gone = client.files.create(file=("gone.jsonl", LINES), purpose="batch").id
-    key = wiring.default_files().repository.get_file(gone)
+    key = wiring.default_stages().files.repository.files.get_file(gone)
     assert key is not None and stored(stack, key.s3_key)
     expire_file_now(stack, gone)
 
@@ -170,7 +170,7 @@ def test_an_expired_file_is_gone_at_once_and_its_bytes_deleted_by_the_sweep(
     result = expire.handler(load_event("expire_schedule.json"), CONTEXT)
     assert gone in result["deleted_files"] and kept not in result["deleted_files"]
     assert not stored(stack, key.s3_key)
-    assert wiring.default_files().repository.get_file(gone) is None
+    assert wiring.default_stages().files.repository.files.get_file(gone) is None
     assert client.files.retrieve(kept).id == kept
     # The sweep found it through the index: the next run has nothing more to delete.
     assert gone not in expire.handler(load_event("expire_schedule.json"), CONTEXT)["deleted_files"]

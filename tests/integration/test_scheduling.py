@@ -15,6 +15,7 @@ from batch_core.settings import Settings
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, store_batch, write_jsonl
+from tests.queues import drain
 
 
 @pytest.fixture
@@ -46,13 +47,15 @@ def test_a_one_hour_batch_behind_a_seven_day_one_finishes_first(
     # (One CI run of seven saw the hour's batch in the normal tier: its window first, so a
     # lost drop option and a wrong tier tell themselves apart.)
     assert (short.completion_window, long_now.completion_window) == ("1h", "7d")
-    tiers = {b.id: b.tier for b in (stack.service.get_batch(x.id) for x in (short, long_now)) if b}
+    tiers = {
+        b.id: b.tier for b in (stack.stages.batches.get_batch(x.id) for x in (short, long_now)) if b
+    }
     assert tiers == {short.id: "urgent", long_now.id: "bulk"}
     assert stack.wait_for_outbox(long_name, timeout=120).status == "completed"
 
 
 def test_a_batch_whose_deadline_nears_moves_its_waiting_shards_up(bare_stack: LocalStack) -> None:
-    service = bare_stack.service
+    stages = bare_stack.stages
     soon = int(time.time()) + 1800  # within the urgent tier's six hours
     store_batch(
         bare_stack,
@@ -65,22 +68,20 @@ def test_a_batch_whose_deadline_nears_moves_its_waiting_shards_up(bare_stack: Lo
     )
     from batch_core.records import ShardRecord
 
-    service.repository.put_shards(
+    stages.table.shards.put_shards(
         "batch_nearing",
         [ShardRecord(batch_id="batch_nearing", index=i, request_count=5) for i in range(2)],
     )
-    service.shard_queue.send(ShardTask(batch_id="batch_nearing", shard_index=i) for i in range(2))
-    assert service.escalate_near_deadlines() == ["batch_nearing"]
-    assert service.get_batch("batch_nearing").tier == "urgent"  # type: ignore[union-attr]
-    urgent = bare_stack.session.client("sqs").receive_message(
-        QueueUrl=service.shard_queue.urls["urgent"], MaxNumberOfMessages=10
-    )["Messages"]
+    stages.shard_queue.send(ShardTask(batch_id="batch_nearing", shard_index=i) for i in range(2))
+    assert stages.turns.escalate_near_deadlines() == ["batch_nearing"]
+    assert stages.batches.get_batch("batch_nearing").tier == "urgent"  # type: ignore[union-attr]
+    urgent = drain(bare_stack.session.client("sqs"), stages.shard_queue.urls["urgent"])
     assert sorted(ShardTask.model_validate_json(m["Body"]).shard_index for m in urgent) == [0, 1]
-    assert service.escalate_near_deadlines() == []  # once
+    assert stages.turns.escalate_near_deadlines() == []  # once
     # The copy left in the normal tier is harmless: the worker takes urgent first, and a
     # shard already done is skipped.
-    message = service.shard_queue.receive(wait_seconds=0)[0]
-    assert message.queue_url == service.shard_queue.urls["normal"]
+    message = stages.shard_queue.receive(wait_seconds=0)[0]
+    assert message.queue_url == stages.shard_queue.urls["normal"]
 
 
 def test_the_tier_follows_the_slack() -> None:
@@ -110,17 +111,17 @@ def test_an_infeasible_deadline_is_announced_at_risk_before_it_expires(
 ) -> None:
     from tests.integration.test_status_events import received, subscribe
 
-    service = bare_stack.service
+    stages = bare_stack.stages
     url = subscribe(bare_stack)
-    fleet = service.settings.fleet_tokens_per_second
+    fleet = stages.settings.fleet_tokens_per_second
     # Ten minutes left, and an hour of work for the whole fleet: it cannot make it.
     store_batch(bare_stack, "batch_doomed", "in_progress", request_total=100,
                 expires_at=int(time.time()) + 600, estimated_tokens=3600 * fleet)  # fmt: skip
     # A day left for the same work: fine.
     store_batch(bare_stack, "batch_fine", "in_progress", request_total=100,
                 expires_at=int(time.time()) + 86400, estimated_tokens=3600 * fleet)  # fmt: skip
-    assert service.flag_at_risk() == ["batch_doomed"]
-    assert service.flag_at_risk() == []  # announced once
+    assert stages.turns.flag_at_risk() == ["batch_doomed"]
+    assert stages.turns.flag_at_risk() == []  # announced once
     (event,) = [
         e
         for e in received(bare_stack, url, at_least=1)
@@ -128,9 +129,9 @@ def test_an_infeasible_deadline_is_announced_at_risk_before_it_expires(
     ]
     assert event["detail-type"] == "Batch At Risk"
     assert event["detail"]["id"] == "batch_doomed" and event["detail"]["status"] == "in_progress"
-    doomed = service.get_batch("batch_doomed")
+    doomed = stages.batches.get_batch("batch_doomed")
     assert doomed is not None and doomed.to_batch().at_risk_at is not None
-    assert service.get_batch("batch_fine").to_batch().at_risk_at is None  # type: ignore[union-attr]
+    assert stages.batches.get_batch("batch_fine").to_batch().at_risk_at is None  # type: ignore[union-attr]
 
 
 def test_a_running_batch_carries_an_eta_from_its_pace() -> None:
@@ -162,11 +163,9 @@ def test_shard_messages_carry_their_tenant_for_sqs_fair_queues(bare_stack: Local
     put_input(bare_stack, 6)  # a dropped file: the default tenant's
     validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
     sqs = bare_stack.session.client("sqs")
-    messages = sqs.receive_message(
-        QueueUrl=bare_stack.service.shard_queue.urls["normal"],
-        MaxNumberOfMessages=10,
-        MessageSystemAttributeNames=["MessageGroupId"],
-    )["Messages"]
+    messages = drain(
+        sqs, bare_stack.stages.shard_queue.urls["normal"], attributes=["MessageGroupId"]
+    )
     assert len(messages) == 2  # 6 requests, 4 per shard
     assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"default"}
 
@@ -174,24 +173,24 @@ def test_shard_messages_carry_their_tenant_for_sqs_fair_queues(bare_stack: Local
 def test_deadline_pressure_is_the_work_due_within_the_hour_over_the_fleets_hour(
     bare_stack: LocalStack,
 ) -> None:
-    service = bare_stack.service
-    fleet = service.settings.fleet_tokens_per_second
+    stages = bare_stack.stages
+    fleet = stages.settings.fleet_tokens_per_second
     now = int(time.time())
-    assert sum(service.deadline_pressures().values()) == 0
+    assert sum(stages.turns.deadline_pressures().values()) == 0
     # Due in 30 minutes: 45 minutes of the fleet's work, a quarter of it done.
     store_batch(bare_stack, "batch_soon", "in_progress", expires_at=now + 1800,
                 request_total=100, request_completed=25, estimated_tokens=2700 * fleet)  # fmt: skip
     # Due in two days: not this hour's work.
     store_batch(bare_stack, "batch_later", "in_progress", expires_at=now + 2 * 86400,
                 request_total=100, estimated_tokens=3600 * fleet)  # fmt: skip
-    assert abs(sum(service.deadline_pressures().values()) - 0.5625) < 0.01  # 2025 s of 3600
+    assert abs(sum(stages.turns.deadline_pressures().values()) - 0.5625) < 0.01  # 2025 s of 3600
     # Per model, for each worker-fleet: a second model's batch due soon counts for it alone.
     store_batch(bare_stack, "batch_other", "in_progress", expires_at=now + 600, model="model-b",
                 request_total=10, estimated_tokens=360 * fleet)  # fmt: skip
-    pressures = service.deadline_pressures()
+    pressures = stages.turns.deadline_pressures()
     assert abs(pressures["model-b"] - 0.1) < 0.01
     assert abs(pressures[""] - 0.5625) < 0.01  # the first batch names no model
-    assert abs(sum(service.deadline_pressures().values()) - 0.6625) < 0.01
+    assert abs(sum(stages.turns.deadline_pressures().values()) - 0.6625) < 0.01
 
 
 def test_a_models_own_throughput_decides_whether_its_deadline_is_at_risk(
@@ -199,21 +198,21 @@ def test_a_models_own_throughput_decides_whether_its_deadline_is_at_risk(
 ) -> None:
     from batch_core.records import ServedModel
 
-    service = bare_stack.service
-    service.repository.put_model(
+    stages = bare_stack.stages
+    stages.table.models.put_model(
         ServedModel(name="model-slow", queue_url="https://sqs/slow", tokens_per_second=10)
     )
-    service.forget_models()
+    stages.registry.forget()
     # Two hours of work at the slow model's 10 tokens/s: minutes at the stack's fleet speed.
     work = 2 * 3600 * 10
-    assert work / service.settings.fleet_tokens_per_second < 600
+    assert work / stages.settings.fleet_tokens_per_second < 600
     for batch_id, model in (("batch_slow", "model-slow"), ("batch_fast", MODEL)):
         store_batch(bare_stack, batch_id, "in_progress", model=model, request_total=10,
                     expires_at=int(time.time()) + 3600, estimated_tokens=work)  # fmt: skip
-    assert service.flag_at_risk() == ["batch_slow"]
+    assert stages.turns.flag_at_risk() == ["batch_slow"]
     now = int(time.time())
     slack_tier = shard_tier(expires_at=now + 86400, now=now, estimated_tokens=work * 10,
-                            settings=service.settings, tokens_per_second=10)  # fmt: skip
+                            settings=stages.settings, tokens_per_second=10)  # fmt: skip
     assert slack_tier == "urgent"  # 20 hours of its work, a day left: under 6 hours of slack
 
 
@@ -226,26 +225,27 @@ def test_one_hour_batches_beyond_a_tenants_urgent_share_wait_in_the_bulk_tier(
     import json
 
     from batch_core import s3keys
-    from batch_core.files import FileService
-    from batch_core.intake import DroppedObject
+    from batch_core.batch_params import BatchParams
+    from batch_core.intake_jobs import DroppedObject
     from batch_core.records import BatchRecord
-    from batch_core.wiring import build_service
+    from batch_core.wiring import build_stages
 
     clock = [float(int(time.time()))]
-    settings = bare_stack.service.settings.model_copy(
+    settings = bare_stack.stages.settings.model_copy(
         update={"fleet_tokens_per_second": 10, "urgent_tenant_share": 0.5}
     )
-    service = build_service(settings, bare_stack.session, clock=lambda: clock[0])
-    files = FileService(settings, service.repository, service.store, service.jobs)
+    stages = build_stages(settings, bare_stack.session, clock=lambda: clock[0])
+    files = stages.files
 
     def run(tenant: str, window: str) -> BatchRecord:
         lines = [chat_request(f"{tenant}{i}", max_tokens=1000) for i in range(10)]
         data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
         file = files.create(tenant, filename="f.jsonl", purpose="batch", data=data)
-        batch = service.create_batch(
-            tenant, input_file_id=file.id, endpoint="/v1/chat/completions", completion_window=window
+        params = BatchParams(endpoint="/v1/chat/completions", completion_window=window)
+        batch = stages.batches.create_batch(tenant, params, input_file_id=file.id)
+        ran = stages.intake.ingest_dropped_object(
+            DroppedObject(key=s3keys.batch_input_key(batch.id))
         )
-        ran = service.ingest_dropped_object(DroppedObject(key=s3keys.batch_input_key(batch.id)))
         assert ran is not None and ran.status == "in_progress", ran
         return ran
 
@@ -257,16 +257,14 @@ def test_one_hour_batches_beyond_a_tenants_urgent_share_wait_in_the_bulk_tier(
     assert [b.tier for b in flood] == ["urgent", "bulk", "bulk", "bulk"]
     assert run("quiet", "1h").tier == "urgent"  # its own share
     assert run("quiet", "24h").tier == "normal"  # the slack decides, as before
-    assert service.escalate_near_deadlines() == []  # the flooder's share is taken
+    assert stages.turns.escalate_near_deadlines() == []  # the flooder's share is taken
     clock[0] += 2 * work + 1  # its first batch's share of time has passed
-    moved = service.escalate_near_deadlines()
+    moved = stages.turns.escalate_near_deadlines()
     assert len(moved) == 1 and moved[0] in {b.id for b in flood[1:]}
-    assert service.get_batch(moved[0]).tier == "urgent"  # type: ignore[union-attr]
-    urgent = bare_stack.session.client("sqs").receive_message(
-        QueueUrl=service.shard_queue.urls["urgent"], MaxNumberOfMessages=10
-    )["Messages"]
+    assert stages.batches.get_batch(moved[0]).tier == "urgent"  # type: ignore[union-attr]
+    urgent = drain(bare_stack.session.client("sqs"), stages.shard_queue.urls["urgent"])
     assert moved[0] in {ShardTask.model_validate_json(m["Body"]).batch_id for m in urgent}
-    assert service.escalate_near_deadlines() == []  # one batch's share at a time
+    assert stages.turns.escalate_near_deadlines() == []  # one batch's share at a time
 
 
 def test_a_tenants_small_batches_nearing_their_deadline_move_up_in_one_sweep(
@@ -275,9 +273,9 @@ def test_a_tenants_small_batches_nearing_their_deadline_move_up_in_one_sweep(
     """A tenant's clock may run up to a sweep's interval ahead of now: three small batches
     nearing their deadline together move up together, not one per five-minute sweep; past
     that, the next waits for the tenant's share to free."""
-    service = bare_stack.service
-    assert service.settings.urgent_tenant_share == 0.5  # the template's default
-    fleet = service.settings.fleet_tokens_per_second
+    stages = bare_stack.stages
+    assert stages.settings.urgent_tenant_share == 0.5  # the template's default
+    fleet = stages.settings.fleet_tokens_per_second
     soon = int(time.time()) + 1800
     # Earliest deadline first: three of 10 s of the fleet, then two of an hour.
     for name, seconds, due in (("a", 10, 0), ("b", 10, 0), ("c", 10, 0), ("large", 3600, 60),
@@ -285,11 +283,11 @@ def test_a_tenants_small_batches_nearing_their_deadline_move_up_in_one_sweep(
         store_batch(bare_stack, f"batch_{name}", "in_progress", tenant="small-batches",
                     expires_at=soon + due, tier="normal", request_total=10,
                     estimated_tokens=seconds * fleet)  # fmt: skip
-    moved = service.escalate_near_deadlines()
+    moved = stages.turns.escalate_near_deadlines()
     # 60 s of the tenant's clock: within a sweep's interval, so the first large one too.
     assert sorted(moved) == ["batch_a", "batch_b", "batch_c", "batch_large"]
-    assert service.escalate_near_deadlines() == []  # two hours of the clock ahead now
-    assert service.get_batch("batch_later").tier == "normal"  # type: ignore[union-attr]
+    assert stages.turns.escalate_near_deadlines() == []  # two hours of the clock ahead now
+    assert stages.batches.get_batch("batch_later").tier == "normal"  # type: ignore[union-attr]
 
 
 def test_the_urgent_clock_of_any_model_name_fits_a_dynamodb_sort_key(
@@ -297,14 +295,14 @@ def test_the_urgent_clock_of_any_model_name_fits_a_dynamodb_sort_key(
 ) -> None:
     """DynamoDB refuses a sort key over 1,024 bytes (moto does not always): a model name is
     any string while no model is configured, so a long one is hashed into the key."""
-    repository = bare_stack.service.repository
+    repository = bare_stack.stages.table
     now = 1_000_000
     for model in ("m" * 2000, "m" * 1999 + "n", "é" * 600, "demo-model"):
-        assert repository.book_urgent("tenant", model, seconds=1000, now=now, ahead=300)
+        assert repository.tenants.book_urgent("tenant", model, seconds=1000, now=now, ahead=300)
         # Each name has its own clock, now 1,000 s ahead: past the 300 s it may run ahead.
-        assert not repository.book_urgent("tenant", model, seconds=1, now=now, ahead=300)
+        assert not repository.tenants.book_urgent("tenant", model, seconds=1, now=now, ahead=300)
     items = bare_stack.session.client("dynamodb").query(
-        TableName=bare_stack.service.settings.table_name,
+        TableName=bare_stack.stages.settings.table_name,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :urgent)",
         ExpressionAttributeValues={":pk": {"S": "TENANT#tenant"}, ":urgent": {"S": "URGENT#"}},
     )["Items"]

@@ -1,5 +1,5 @@
 """A shard interrupted at any point is finished by a later attempt: every custom_id exactly once,
-counts exact. Runs the service directly on moto (no routing), so each crash point is chosen."""
+counts exact. Runs the stages directly on moto (no routing), so each crash point is chosen."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from batch_core import s3keys
+from batch_core.intake_jobs import DroppedObject
 from batch_core.messaging import ShardTask
 from batch_core.protocol import EngineRequest, EngineResult
-from batch_core.repository import BatchRepository
-from batch_core.service import BatchService, DroppedObject
+from batch_core.stages import Stages
+from batch_core.table_shards import ShardTable
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request
@@ -48,15 +49,15 @@ class CrashingEngine:
             yield result
 
 
-def start_batch(stack: LocalStack, count: int) -> tuple[BatchService, str]:
-    service = stack.service
+def start_batch(stack: LocalStack, count: int) -> tuple[Stages, str]:
+    stages = stack.stages
     body = "".join(json.dumps(chat_request(f"r{i}")) + "\n" for i in range(count))
     stack.session.client("s3").put_object(
         Bucket=stack.bucket, Key="inbox/crash.jsonl", Body=body.encode()
     )
-    record = service.ingest_dropped_object(DroppedObject(key="inbox/crash.jsonl", etag="e1"))
+    record = stages.intake.ingest_dropped_object(DroppedObject(key="inbox/crash.jsonl", etag="e1"))
     assert record is not None and record.status == "in_progress"
-    return service, record.id
+    return stages, record.id
 
 
 def crash_once_in(
@@ -65,29 +66,29 @@ def crash_once_in(
     action: Callable[[], object],
     when: Callable[[dict[str, Any]], bool] = lambda kwargs: True,
 ) -> None:
-    """Run `action` with the repository dying at `method` (for calls whose keyword
+    """Run `action` with the shard table dying at `method` (for calls whose keyword
     arguments satisfy `when`), then restore the method."""
-    original = getattr(BatchRepository, method)
+    original = getattr(ShardTable, method)
 
-    def die(self: BatchRepository, *args: Any, **kwargs: Any) -> bool:
+    def die(self: ShardTable, *args: Any, **kwargs: Any) -> bool:
         if when(kwargs):
             raise CrashError
         result: bool = original(self, *args, **kwargs)
         return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(BatchRepository, method, die)
+        patch.setattr(ShardTable, method, die)
         with pytest.raises(CrashError):
             action()
 
 
-def written_ids(service: BatchService, batch_id: str) -> list[str]:
+def written_ids(stages: Stages, batch_id: str) -> list[str]:
     ids = []
     for prefix in (s3keys.results_prefix(batch_id), s3keys.errors_prefix(batch_id)):
-        for key in service.store.list_keys(prefix):
+        for key in stages.store.list_keys(prefix):
             ids += [
                 json.loads(line)["custom_id"]
-                for line in service.store.read(key).splitlines()
+                for line in stages.store.read(key).splitlines()
                 if line
             ]
     return ids
@@ -98,15 +99,15 @@ def test_a_crash_mid_shard_loses_and_duplicates_nothing(
     bare_stack: LocalStack, survive: int
 ) -> None:
     # 4 requests per shard, parts of 3 results: crashes before, inside and after a part.
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     with pytest.raises(CrashError):
         # A crashed attempt holds its lease until it lapses; lease 0 lapses at once.
-        service.process_shard(task, CrashingEngine(survive), lease_seconds=0)
-    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
+        stages.runner.process_shard(task, CrashingEngine(survive), lease_seconds=0)
+    assert stages.runner.process_shard(task, FakeEngine(MODEL)).outcome == "done"
 
-    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
-    record = service.get_batch(batch_id)
+    assert sorted(written_ids(stages, batch_id)) == [f"r{i}" for i in range(4)]
+    record = stages.batches.get_batch(batch_id)
     assert record is not None
     assert (record.request_completed, record.request_failed, record.shards_pending) == (4, 0, 0)
 
@@ -114,18 +115,18 @@ def test_a_crash_mid_shard_loses_and_duplicates_nothing(
 def test_a_part_written_but_not_counted_is_counted_once_on_redelivery(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     crash_once_in(
         monkeypatch,
         "commit_part",
-        lambda: service.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
+        lambda: stages.runner.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
     )
-    assert service.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
+    assert stages.store.list_keys(s3keys.results_prefix(batch_id, 0))  # the part is in S3
 
-    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
-    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
-    record = service.get_batch(batch_id)
+    assert stages.runner.process_shard(task, FakeEngine(MODEL)).outcome == "done"
+    assert sorted(written_ids(stages, batch_id)) == [f"r{i}" for i in range(4)]
+    record = stages.batches.get_batch(batch_id)
     assert record is not None
     assert (record.request_completed, record.request_failed) == (4, 0)
 
@@ -135,75 +136,75 @@ def test_a_crash_while_committing_the_last_part_settles_once(
 ) -> None:
     """The last part's objects are written, then the commit that also settles the shard
     dies: the next attempt counts that part once and settles the shard once."""
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     crash_once_in(
         monkeypatch,
         "commit_part",
-        lambda: service.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
+        lambda: stages.runner.process_shard(task, FakeEngine(MODEL), lease_seconds=0),
         when=lambda kwargs: bool(kwargs.get("settle")),
     )
-    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+    assert sorted(written_ids(stages, batch_id)) == [f"r{i}" for i in range(4)]
     engine = FakeEngine(MODEL)
-    assert service.process_shard(task, engine).outcome == "done"
+    assert stages.runner.process_shard(task, engine).outcome == "done"
     assert engine.calls == 0  # everything was already written
-    record = service.get_batch(batch_id)
+    record = stages.batches.get_batch(batch_id)
     assert record is not None
     assert (record.request_completed, record.shards_pending) == (4, 0)
 
 
 def test_a_duplicated_message_for_a_done_shard_changes_nothing(bare_stack: LocalStack) -> None:
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     engine = FakeEngine(MODEL)
-    assert service.process_shard(task, engine).outcome == "done"
+    assert stages.runner.process_shard(task, engine).outcome == "done"
     calls = engine.calls
-    assert service.process_shard(task, engine).outcome == "skipped"
+    assert stages.runner.process_shard(task, engine).outcome == "skipped"
     assert engine.calls == calls
-    record = service.get_batch(batch_id)
+    record = stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
 
 
 def test_a_stop_request_interrupts_between_parts_and_the_rest_runs_later(
     bare_stack: LocalStack,
 ) -> None:
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
-    run = service.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True)
+    run = stages.runner.process_shard(task, FakeEngine(MODEL), should_stop=lambda: True)
     assert run.outcome == "interrupted"
-    record = service.get_batch(batch_id)
+    record = stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
-    assert service.process_shard(task, FakeEngine(MODEL)).outcome == "done"
-    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
+    assert stages.runner.process_shard(task, FakeEngine(MODEL)).outcome == "done"
+    assert sorted(written_ids(stages, batch_id)) == [f"r{i}" for i in range(4)]
 
 
 def test_finalize_twice_gives_the_same_files_and_counts(bare_stack: LocalStack) -> None:
-    service, batch_id = start_batch(bare_stack, 6)
+    stages, batch_id = start_batch(bare_stack, 6)
     for index in range(2):
         assert (
-            service.process_shard(
+            stages.runner.process_shard(
                 ShardTask(batch_id=batch_id, shard_index=index), FakeEngine(MODEL)
             ).outcome
             == "done"
         )
-    first = service.finalize(batch_id)
-    first_output = service.store.read(s3keys.file_key(first.output_file_id or ""))
+    first = stages.ending.finalize(batch_id)
+    first_output = stages.store.read(s3keys.file_key(first.output_file_id or ""))
     # A second run (a redelivered finalize message) is harmless; so is re-running from finalizing.
-    second = service.finalize(batch_id)
+    second = stages.ending.finalize(batch_id)
     assert (second.output_file_id, second.error_file_id, second.request_completed) == (
         first.output_file_id,
         first.error_file_id,
         6,
     )
-    assert service.store.read(s3keys.file_key(second.output_file_id or "")) == first_output
+    assert stages.store.read(s3keys.file_key(second.output_file_id or "")) == first_output
     assert len(first_output.splitlines()) == 6
-    assert service.repository.get_file(first.output_file_id or "") is not None
+    assert stages.table.files.get_file(first.output_file_id or "") is not None
 
 
 def test_a_batch_that_stops_running_stops_its_shards_after_the_current_part(
     bare_stack: LocalStack,
 ) -> None:
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
 
     class CancellingEngine(FakeEngine):
@@ -212,36 +213,36 @@ def test_a_batch_that_stops_running_stops_its_shards_after_the_current_part(
         def run(self, requests: Any) -> Any:
             for index, result in enumerate(super().run(requests)):
                 if index == 1:
-                    service.repository.transition(
+                    stages.table.batches.transition(
                         batch_id, to_status="cancelling", from_statuses=["in_progress"]
                     )
                 yield result
 
-    run = service.process_shard(task, CancellingEngine(MODEL))
+    run = stages.runner.process_shard(task, CancellingEngine(MODEL))
     assert run.outcome == "stopped"
     assert (run.succeeded, run.failed) == (3, 0)  # the part in hand was still written
-    record = service.get_batch(batch_id)
+    record = stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
-    assert sorted(written_ids(service, batch_id)) == ["r0", "r1", "r2"]
+    assert sorted(written_ids(stages, batch_id)) == ["r0", "r1", "r2"]
 
 
 def test_a_shard_leased_by_a_live_attempt_is_left_alone_until_the_lease_lapses(
     bare_stack: LocalStack,
 ) -> None:
     # SQS can deliver one message twice at once: the second worker must not run the shard.
-    service, batch_id = start_batch(bare_stack, 4)
+    stages, batch_id = start_batch(bare_stack, 4)
     task = ShardTask(batch_id=batch_id, shard_index=0)
     first = "worker-a"
     with pytest.raises(CrashError):  # holds the lease, then stalls (here: dies)
-        service.process_shard(task, CrashingEngine(1), owner=first, lease_seconds=1.0)
+        stages.runner.process_shard(task, CrashingEngine(1), owner=first, lease_seconds=1.0)
     engine = FakeEngine(MODEL)
-    assert service.process_shard(task, engine, owner="worker-b").outcome == "busy"
+    assert stages.runner.process_shard(task, engine, owner="worker-b").outcome == "busy"
     assert engine.calls == 0
-    assert service.renew_shard_lease(task, first, 1.0)  # the holder can renew
-    assert not service.renew_shard_lease(task, "worker-b", 1.0)  # nobody else can
+    assert stages.runner.renew_shard_lease(task, first, 1.0)  # the holder can renew
+    assert not stages.runner.renew_shard_lease(task, "worker-b", 1.0)  # nobody else can
     time.sleep(1.1)
-    assert service.process_shard(task, engine, owner="worker-b").outcome == "done"
-    assert sorted(written_ids(service, batch_id)) == [f"r{i}" for i in range(4)]
-    record = service.get_batch(batch_id)
+    assert stages.runner.process_shard(task, engine, owner="worker-b").outcome == "done"
+    assert sorted(written_ids(stages, batch_id)) == [f"r{i}" for i in range(4)]
+    record = stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
-    assert not service.renew_shard_lease(task, first, 1.0)  # the first worker lost it
+    assert not stages.runner.renew_shard_lease(task, first, 1.0)  # the first worker lost it

@@ -1,9 +1,11 @@
 """Both stacks created in moto's CloudFormation, every resource of them.
 
 The main stack is template.yaml as CloudFormation receives it (AWS's SAM translator, run
-offline), its code and state machine definition uploaded to S3 first as `sam package` would;
-it is created with the GPU workers and every optional part on, and again with the defaults.
-The worker fleet (infra/worker-fleet.yaml) is then created against the first: its
+offline), its code, state machine definition and nested workers' template
+(infra/worker-fleet.yaml) uploaded to S3 first as `sam package` would; it is created with the
+GPU workers (that nested stack, on the main stack's queues) and every optional part on, and
+again with the defaults. A worker fleet of its own (the same template) is then created
+against the first: its
 Fn::ImportValue reads the main stack's exports, and its Custom::ServedModel runs the main
 stack's ModelRegistryFunction (functions/handlers/model_registry.py) with CloudFormation's
 Create event, which must answer SUCCESS.
@@ -30,7 +32,14 @@ import pytest
 from moto import mock_aws
 
 from batch_core.repository import BatchRepository
-from batchctl.template import PROJECT_ROOT, TEMPLATE_PATH, load_template, sam_transformed
+from batchctl.template import (
+    FLEET_PATH,
+    PROJECT_ROOT,
+    TEMPLATE_PATH,
+    WORKERS,
+    load_template,
+    sam_transformed,
+)
 from tests.stack_create import (
     CREATORS,
     THROUGH_API_THOUGH_MOTO_HAS_IT,
@@ -47,7 +56,8 @@ REGION = "us-east-1"
 MAIN = "openbatch"
 DEFAULTS = "openbatch-defaults"
 FLEET = "openbatch-qwen-7b"
-FLEET_TEMPLATE = PROJECT_ROOT / "infra" / "worker-fleet.yaml"
+FLEET_TEMPLATE = FLEET_PATH
+SHARD_QUEUES = ("UrgentShardQueue", "ShardQueue", "BulkShardQueue")
 
 NOT_CREATABLE: dict[str, str] = {}
 """Resource types moto has no API for at all (type -> why), which this test therefore cannot
@@ -106,7 +116,8 @@ def aws() -> Iterator[Aws]:
 
 def upload_artifacts(aws: Aws, template: dict[str, Any]) -> None:
     """What `sam package` uploads: each function's code (a small zip holding its handler's
-    module) and the state machine's definition (the ASL file DefinitionUri names)."""
+    module), the state machine's definition (the ASL file DefinitionUri names) and each nested
+    stack's template (the file its TemplateURL names)."""
     s3 = aws.client("s3")
     source = load_template()["Resources"]
     for name, resource in template["Resources"].items():
@@ -119,6 +130,11 @@ def upload_artifacts(aws: Aws, template: dict[str, Any]) -> None:
             location = properties["Code"]
             s3.create_bucket(Bucket=location["S3Bucket"])
             s3.put_object(Bucket=location["S3Bucket"], Key=location["S3Key"], Body=code.getvalue())
+        elif resource["Type"] == "AWS::CloudFormation::Stack":
+            bucket, key = properties["TemplateURL"].removeprefix("https://").split("/", 1)
+            nested = PROJECT_ROOT / source[name]["Properties"]["TemplateURL"]
+            s3.create_bucket(Bucket=bucket.split(".s3", 1)[0])
+            s3.put_object(Bucket=bucket.split(".s3", 1)[0], Key=key, Body=nested.read_bytes())
         elif resource["Type"] == "AWS::StepFunctions::StateMachine":
             location = properties["DefinitionS3Location"]
             definition = PROJECT_ROOT / source[name]["Properties"]["DefinitionUri"]
@@ -238,6 +254,11 @@ def test_the_main_stack_with_workers_and_every_option_is_created_whole(
     assert_created_whole(aws, main_stack)
     inactive = set(main_stack.template["Resources"]) - set(main_stack.graph)
     assert not inactive, f"resources some parameter of main_stack should switch on: {inactive}"
+    workers = main_stack.nested[WORKERS]
+    assert_created_whole(aws, workers)
+    # Nested, the fleet has no queues or registry entry of its own: the main stack's are used.
+    inactive = set(workers.template["Resources"]) - set(workers.graph)
+    assert inactive == {*SHARD_QUEUES, "ModelRegistration"}
 
 
 def test_the_main_stack_with_its_defaults_is_created_whole(
@@ -261,17 +282,19 @@ def test_every_resource_goes_the_way_its_type_says(
 
     implemented = set(get_model_map())
     assert set(THROUGH_API_THOUGH_MOTO_HAS_IT) == set(CREATORS) & implemented
-    for creation in (main_stack, default_stack, fleet_stack):
+    for creation in (main_stack, main_stack.nested[WORKERS], default_stack, fleet_stack):
         assert creation.types("cloudformation") <= implemented - set(CREATORS)
         assert creation.types("api") <= set(CREATORS)
-        template_types = {r["Type"] for r in creation.template["Resources"].values()}
+        resources = creation.template["Resources"]
+        template_types = {resources[name]["Type"] for name in creation.graph}  # those created
         assert creation.types("custom") == {t for t in template_types if t.startswith("Custom::")}
 
 
 def test_only_the_allow_list_is_left_uncreated(
     main_stack: StackCreation, default_stack: StackCreation, fleet_stack: StackCreation
 ) -> None:
-    left = set().union(*(c.types("not created") for c in (main_stack, default_stack, fleet_stack)))
+    creations = (main_stack, main_stack.nested[WORKERS], default_stack, fleet_stack)
+    left = set().union(*(c.types("not created") for c in creations))
     assert left == set(NOT_CREATABLE)
 
 
@@ -279,7 +302,7 @@ def test_what_the_apis_created_is_what_the_template_says(
     aws: Aws, main_stack: StackCreation
 ) -> None:
     physical = assert_created_whole(aws, main_stack)
-    refs, attributes = main_stack.resolver.refs, main_stack.resolver.attributes
+    attributes = main_stack.resolver.attributes
     outputs = aws.outputs(MAIN)
     uid = main_stack.stack_id.rsplit("-", 1)[1]
 
@@ -313,24 +336,35 @@ def test_what_the_apis_created_is_what_the_template_says(
     mappings = apigateway.get_base_path_mappings(domainName="batch.example.com")["items"]
     assert [(m["restApiId"], m["stage"]) for m in mappings] == [(physical["Api"], "prod")]
 
-    # Every alarm tells the topic, or scales the workers.
+    # Every alarm of the stack tells the topic; every one of its workers' (the nested stack)
+    # scales them.
     cloudwatch = aws.client("cloudwatch")
-    alarms = {
-        name: cloudwatch.describe_alarms(AlarmNames=[refs[name]])["MetricAlarms"][0]
-        for name, how in main_stack.how.items()
-        if main_stack.template["Resources"][name]["Type"] == "AWS::CloudWatch::Alarm"
-    }
-    target = refs["WorkerScalableTarget"].split("|")[0]
+
+    def alarms(creation: StackCreation) -> dict[str, Any]:
+        return {
+            name: cloudwatch.describe_alarms(AlarmNames=[creation.resolver.refs[name]])[
+                "MetricAlarms"
+            ][0]
+            for name in creation.how
+            if creation.template["Resources"][name]["Type"] == "AWS::CloudWatch::Alarm"
+        }
+
+    workers = main_stack.nested[WORKERS]
+    target = workers.resolver.refs["WorkerScalableTarget"].split("|")[0]
     scaling = aws.client("application-autoscaling").describe_scaling_policies(
         ServiceNamespace="ecs", ResourceId=target
     )["ScalingPolicies"]
     policy_arns = {p["PolicyARN"] for p in scaling}
     assert len(policy_arns) == 3
-    for name, alarm in alarms.items():
-        assert alarm["AlarmActions"], name
-        assert set(alarm["AlarmActions"]) <= {physical["AlarmTopic"], *policy_arns}, name
+    for name, alarm in alarms(main_stack).items():
+        assert set(alarm["AlarmActions"]) == {physical["AlarmTopic"]}, name
+    scaling_alarms = alarms(workers)
+    assert len(scaling_alarms) == 3
+    for name, alarm in scaling_alarms.items():
+        assert alarm["AlarmActions"] and set(alarm["AlarmActions"]) <= policy_arns, name
 
     # The workers: the capacity provider on the group, the AMI from SSM's public parameter.
+    physical = assert_created_whole(aws, workers)
     ecs = aws.client("ecs")
     (provider,) = ecs.describe_capacity_providers(
         capacityProviders=[physical["WorkerCapacityProvider"]]
@@ -343,6 +377,40 @@ def test_what_the_apis_created_is_what_the_template_says(
         LaunchTemplateId=physical["WorkerLaunchTemplate"]
     )["LaunchTemplateVersions"]
     assert version["LaunchTemplateData"]["ImageId"].startswith("ami-")
+
+
+def test_the_main_stacks_workers_run_on_its_own_queues_with_no_registry_entry(
+    aws: Aws, main_stack: StackCreation
+) -> None:
+    workers = main_stack.nested[WORKERS]
+    main = assert_created_whole(aws, main_stack)
+    assert "MainStackName" not in workers.parameters
+    (container,) = workers.resolved["WorkerTaskDefinition"]["ContainerDefinitions"]
+    environment = {v["Name"]: v["Value"] for v in container["Environment"]}
+    assert environment["BUCKET_NAME"] == main["DataBucket"]
+    assert environment["TABLE_NAME"] == main["BatchTable"]
+    assert environment["URGENT_SHARD_QUEUE_URL"] == main["UrgentShardQueue"]
+    assert environment["SHARD_QUEUE_URL"] == main["ShardQueue"]
+    assert environment["BULK_SHARD_QUEUE_URL"] == main["BulkShardQueue"]
+    assert environment["SERVED_MODEL_NAME"] == "qwen-7b-main"
+    # The task role reaches exactly the main stack's queues and table, by their real ARNs.
+    (policy,) = workers.resolved["WorkerTaskRole"]["Policies"]
+    statements = policy["PolicyDocument"]["Statement"]
+    (sqs,) = [s for s in statements if "sqs:ReceiveMessage" in s["Action"]]
+    arns = main_stack.resolver.attributes
+    assert sqs["Resource"] == [arns[(queue, "Arn")] for queue in SHARD_QUEUES]
+    (table,) = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
+    assert table["Resource"] == arns[("BatchTable", "Arn")]
+    # Not registered: the registry refuses the stack's own model, served from its queues.
+    assert not [e for e in aws.custom_resources.events if e["StackId"] == workers.stack_id]
+    repository = BatchRepository(aws.client("dynamodb"), main["BatchTable"])
+    assert repository.models.get_model("qwen-7b-main") is None
+    # The dashboard names the nested stack's cluster and service.
+    dashboard = main_stack.resolved["Dashboard"]["DashboardBody"]
+    physical = assert_created_whole(aws, workers)
+    assert f'"ClusterName", "{physical["WorkerCluster"]}"' in dashboard
+    service = physical["WorkerService"].rsplit("/", 1)[-1]
+    assert f'"ServiceName", "{service}"' in dashboard
 
 
 def test_the_worker_fleet_is_created_against_the_main_stack(
@@ -369,7 +437,7 @@ def test_the_worker_fleet_is_created_against_the_main_stack(
 
     # ... registered in the main stack's table with the fleet's queues.
     repository = BatchRepository(aws.client("dynamodb"), main_outputs["TableName"])
-    model = repository.get_model("qwen-7b")
+    model = repository.models.get_model("qwen-7b")
     assert model is not None and model.status == "active"
     assert model.queue_url == physical["ShardQueue"] and model.fleet == FLEET
     assert (model.context_length, model.tokens_per_second) == (32768, 4000)

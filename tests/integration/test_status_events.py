@@ -4,7 +4,6 @@ state-change events do; a subscriber here is a rule on the bus with an SQS targe
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from openai.types import Batch as OpenAIBatch
 
 from batchctl.local import LocalStack
 from tests.conftest import EXAMPLES, chat_request, write_jsonl
+from tests.queues import drain
 
 
 def subscribe(stack: LocalStack) -> str:
@@ -30,18 +30,8 @@ def subscribe(stack: LocalStack) -> str:
 def received(stack: LocalStack, url: str, at_least: int = 0) -> list[dict[str, Any]]:
     """Every event on the queue; waits (up to 10 s) for `at_least`: a batch's outbox file is
     written just before its status is announced, so a reader of the outbox can be early."""
-    sqs = stack.session.client("sqs")
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages")
-        for message in messages or []:
-            found.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if not messages and (len(found) >= at_least or time.monotonic() > deadline):
-            return found
-        if not messages:
-            time.sleep(0.1)
+    messages = drain(stack.session.client("sqs"), url, delete=True, at_least=at_least)
+    return [json.loads(message["Body"]) for message in messages]
 
 
 def test_in_progress_and_completed_are_announced_with_the_batch(

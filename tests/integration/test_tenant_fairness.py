@@ -21,6 +21,7 @@ from batchctl.local import LocalStack
 from batchctl.server import ApiServer
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, serve_api, store_batch
+from tests.queues import drain
 
 FIRST = "sk-first-tenant-0123456789"
 SECOND = "sk-second-tenant-0123456789"
@@ -68,7 +69,7 @@ def test_a_second_tenants_batch_starts_while_the_first_tenants_backlog_remains(
         return
     assert backlog_now.status == "in_progress"
     assert backlog_now.request_counts.completed < 300
-    held = stack.service.get_batch(backlog)
+    held = stack.stages.batches.get_batch(backlog)
     assert held is not None and held.shards_released is not None
     assert held.shards_released < held.shards_total  # some of its shards are still held back
     deadline = time.monotonic() + 90
@@ -81,40 +82,36 @@ def test_a_second_tenants_batch_starts_while_the_first_tenants_backlog_remains(
 def test_the_sweep_lets_in_the_shards_a_crash_kept_out(bare_stack: LocalStack) -> None:
     """A worker that died between settling a shard and letting the next in leaves its batch
     with fewer shards queued or running than SHARDS_AHEAD: the five-minute sweep sends them."""
-    service = bare_stack.service
-    ahead = service.settings.shards_ahead
+    stages = bare_stack.stages
+    ahead = stages.settings.shards_ahead
     assert ahead >= 2  # the template's default
     # 10 shards, the first `ahead` let in, one of them settled with nothing let in after it.
     store_batch(bare_stack, "batch_held", "in_progress", shards_total=10, shards_pending=9,
                 shards_released=ahead, shards_queued=True, tier="normal")  # fmt: skip
-    assert service.top_up_shards() == {"batch_held": 1}
-    assert service.get_batch("batch_held").shards_released == ahead + 1  # type: ignore[union-attr]
-    message = bare_stack.session.client("sqs").receive_message(
-        QueueUrl=service.shard_queue.urls["normal"], MaxNumberOfMessages=10
-    )["Messages"]
+    assert stages.turns.top_up_shards() == {"batch_held": 1}
+    assert stages.batches.get_batch("batch_held").shards_released == ahead + 1  # type: ignore[union-attr]
+    message = drain(bare_stack.session.client("sqs"), stages.shard_queue.urls["normal"])
     assert [ShardTask.model_validate_json(m["Body"]).shard_index for m in message] == [ahead]
-    assert service.top_up_shards() == {}  # the window is full again
+    assert stages.turns.top_up_shards() == {}  # the window is full again
 
 
 def test_a_shard_let_in_twice_is_counted_once(bare_stack: LocalStack) -> None:
     """Two workers settling shards of one batch at once both send the next shard; only one
     counts it, and the other sends the one after (each settled shard lets exactly one in)."""
-    service = bare_stack.service
+    stages = bare_stack.stages
     store_batch(bare_stack, "batch_race", "in_progress", shards_total=4, shards_pending=4,
                 shards_released=1, shards_queued=True)  # fmt: skip
-    stale = service.get_batch("batch_race")
-    assert service.let_next_shard_in(stale) == 1
-    assert service.let_next_shard_in(stale) == 1  # read again after the refused count
-    assert service.get_batch("batch_race").shards_released == 3  # type: ignore[union-attr]
+    stale = stages.batches.get_batch("batch_race")
+    assert stages.turns.let_next_shard_in(stale) == 1
+    assert stages.turns.let_next_shard_in(stale) == 1  # read again after the refused count
+    assert stages.batches.get_batch("batch_race").shards_released == 3  # type: ignore[union-attr]
     indexes = [
         ShardTask.model_validate_json(m["Body"]).shard_index
-        for m in bare_stack.session.client("sqs").receive_message(
-            QueueUrl=service.shard_queue.urls["normal"], MaxNumberOfMessages=10
-        )["Messages"]
+        for m in drain(bare_stack.session.client("sqs"), stages.shard_queue.urls["normal"])
     ]
     assert sorted(indexes) == [1, 1, 2]  # the copy of 1 is skipped by whoever takes it
     store_batch(bare_stack, "batch_gone", "cancelling", shards_total=4, shards_released=1)
-    assert service.let_next_shard_in(service.get_batch("batch_gone")) == 0
+    assert stages.turns.let_next_shard_in(stages.batches.get_batch("batch_gone")) == 0
 
 
 def test_intake_queues_the_first_shards_after_recording_how_many(
@@ -127,20 +124,20 @@ def test_intake_queues_the_first_shards_after_recording_how_many(
     from tests.conftest import load_event
     from tests.integration.test_handlers import CONTEXT, put_input, queued
 
-    service = bare_stack.service
+    stages = bare_stack.stages
     seen: list[int | None] = []
     send = ShardQueue.send
 
     def watching(self: ShardQueue, tasks: Any, *args: Any, **kwargs: Any) -> None:
         tasks = list(tasks)
-        batch = service.get_batch(tasks[0].batch_id)
+        batch = stages.batches.get_batch(tasks[0].batch_id)
         seen.append(batch.shards_released if batch else -1)
         send(self, tasks, *args, **kwargs)
 
     monkeypatch.setattr(ShardQueue, "send", watching)
     put_input(bare_stack, 40)  # 10 shards of 4
     validate.handler(load_event("intake_s3_object_created.json"), CONTEXT)
-    ahead = service.settings.shards_ahead
+    ahead = stages.settings.shards_ahead
     assert seen == [ahead]
     indexes = sorted(ShardTask.model_validate_json(m["Body"]).shard_index
                      for m in queued(bare_stack, "ShardQueue"))  # fmt: skip
@@ -152,20 +149,18 @@ def test_a_shard_that_failed_for_good_lets_the_next_one_in(bare_stack: LocalStac
     shard short, or the held ones would wait for the sweep."""
     from batch_core.records import ShardRecord
 
-    service = bare_stack.service
+    stages = bare_stack.stages
     store_batch(bare_stack, "batch_poison", "in_progress", shards_total=3, shards_pending=3,
                 shards_released=1, shards_queued=True, request_total=3)  # fmt: skip
-    service.repository.put_shards(
+    stages.table.shards.put_shards(
         "batch_poison",
         [ShardRecord(batch_id="batch_poison", index=i, request_count=1) for i in range(3)],
     )
     for i in range(3):
         line = json.dumps(chat_request(f"p{i}")).encode() + b"\n"
-        service.store.put(s3keys.shard_key("batch_poison", i), line)
-    assert service.fail_shard(ShardTask(batch_id="batch_poison", shard_index=0))
-    batch = service.get_batch("batch_poison")
+        stages.store.put(s3keys.shard_key("batch_poison", i), line)
+    assert stages.ending.fail_shard(ShardTask(batch_id="batch_poison", shard_index=0))
+    batch = stages.batches.get_batch("batch_poison")
     assert batch is not None and (batch.shards_released, batch.shards_pending) == (2, 2)
-    (message,) = bare_stack.session.client("sqs").receive_message(
-        QueueUrl=service.shard_queue.urls["normal"], MaxNumberOfMessages=10
-    )["Messages"]
+    (message,) = drain(bare_stack.session.client("sqs"), stages.shard_queue.urls["normal"])
     assert ShardTask.model_validate_json(message["Body"]).shard_index == 1

@@ -56,7 +56,7 @@ def wait_for(client: openai.OpenAI, batch_id: str, statuses: set[str], timeout: 
 
 def load_becomes(limited: tuple[LocalStack, ApiServer], tenant: str, load: tuple[int, int]) -> bool:
     deadline = time.monotonic() + 10
-    while limited[0].service.repository.tenant_load(tenant) != load:
+    while limited[0].stages.table.tenants.tenant_load(tenant) != load:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -157,7 +157,7 @@ def test_an_idempotent_replay_after_the_end_takes_no_slot(
     for _ in range(3):
         again = busy.batches.create(**create, extra_headers=headers)  # type: ignore[arg-type]
         assert (again.id, again.status) == (batch.id, "completed")
-    assert limited[0].service.repository.tenant_load("busy") == (0, 0)
+    assert limited[0].stages.table.tenants.tenant_load("busy") == (0, 0)
     wait_for(busy, submit(busy, 1, "after-replays"), {"completed"})
 
 
@@ -182,12 +182,12 @@ def test_a_dropped_file_over_the_limit_fails_saying_why(
     limited: tuple[LocalStack, ApiServer], tmp_path: Path
 ) -> None:
     stack = limited[0]
-    repository = stack.service.repository
+    repository = stack.stages.table
     # Two batches of the default tenant (drops) not yet ended hold both of its slots (held
     # here directly: batches that run would have to outlast the drop below).
     holders = ["batch_holder_one", "batch_holder_two"]
     for holder in holders:
-        assert repository.reserve_batch_slot(
+        assert repository.tenants.reserve_batch_slot(
             "default", holder, expires_at=int(time.time()) + 3600, max_batches=2, max_requests=0
         )
     refused = stack.wait_for_outbox(
@@ -199,7 +199,7 @@ def test_a_dropped_file_over_the_limit_fails_saying_why(
     assert error.code == "rate_limit_exceeded"
     assert "its limit is 2" in (error.message or "")
     for holder in holders:
-        repository.release_batch_slot("default", holder)
+        repository.tenants.release_batch_slot("default", holder)
     assert load_becomes(limited, "default", (0, 0))
 
 
@@ -209,15 +209,15 @@ def test_a_slot_left_behind_by_a_crash_is_released_by_the_sweep(
     busy = client_for(limited, BUSY)
     batch_id = submit(busy, 1, "z")
     wait_for(busy, batch_id, {"completed"})
-    repository = limited[0].service.repository
+    repository = limited[0].stages.table
     # What a crash between a batch's end and its release leaves: the slot still counted.
-    repository.reserve_batch_slot(
+    repository.tenants.reserve_batch_slot(
         "busy", batch_id, expires_at=int(time.time()) - 1, max_batches=0, max_requests=0
     )
-    assert repository.tenant_load("busy")[0] == 1
-    assert limited[0].service.release_ended_slots() == [batch_id]
-    assert repository.tenant_load("busy") == (0, 0)
-    assert limited[0].service.release_ended_slots() == []  # once
+    assert repository.tenants.tenant_load("busy")[0] == 1
+    assert limited[0].stages.slots.release_ended() == [batch_id]
+    assert repository.tenants.tenant_load("busy") == (0, 0)
+    assert limited[0].stages.slots.release_ended() == []  # once
 
 
 def test_a_tenants_first_batch_over_the_whole_limit_is_not_counted(
@@ -225,14 +225,16 @@ def test_a_tenants_first_batch_over_the_whole_limit_is_not_counted(
 ) -> None:
     """The tenant's load has no queued requests yet before its first batch is counted: the
     limit holds for that one too."""
-    repository = limited[0].service.repository
+    repository = limited[0].stages.table
     expires = int(time.time()) + 3600
-    assert repository.reserve_batch_slot(
+    assert repository.tenants.reserve_batch_slot(
         "fresh", "batch_fresh_one", expires_at=expires, max_batches=2, max_requests=50
     )
-    assert not repository.count_slot_requests("fresh", "batch_fresh_one", 51, max_requests=50)
-    assert repository.tenant_load("fresh") == (1, 0)
-    assert repository.count_slot_requests("fresh", "batch_fresh_one", 50, max_requests=50)
-    assert repository.tenant_load("fresh") == (1, 50)
-    repository.release_batch_slot("fresh", "batch_fresh_one")
-    assert repository.tenant_load("fresh") == (0, 0)
+    assert not repository.tenants.count_slot_requests(
+        "fresh", "batch_fresh_one", 51, max_requests=50
+    )
+    assert repository.tenants.tenant_load("fresh") == (1, 0)
+    assert repository.tenants.count_slot_requests("fresh", "batch_fresh_one", 50, max_requests=50)
+    assert repository.tenants.tenant_load("fresh") == (1, 50)
+    repository.tenants.release_batch_slot("fresh", "batch_fresh_one")
+    assert repository.tenants.tenant_load("fresh") == (0, 0)

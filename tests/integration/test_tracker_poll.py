@@ -55,10 +55,10 @@ def _loop_cost(events: list[dict[str, object]], wait_state: str) -> int:
 def test_the_poll_slows_down_in_tiers_and_stays_under_the_history_limit(
     bare_stack: LocalStack,
 ) -> None:
-    service = bare_stack.service
+    stages = bare_stack.stages
     batch_id = "batch_pollcheck"
     store_batch(bare_stack, batch_id, "in_progress", shards_total=1, shards_pending=1)
-    service.tracker.start(batch_id, poll={"first": 0, "later": 0, "latest": 0})
+    stages.channels.tracker.start(batch_id, poll={"first": 0, "later": 0, "latest": 0})
     arn = bare_stack.physical_id("BatchTracker").replace(":stateMachine:", ":execution:")
     execution = f"{arn}:{batch_id}"
     deadline = time.monotonic() + 120

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from batch_core import wiring
+from batch_core.batch_params import BatchParams
 from batch_core.errors import ConflictError, InvalidRequestError
 from batch_core.files import FileService
 from batchctl.local import LocalStack
@@ -31,7 +32,7 @@ def stack() -> Iterator[LocalStack]:
 
 def async_files() -> FileService:
     """The deployment's file service with every upload joined by the intake job."""
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     files.settings = files.settings.model_copy(update={"inline_join_bytes": 0})
     return files
 
@@ -62,7 +63,7 @@ def wait_file(files: FileService, file_id: str) -> str:
 
 def wait_batch(stack: LocalStack, batch_id: str) -> str:
     deadline = time.monotonic() + 60
-    while (status := stack.service.get_for(TENANT, batch_id).status) not in {
+    while (status := stack.stages.batches.get_for(TENANT, batch_id).status) not in {
         "completed",
         "failed",
     }:
@@ -80,13 +81,15 @@ def test_a_large_upload_is_joined_by_a_job_and_a_batch_on_it_waits_then_runs(
     md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     done = files.complete_upload(TENANT, upload_id, part_ids=parts, md5=md5)
     assert done.file is not None and done.file.status == "uploaded"
-    batch = stack.service.create_batch(
-        TENANT, input_file_id=done.file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    batch = stack.stages.batches.create_batch(
+        TENANT,
+        BatchParams(endpoint="/v1/chat/completions", completion_window="24h"),
+        input_file_id=done.file.id,
     )
     assert wait_file(files, done.file.id) == "processed"
     assert files.content(TENANT, done.file.id).data == data
     assert wait_batch(stack, batch.id) == "completed"
-    assert stack.service.get_for(TENANT, batch.id).request_completed == 30
+    assert stack.stages.batches.get_for(TENANT, batch.id).request_completed == 30
 
 
 def test_a_wrong_md5_ends_the_file_in_error_and_fails_its_batch(stack: LocalStack) -> None:
@@ -94,21 +97,22 @@ def test_a_wrong_md5_ends_the_file_in_error_and_fails_its_batch(stack: LocalStac
     upload_id, parts = upload(files, data_of(5), [100])
     done = files.complete_upload(TENANT, upload_id, part_ids=parts, md5="0" * 32)
     assert done.file is not None
-    batch = stack.service.create_batch(
-        TENANT, input_file_id=done.file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    batch = stack.stages.batches.create_batch(
+        TENANT,
+        BatchParams(endpoint="/v1/chat/completions", completion_window="24h"),
+        input_file_id=done.file.id,
     )
     assert wait_file(files, done.file.id) == "error"
     record = files.get(TENANT, done.file.id)
     assert "MD5" in (record.file.status_details or "")
     assert wait_batch(stack, batch.id) == "failed"
-    failed = stack.service.get_for(TENANT, batch.id)
+    failed = stack.stages.batches.get_for(TENANT, batch.id)
     assert failed.errors is not None and failed.errors[0].code == "invalid_input_file"
     with pytest.raises(InvalidRequestError, match="could not be assembled"):
-        stack.service.create_batch(
+        stack.stages.batches.create_batch(
             TENANT,
+            BatchParams(endpoint="/v1/chat/completions", completion_window="24h"),
             input_file_id=done.file.id,
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
         )
 
 
@@ -132,11 +136,11 @@ def test_parts_s3_can_copy_are_joined_server_side(
     assert done.file is not None
     assert wait_file(files, done.file.id) == "processed"
     assert not [key for key in streamed if key.startswith("uploads/")]  # joined by S3 itself
-    assert stack.service.store.read(files.get(TENANT, done.file.id).s3_key) == data
+    assert stack.stages.store.read(files.get(TENANT, done.file.id).s3_key) == data
 
 
 def test_parts_cannot_exceed_the_size_the_upload_was_created_for(stack: LocalStack) -> None:
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     created = files.create_upload(
         TENANT, filename="f.jsonl", purpose="batch", size=10, mime_type="text/plain"
     )
@@ -149,7 +153,7 @@ def test_parts_cannot_exceed_the_size_the_upload_was_created_for(stack: LocalSta
 
 
 def test_unknown_part_ids_are_not_echoed_back_whole(stack: LocalStack) -> None:
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     created = files.create_upload(
         TENANT, filename="f.jsonl", purpose="batch", size=10, mime_type="text/plain"
     )
@@ -162,7 +166,7 @@ def test_unknown_part_ids_are_not_echoed_back_whole(stack: LocalStack) -> None:
 def test_filenames_that_could_break_a_header_or_an_item_are_refused(
     stack: LocalStack, name: str
 ) -> None:
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     with pytest.raises(InvalidRequestError) as excinfo:
         files.create(TENANT, filename=name, purpose="batch", data=b"{}\n")
     assert excinfo.value.param == "filename"

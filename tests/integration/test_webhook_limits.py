@@ -45,7 +45,7 @@ def count(hooks: WebhookService, tenant: str) -> int:
 def test_the_endpoint_limit_holds_when_creates_race(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hooks = bare_stack.service.webhooks
+    hooks = bare_stack.stages.webhooks
     assert hooks is not None
     hooks.create("racer", params(0))
     racers = 20
@@ -82,7 +82,7 @@ def test_the_endpoint_limit_holds_when_creates_race(
 def test_a_deleted_endpoint_frees_its_place_and_old_endpoints_are_counted(
     bare_stack: LocalStack,
 ) -> None:
-    hooks = bare_stack.service.webhooks
+    hooks = bare_stack.stages.webhooks
     assert hooks is not None
     created = [hooks.create("full", params(i)) for i in range(MAX_ENDPOINTS_PER_TENANT)]
     with pytest.raises(InvalidRequestError):
@@ -96,7 +96,7 @@ def test_a_deleted_endpoint_frees_its_place_and_old_endpoints_are_counted(
         endpoint = WebhookEndpoint(
             id=f"we_old{i}", created_at=1, event_types=["batch.failed"], name="o", url="https://x"
         )
-        bare_stack.service.repository.put_webhook(
+        bare_stack.stages.table.tenants.put_webhook(
             WebhookRecord(endpoint=endpoint, tenant="older", secret=new_secret())
         )
     with pytest.raises(InvalidRequestError):
@@ -118,7 +118,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_shown_so_and_skipped(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wiring.default_api_keys().register(KEY, "failing")
-    hooks = wiring.default_webhooks()
+    hooks = wiring.default_stages().webhooks
     status, endpoint = call(
         "POST",
         "/v1/webhook_endpoints",
@@ -152,7 +152,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_shown_so_and_skipped(
 def test_a_success_resets_the_failures_kept_in_the_table(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hooks = bare_stack.service.webhooks
+    hooks = bare_stack.stages.webhooks
     assert hooks is not None
     created = hooks.create("flaky", params(0))
     answers = iter([500, 500, 200, 500])
@@ -166,27 +166,27 @@ def test_a_success_resets_the_failures_kept_in_the_table(
 
 
 def test_a_tenants_delivery_time_is_reserved_within_its_budget(bare_stack: LocalStack) -> None:
-    repository = bare_stack.service.repository
+    repository = bare_stack.stages.table
     budget, attempt = webhooks.TENANT_ATTEMPT_MS_PER_MINUTE, 10_000
     window = int(time.time() // 60)
     taken = 0
-    while repository.reserve_webhook_time(
+    while repository.tenants.reserve_webhook_time(
         "busy", window, attempt, budget=budget, expires_at=(window + 2) * 60
     ):
         taken += 1
     assert taken == budget // attempt
-    assert repository.reserve_webhook_time(
+    assert repository.tenants.reserve_webhook_time(
         "calm", window, attempt, budget=budget, expires_at=(window + 2) * 60
     )  # another tenant's budget is its own
     for _ in range(2):  # two quick attempts (0.3 s each) give back what they did not use
-        repository.release_webhook_time("busy", window, attempt - 300)
-    assert repository.reserve_webhook_time(
+        repository.tenants.release_webhook_time("busy", window, attempt - 300)
+    assert repository.tenants.reserve_webhook_time(
         "busy", window, attempt, budget=budget, expires_at=(window + 2) * 60
     )
-    assert not repository.reserve_webhook_time(
+    assert not repository.tenants.reserve_webhook_time(
         "busy", window, attempt, budget=budget, expires_at=(window + 2) * 60
     )
-    assert repository.reserve_webhook_time(
+    assert repository.tenants.reserve_webhook_time(
         "busy", window + 1, attempt, budget=budget, expires_at=(window + 3) * 60
     )  # the next minute starts afresh
 

@@ -5,11 +5,8 @@ checks each one with the SDK's own Standard Webhooks verification (`webhooks.unw
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
@@ -28,47 +25,10 @@ from batchctl.local import LocalStack
 from batchctl.server import ApiServer
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, serve_api
+from tests.receivers import HttpReceiver
 
 KEY = "sk-test-hooks-0123456789"
 OTHER_KEY = "sk-test-hooks-other-0123456789"
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: records every delivery; `/flaky` refuses its first one."""
-
-    deliveries: dict[str, list[tuple[dict[str, str], bytes]]] = field(default_factory=dict)
-    refuse_first: set[str] = field(default_factory=lambda: {"/flaky"})
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, path: str, headers: dict[str, str], body: bytes) -> int:
-        with self.lock:
-            seen = self.deliveries.setdefault(path, [])
-            seen.append((headers, body))
-            return 500 if path in self.refuse_first and len(seen) == 1 else 200
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status = state.take(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +62,11 @@ def run_batch(client: openai.OpenAI) -> Batch:
     return batch
 
 
-def wait_for(receiver: Receiver, path: str, count: int, timeout: float = 30) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while len(receiver.deliveries.get(path, [])) < count:
-        assert time.monotonic() < deadline, f"{path}: {len(receiver.deliveries.get(path, []))}"
-        time.sleep(0.1)
-    return receiver.deliveries[path]
-
-
 def test_a_completed_batch_is_delivered_signed_and_a_refused_delivery_retried(
-    client: openai.OpenAI, receiver: tuple[Receiver, str]
+    client: openai.OpenAI, http_receiver: HttpReceiver
 ) -> None:
-    state, base = receiver
+    base = http_receiver.url()
+    http_receiver.answer("/flaky", 500, 200)  # refuses its first delivery
     ok = register(client, f"{base}/ok", ["batch.completed", "batch.failed"], "ok")
     flaky = register(client, f"{base}/flaky", ["batch.completed"], "flaky")
     register(client, f"{base}/cancelled-only", ["batch.cancelled"], "cancelled only")
@@ -122,21 +75,23 @@ def test_a_completed_batch_is_delivered_signed_and_a_refused_delivery_retried(
     batch = run_batch(client)
     assert batch.status == "completed"
 
-    (delivered,) = wait_for(state, "/ok", 1)
-    event = client.webhooks.unwrap(delivered[1], delivered[0], secret=ok.signing_secret)
+    (delivered,) = http_receiver.wait_for("/ok", 1)
+    event = client.webhooks.unwrap(delivered.body, delivered.headers, secret=ok.signing_secret)
     assert isinstance(event, BatchCompletedWebhookEvent)
     assert (event.type, event.data.id, event.object) == ("batch.completed", batch.id, "event")
     with pytest.raises(openai.InvalidWebhookSignatureError):  # another endpoint's secret
-        client.webhooks.unwrap(delivered[1], delivered[0], secret=flaky.signing_secret)
+        client.webhooks.unwrap(delivered.body, delivered.headers, secret=flaky.signing_secret)
 
-    refused, retried = wait_for(state, "/flaky", 2)  # a 500 first, then delivered again
-    assert refused[0]["webhook-id"] == retried[0]["webhook-id"] == event.id
-    assert refused[1] == retried[1]
-    retried_event = client.webhooks.unwrap(retried[1], retried[0], secret=flaky.signing_secret)
+    refused, retried = http_receiver.wait_for("/flaky", 2)  # a 500 first, then delivered again
+    assert refused.headers["webhook-id"] == retried.headers["webhook-id"] == event.id
+    assert refused.body == retried.body
+    retried_event = client.webhooks.unwrap(
+        retried.body, retried.headers, secret=flaky.signing_secret
+    )
     assert retried_event.id == event.id
     time.sleep(2.5)  # a delivered event is not sent again, and no other event was subscribed
-    assert len(state.deliveries["/ok"]) == 1 and len(state.deliveries["/flaky"]) == 2
-    assert "/cancelled-only" not in state.deliveries
+    assert len(http_receiver.to("/ok")) == 1 and len(http_receiver.to("/flaky")) == 2
+    assert http_receiver.to("/cancelled-only") == []
 
 
 def test_endpoints_list_retrieve_delete_without_their_secret(
@@ -184,7 +139,9 @@ def test_endpoints_list_retrieve_delete_without_their_secret(
 def test_internal_and_non_https_targets_are_refused_when_deployed(
     client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
-    monkeypatch.setattr(wiring.default_webhooks(), "rules", TargetRules(allow_internal=False))
+    monkeypatch.setattr(
+        wiring.default_stages().webhooks, "rules", TargetRules(allow_internal=False)
+    )
     with pytest.raises(openai.BadRequestError) as excinfo:
         client.webhooks.create(url=url, event_types=["batch.completed"], name="x")
     assert excinfo.value.body["param"] == "url"  # type: ignore[index]
@@ -224,24 +181,25 @@ def test_batchctl_adds_lists_and_removes_an_endpoint(
 def test_a_batch_that_cannot_make_its_deadline_is_announced_at_risk_once(
     client: openai.OpenAI,
     local_api: tuple[LocalStack, ApiServer],
-    receiver: tuple[Receiver, str],
+    http_receiver: HttpReceiver,
 ) -> None:
     from tests.conftest import store_batch
 
-    state, base = receiver
-    risk = register(client, f"{base}/at-risk", ["batch.at_risk"], "deadlines")
+    risk = register(client, http_receiver.url("/at-risk"), ["batch.at_risk"], "deadlines")
     stack = local_api[0]
-    fleet = stack.service.settings.fleet_tokens_per_second
+    fleet = stack.stages.settings.fleet_tokens_per_second
     # Ten minutes left and an hour of work for the whole fleet (this key's tenant).
     store_batch(stack, "batch_late_hook", "in_progress", tenant="hooks", request_total=10,
                 expires_at=int(time.time()) + 600, estimated_tokens=3600 * fleet)  # fmt: skip
-    assert stack.service.flag_at_risk() == ["batch_late_hook"]
-    assert stack.service.flag_at_risk() == []  # once
-    ((headers, body),) = wait_for(state, "/at-risk", 1)
-    event = client.webhooks.unwrap(body, headers, secret=risk.signing_secret)  # signed
-    document = json.loads(body)
+    assert stack.stages.turns.flag_at_risk() == ["batch_late_hook"]
+    assert stack.stages.turns.flag_at_risk() == []  # once
+    (delivered,) = http_receiver.wait_for("/at-risk", 1)
+    event = client.webhooks.unwrap(
+        delivered.body, delivered.headers, secret=risk.signing_secret
+    )  # signed
+    document = json.loads(delivered.body)
     assert (document["type"], document["data"]) == ("batch.at_risk", {"id": "batch_late_hook"})
     assert event.id == document["id"]
     time.sleep(1.5)
-    assert len(state.deliveries["/at-risk"]) == 1
+    assert len(http_receiver.to("/at-risk")) == 1
     assert client.batches.retrieve("batch_late_hook").model_extra["at_risk_at"]  # type: ignore[index]

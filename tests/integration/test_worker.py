@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from batch_core.intake_jobs import DroppedObject
 from batch_core.messaging import ShardTask
-from batch_core.service import DroppedObject
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker
@@ -22,7 +22,7 @@ def queue_one_shard(stack: LocalStack) -> str:
     stack.session.client("s3").put_object(
         Bucket=stack.bucket, Key="inbox/w.jsonl", Body=body.encode()
     )
-    record = stack.service.ingest_dropped_object(DroppedObject(key="inbox/w.jsonl", etag="w"))
+    record = stack.stages.intake.ingest_dropped_object(DroppedObject(key="inbox/w.jsonl", etag="w"))
     assert record is not None and record.shards_total == 1
     return record.id
 
@@ -30,11 +30,11 @@ def queue_one_shard(stack: LocalStack) -> str:
 def test_a_finished_shard_deletes_its_message(bare_stack: LocalStack) -> None:
     batch_id = queue_one_shard(bare_stack)
     worker = Worker(
-        bare_stack.service, bare_stack.service.shard_queue, FakeEngine(MODEL), wait_seconds=0
+        bare_stack.stages.runner, bare_stack.stages.shard_queue, FakeEngine(MODEL), wait_seconds=0
     )
     assert worker.poll_once()
-    assert bare_stack.service.shard_queue.receive(wait_seconds=0) == []
-    record = bare_stack.service.get_batch(batch_id)
+    assert bare_stack.stages.shard_queue.receive(wait_seconds=0) == []
+    record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
 
 
@@ -51,26 +51,26 @@ def test_a_stopping_worker_releases_the_rest_of_its_shard_at_once(bare_stack: Lo
                 yield result
 
     worker = Worker(
-        bare_stack.service,
-        bare_stack.service.shard_queue,
+        bare_stack.stages.runner,
+        bare_stack.stages.shard_queue,
         SignalledEngine(MODEL),
         wait_seconds=0,
         stop=stop,
     )
     assert worker.poll_once()
-    (message,) = bare_stack.service.shard_queue.receive(wait_seconds=0)
+    (message,) = bare_stack.stages.shard_queue.receive(wait_seconds=0)
     assert ShardTask.model_validate_json(message.body) == ShardTask(
         batch_id=batch_id, shard_index=0
     )
-    record = bare_stack.service.get_batch(batch_id)
+    record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (3, 1)
 
     other = Worker(
-        bare_stack.service, bare_stack.service.shard_queue, FakeEngine(MODEL), wait_seconds=0
+        bare_stack.stages.runner, bare_stack.stages.shard_queue, FakeEngine(MODEL), wait_seconds=0
     )
-    bare_stack.service.shard_queue.release(message)
+    bare_stack.stages.shard_queue.release(message)
     assert other.poll_once()
-    record = bare_stack.service.get_batch(batch_id)
+    record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
 
 
@@ -78,7 +78,7 @@ def test_the_heartbeat_keeps_a_running_shard_hidden_from_other_workers(
     bare_stack: LocalStack,
 ) -> None:
     batch_id = queue_one_shard(bare_stack)
-    queue = bare_stack.service.shard_queue
+    queue = bare_stack.stages.shard_queue
     seen_by_others: list[int] = []
 
     class SlowEngine(FakeEngine):
@@ -91,20 +91,20 @@ def test_the_heartbeat_keeps_a_running_shard_hidden_from_other_workers(
                 yield result
 
     worker = Worker(
-        bare_stack.service, queue, SlowEngine(MODEL), wait_seconds=0, visibility_seconds=2
+        bare_stack.stages.runner, queue, SlowEngine(MODEL), wait_seconds=0, visibility_seconds=2
     )
     assert worker.poll_once()
     # 6.4 s of work on a 2 s visibility timeout (a 1 s one left a heartbeat 0.3 s of slack,
     # which a loaded CI machine sometimes missed).
     assert seen_by_others == [0, 0, 0, 0]
-    record = bare_stack.service.get_batch(batch_id)
+    record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
     assert queue.receive(wait_seconds=0) == []  # settled: the message is gone
 
 
 def test_a_failing_engine_releases_the_shard_and_stops_the_worker(bare_stack: LocalStack) -> None:
     batch_id = queue_one_shard(bare_stack)
-    queue = bare_stack.service.shard_queue
+    queue = bare_stack.stages.shard_queue
 
     class DeadEngine(FakeEngine):
         def run(self, requests: Any) -> Any:
@@ -112,7 +112,7 @@ def test_a_failing_engine_releases_the_shard_and_stops_the_worker(bare_stack: Lo
             yield  # pragma: no cover - makes this a generator
 
     worker = Worker(
-        bare_stack.service, queue, DeadEngine(MODEL), wait_seconds=0, visibility_seconds=60
+        bare_stack.stages.runner, queue, DeadEngine(MODEL), wait_seconds=0, visibility_seconds=60
     )
     with pytest.raises(RuntimeError, match="engine core died"):
         worker.run()
@@ -122,7 +122,7 @@ def test_a_failing_engine_releases_the_shard_and_stops_the_worker(bare_stack: Lo
 
 def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalStack) -> None:
     batch_id = queue_one_shard(bare_stack)
-    queue = bare_stack.service.shard_queue
+    queue = bare_stack.stages.shard_queue
     room = threading.Event()
     asked = threading.Event()
 
@@ -133,7 +133,7 @@ def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalSt
             asked.set()
             return room.is_set()
 
-    worker = Worker(bare_stack.service, queue, FullEngine(MODEL), wait_seconds=0)
+    worker = Worker(bare_stack.stages.runner, queue, FullEngine(MODEL), wait_seconds=0)
     loop = threading.Thread(target=worker.run, kwargs={"idle_exit_seconds": 1.0})
     loop.start()
     assert asked.wait(5)
@@ -149,5 +149,5 @@ def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalSt
     room.set()
     loop.join(30)
     assert not loop.is_alive()
-    record = bare_stack.service.get_batch(batch_id)
+    record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)

@@ -80,13 +80,13 @@ def drop_batch(stack: LocalStack, tmp_path: Path) -> str:
 def record_of(stack: LocalStack, name: str) -> BatchRecord:
     batch = stack.outbox_batch(name)
     assert batch is not None
-    record = stack.service.get_batch(batch.id)
+    record = stack.stages.batches.get_batch(batch.id)
     assert record is not None
     return record
 
 
 def shard_attempts(stack: LocalStack, name: str) -> int:
-    shard = stack.service.repository.get_shard(record_of(stack, name).id, 0)
+    shard = stack.stages.table.shards.get_shard(record_of(stack, name).id, 0)
     return shard.attempts if shard else 0
 
 

@@ -1,6 +1,7 @@
 """The worker's task role allows exactly what a worker does: every AWS call a worker makes
-while it runs shards (recorded at botocore) is allowed by the template's WorkerTaskRole, and
-that role names no API keys, files or inbox objects."""
+while it runs shards (recorded at botocore) is allowed by the WorkerTaskRole of the main
+stack's workers (infra/worker-fleet.yaml, nested), and that role names no API keys, files or
+inbox objects."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import boto3
 from batch_core import wiring
 from batch_core.settings import get_settings
 from batchctl.local import ACCOUNT, REGION, LocalStack
-from batchctl.template import sam_transformed
+from batchctl.template import nested_fleet, sam_transformed
 from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker
 from tests.conftest import MODEL, drop_requests
@@ -21,13 +22,13 @@ from tests.iam_policy import Arns, Call, Policy, role_policy
 
 
 def worker_role(stack: LocalStack) -> tuple[Policy, Arns]:
-    """WorkerTaskRole as deployed (the template after the SAM transform), its ARNs the local
-    stack's own."""
+    """WorkerTaskRole as deployed: the nested workers' stack, given what the main template
+    (after the SAM transform) passes it, resolved to the local stack's own ids and ARNs."""
     template = sam_transformed()
     assert stack.resolver is not None
-    policy = role_policy(
-        template, "WorkerTaskRole", stack.resolver.resolve, stack.resolver.condition
-    )
+    fleet, nested = nested_fleet(template, stack.resolver)
+    assert not nested.condition("Standalone")
+    policy = role_policy(fleet, "WorkerTaskRole", nested.resolve, nested.condition)
     return policy, Arns.of_template(template, stack.physical_id, REGION, ACCOUNT)
 
 
@@ -45,8 +46,8 @@ def test_every_call_a_worker_makes_is_allowed_by_its_role(tmp_path: Path) -> Non
 
         session = boto3.session.Session(region_name="us-east-1")
         session.events.register("provide-client-params.*.*", record)
-        service = wiring.build_service(get_settings(), session)
-        worker = Worker(service, service.shard_queue, FakeEngine(MODEL), wait_seconds=1)
+        stages = wiring.build_stages(get_settings(), session)
+        worker = Worker(stages.runner, stages.shard_queue, FakeEngine(MODEL), wait_seconds=1)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         name = drop_requests(stack, tmp_path, 10, "perm")

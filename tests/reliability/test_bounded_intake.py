@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from batch_core import s3keys, wiring
+from batch_core.intake_jobs import DroppedObject
 from batch_core.json_bounds import MAX_JSON_INTEGER
 from batch_core.models import BatchErrors
 from batch_core.records import BatchRecord
-from batch_core.service import DroppedObject
 from batch_core.validation import STORED_ERRORS_BYTES
 from batchctl.local import LocalLambdaContext, LocalStack
 from batchctl.server import api_gateway_event
@@ -61,7 +61,7 @@ def drop(stack: LocalStack, name: str, lines: list[Any]) -> BatchRecord:
     data = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines).encode()
     key = f"{s3keys.INBOX_PREFIX}{name}.jsonl"
     stack.session.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data)
-    batch = stack.service.ingest_dropped_object(DroppedObject(key=key, etag="1"))
+    batch = stack.stages.intake.ingest_dropped_object(DroppedObject(key=key, etag="1"))
     assert batch is not None
     return batch
 
@@ -93,7 +93,7 @@ def test_many_errors_keep_to_the_budget_on_the_batch_and_all_go_to_the_error_fil
     batch = drop(stack, "noisy", lines)
     stored = len(BatchErrors(data=batch.errors or []).model_dump_json())
     assert batch.error_file_id is not None
-    content = stack.service.store.read(s3keys.file_key(batch.error_file_id))
+    content = stack.stages.store.read(s3keys.file_key(batch.error_file_id))
     in_file = len(content.splitlines())
     held = stored <= STORED_ERRORS_BYTES and in_file == count
     record("bounded intake", f"{count} bad lines: errors on the batch / in its error file",
@@ -104,7 +104,7 @@ def test_many_errors_keep_to_the_budget_on_the_batch_and_all_go_to_the_error_fil
 def test_a_list_page_of_batches_quoting_300_kb_custom_ids_stays_small(
     stack: LocalStack,
 ) -> None:
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     long_id = "c" * (300 * 1024)
     data = (json.dumps(chat_request(long_id)) + "\n").encode() * 2  # a duplicate custom_id
     for i in range(20):
@@ -114,7 +114,7 @@ def test_a_list_page_of_batches_quoting_300_kb_custom_ids_stays_small(
         status, answer = call("POST", "/v1/batches", body)
         assert status == 200, answer
         batch_id = json.loads(answer)["id"]
-        ingested = stack.service.ingest_dropped_object(
+        ingested = stack.stages.intake.ingest_dropped_object(
             DroppedObject(key=s3keys.batch_input_key(batch_id), etag="1")
         )
         assert ingested is not None and ingested.status == "failed"
@@ -138,17 +138,17 @@ def test_a_list_page_of_batches_quoting_300_kb_custom_ids_stays_small(
 def test_huge_max_tokens_x_n_is_estimated_within_the_models_context(
     stack: LocalStack, label: str, greedy: dict[str, int]
 ) -> None:
-    service = stack.service
+    stages = stack.stages
     lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **greedy}}
              for i in range(20)]  # fmt: skip
     name = "window=1h/greedy-" + str(len(str(greedy["max_tokens"])))
     batch = drop(stack, name, lines)
     assert batch.status == "in_progress", batch.errors
     declared = 20 * greedy["max_tokens"] * greedy["n"]
-    bound = 20 * service.settings.model_context_tokens
+    bound = 20 * stages.settings.model_context_tokens
     # The sweep's hour and a minute: a batch due in exactly an hour from now counts.
-    pressure = service.deadline_pressures(3660, running=[batch])[MODEL]
-    at_risk = service.flag_at_risk(running=[batch])
+    pressure = stages.turns.deadline_pressures(3660, running=[batch])[MODEL]
+    at_risk = stages.turns.flag_at_risk(running=[batch])
     held = batch.estimated_tokens <= bound and pressure < 0.5 and not at_risk
     record("bounded intake", f"huge {label}: estimated tokens vs bound",
            f"{batch.estimated_tokens:,} <= {bound:,} (declared {declared:.2g}); "

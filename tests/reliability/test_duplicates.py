@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batch_core.messaging import ShardTask
-from batch_core.service import ShardRun
+from batch_core.shard_run import ShardRun
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from handlers import finalize, validate
@@ -83,7 +83,7 @@ def test_duplicated_and_reordered_events_change_nothing(stack: LocalStack) -> No
         def run(
             task: ShardTask, outcomes: list[ShardRun] = outcomes, lock: threading.Lock = lock
         ) -> None:
-            result = stack.service.process_shard(task, engine, lease_seconds=60)
+            result = stack.stages.runner.process_shard(task, engine, lease_seconds=60)
             with lock:
                 outcomes.append(result)
 
@@ -109,10 +109,10 @@ def test_duplicated_and_reordered_events_change_nothing(stack: LocalStack) -> No
         for _ in range(2):
             finalize.handler(sqs_event(requests), CONTEXT)
         duplicates += 1
-        first = stack.service.get_batch(batch_id)
-        again = stack.service.finalize(batch_id)  # and once more, straight
+        first = stack.stages.batches.get_batch(batch_id)
+        again = stack.stages.ending.finalize(batch_id)  # and once more, straight
         assert first is not None and again.model_dump() == first.model_dump()
-        output = stack.service.store.read(f"files/{first.output_file_id}").decode()
+        output = stack.stages.store.read(f"files/{first.output_file_id}").decode()
         got = sorted(json.loads(line)["custom_id"] for line in output.splitlines())
         if (
             first.status == "completed"

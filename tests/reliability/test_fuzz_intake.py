@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from batch_core import wiring
+from batch_core.batch_params import BatchParams
 from batchctl.local import LocalStack
 from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, lines_of
@@ -77,22 +78,22 @@ def test_generated_files_through_both_intake_paths_end_with_every_line_counted(
         name = stack.drop(path, metadata={"invalid-lines": "skip"})
         dropped = stack.wait_for_outbox(name, timeout=300)
         # The API path: an uploaded File and a batch over it.
-        files = wiring.default_files()
+        files = wiring.default_stages().files
         uploaded = files.create("fuzz", filename="fuzz.jsonl", purpose="batch", data=data)
-        created = stack.service.create_batch(
+        created = stack.stages.batches.create_batch(
             "fuzz",
+            BatchParams(
+                endpoint="/v1/chat/completions", completion_window="24h", invalid_lines="skip"
+            ),
             input_file_id=uploaded.id,
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-            invalid_lines="skip",
         )
-        final = stack.service.get_for("fuzz", created.id)
+        final = stack.stages.batches.get_for("fuzz", created.id)
 
         deadline = time.monotonic() + 300
         while final.status not in {"completed", "failed", "expired", "cancelled"}:
             assert time.monotonic() < deadline, final.status
             time.sleep(0.2)
-            final = stack.service.get_for("fuzz", created.id)
+            final = stack.stages.batches.get_for("fuzz", created.id)
         for batch in (dropped, final.to_batch()):
             ended += 1
             counts = batch.request_counts

@@ -61,14 +61,14 @@ def test_the_worker_refuses_every_media_shape_that_reached_a_shard(
     name = drop_requests(stack, tmp_path, count, "walk")
     batch_id = _wait_for(stack, name, {"in_progress"}).id
     key = s3keys.shard_key(batch_id, 0)
-    lines = stack.service.store.read(key).splitlines()
+    lines = stack.stages.store.read(key).splitlines()
     assert len(lines) == count
     for index, shape in enumerate(SHAPES):
         request = shape_line(shape, INTERNAL_URL, model=MODEL, custom_id=f"r{index}")
         lines[index] = json.dumps(
             {"line": index + 1, "url": shape.endpoint, "request": request}
         ).encode()
-    stack.service.store.put(key, b"\n".join(lines) + b"\n")
+    stack.stages.store.put(key, b"\n".join(lines) + b"\n")
     stack.start_worker()
     final = stack.wait_for_outbox(name, timeout=60)
     errors = lines_of(stack.download_outbox(name, tmp_path / "out")["errors.jsonl"])

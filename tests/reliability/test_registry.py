@@ -49,7 +49,7 @@ def answer(name: str, **properties: Any) -> dict[str, Any]:
 
 
 def test_hostile_registrations_are_refused(stack: LocalStack) -> None:
-    repository = stack.service.repository
+    repository = stack.stages.table
     names = [answer("model_registry_create.json", Name=name) for name in HOSTILE_NAMES]
     refused_names = sum(a["Status"] == "FAILED" and "Name" in a["Reason"] for a in names)
     queues = [
@@ -58,7 +58,7 @@ def test_hostile_registrations_are_refused(stack: LocalStack) -> None:
         for field in ("QueueUrl", "UrgentQueueUrl", "BulkQueueUrl")
     ]
     refused_queues = sum(a["Status"] == "FAILED" for a in queues)
-    nothing_stored = repository.list_models() == []
+    nothing_stored = repository.models.list_models() == []
     record(
         "registry",
         "hostile model names refused",
@@ -78,7 +78,7 @@ def test_no_fleet_takes_over_another_models_routing(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(model_registry, "MODEL_REGISTRY_SECONDS", 0)
-    service = stack.service
+    stages = stack.stages
     assert answer("model_registry_create.json")["Status"] == "SUCCESS"  # fleet openbatch-qwen-7b
     takeovers = [
         answer("model_registry_create.json", Name=MODEL),  # the stack's own model
@@ -89,12 +89,12 @@ def test_no_fleet_takes_over_another_models_routing(
     delete = copy.deepcopy(load_event("model_registry_delete.json"))
     delete["ResourceProperties"]["Fleet"] = "openbatch-intruder"
     handler_module.answer(CloudFormationCustomResourceEvent(delete))
-    service.forget_models()
-    owner = service.repository.get_model("qwen-7b")
+    stages.registry.forget()
+    owner = stages.table.models.get_model("qwen-7b")
     held = (
         all(a["Status"] == "FAILED" for a in takeovers)
-        and service._queue_for(MODEL) is service.shard_queue
-        and MODEL in service.served_model_names()
+        and stages.turns.queue_for(MODEL) is stages.shard_queue
+        and MODEL in stages.registry.served_model_names()
         and owner is not None
         and (owner.fleet, owner.status, owner.queue_url)
         == ("openbatch-qwen-7b", "active", f"{QUEUES}-normal")
@@ -104,7 +104,7 @@ def test_no_fleet_takes_over_another_models_routing(
     assert held, takeovers
 
     # Removal while a batch is still validating (its model not known yet) is refused.
-    registry = ModelRegistry(service.repository, sleep=lambda seconds: None)
+    registry = ModelRegistry(stages.table, sleep=lambda seconds: None)
     store_batch(stack, "batch_validating_for_someone", "validating")
     try:
         registry.remove("qwen-7b")
@@ -112,7 +112,7 @@ def test_no_fleet_takes_over_another_models_routing(
     except ModelInUseError:
         refused_removal = True
     record("registry", "removal under a validating batch refused", refused_removal, refused_removal)
-    assert refused_removal and service.repository.get_model("qwen-7b") is not None
+    assert refused_removal and stages.table.models.get_model("qwen-7b") is not None
 
 
 def test_the_fake_engine_and_its_worker_survive_huge_max_tokens(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_isolation_matrix_and_no_key_in_the_logs(
     stack: LocalStack, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     data = (json.dumps(chat_request("s1")) + "\n").encode()
     file = files.create("owner", filename="s.jsonl", purpose="batch", data=data)
     upload = files.create_upload(
@@ -102,7 +102,7 @@ def test_internal_media_urls_and_injecting_filenames_are_refused(stack: LocalSta
     policy = MediaPolicy.of(["images.example.com"])
     refused = sum(policy.refusal(url) is not None for url in INTERNAL)
     names = ["a\r\nSet-Cookie: s=1.jsonl", "b\nLocation: http://evil/.jsonl", "c\x00.jsonl"]
-    files = wiring.default_files()
+    files = wiring.default_stages().files
     blocked = 0
     for name in names:
         with pytest.raises(InvalidRequestError):

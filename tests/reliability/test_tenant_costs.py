@@ -88,7 +88,7 @@ def ended(api: openai.OpenAI, batch_id: str, timeout: float = 120) -> openai.typ
 
 def load_is(stack: LocalStack, tenant: str, load: tuple[int, int]) -> bool:
     deadline = time.monotonic() + 15
-    while stack.service.repository.tenant_load(tenant) != load:
+    while stack.stages.table.tenants.tenant_load(tenant) != load:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -196,7 +196,7 @@ def test_batches_created_at_once_never_pass_the_queued_limit(
     for batch_id in created:
         deadline = time.monotonic() + 120
         while (status := api.batches.retrieve(batch_id).status) not in {"completed", "failed"}:
-            peak = max(peak, stack.service.repository.tenant_load("costs")[1])
+            peak = max(peak, stack.stages.table.tenants.tenant_load("costs")[1])
             assert time.monotonic() < deadline
             time.sleep(0.05)
         ends.append(status)
@@ -219,7 +219,7 @@ def test_idempotent_replays_after_the_end_take_no_slot(
     replays = scale(5, 20)
     same = sum(create(api, file_id, extra_headers=headers) == batch_id for _ in range(replays))
     assert load_is(stack, "costs", (0, 0))
-    load = stack.service.repository.tenant_load("costs")
+    load = stack.stages.table.tenants.tenant_load("costs")
     record("tenant costs", "Idempotency-Key replays after the end: load", f"{same}x, {load}",
            same == replays and load == (0, 0))  # fmt: skip
     assert same == replays and load == (0, 0)
@@ -232,7 +232,7 @@ def test_a_sweep_with_one_poisoned_batch_deletes_every_expired_file(
     every other overdue batch ends and every expired File is deleted, past the 1,000 a run
     once stopped at."""
     stack = running[0]
-    service = stack.service
+    stages = stack.stages
     count = scale(1_100, 5_000)
     now = int(time.time())
     for i in range(count):
@@ -240,7 +240,7 @@ def test_a_sweep_with_one_poisoned_batch_deletes_every_expired_file(
         stored = new_file_object(
             file_id, size=1, created_at=now - 10, filename="x.jsonl", expires_at=now - 1
         )
-        service.repository.put_file(
+        stages.table.files.put_file(
             FileRecord(file=stored, s3_key=s3keys.file_key(file_id), tenant="costs")
         )
     api = client(running)
@@ -265,8 +265,8 @@ def test_a_sweep_with_one_poisoned_batch_deletes_every_expired_file(
                                    ":t": {"N": str(now - 20)}},
     )  # fmt: skip
     report = expire.handler(load_event("expire_schedule.json"), CONTEXT)
-    left = len(service.repository.expired_file_ids(int(time.time()), 10_000))
-    overdue_status = service.repository.get_batch(overdue)
+    left = len(stages.table.batches.expired_file_ids(int(time.time()), 10_000))
+    overdue_status = stages.table.batches.get_batch(overdue)
     record("tenant costs", f"sweep: {count} expired files, one poisoned batch: left",
            left, left == 0)  # fmt: skip
     record("tenant costs", "sweep: the other overdue batch ended, failures counted",

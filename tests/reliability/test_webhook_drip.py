@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from batchctl.local import LocalLambdaContext, LocalStack
 from batchctl.local.events import sqs_event
 from handlers import webhooks as webhook_handler
 from tests.conftest import MODEL
+from tests.receivers import HttpReceiver
 from tests.reliability.conftest import record, scale
-from tests.unit.test_webhook_delivery import drip_server
 
 pytestmark = pytest.mark.reliability
 
@@ -40,25 +39,6 @@ EXECUTIONS = 2  # the function's concurrent executions here (10 deployed)
 def stack() -> Iterator[LocalStack]:
     with LocalStack(None, served_models=[MODEL], route_events=False) as local:
         yield local
-
-
-def good_receiver() -> tuple[ThreadingHTTPServer, list[float]]:
-    """A receiver that answers 204 at once; records when each delivery arrived."""
-    arrived: list[float] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            arrived.append(time.monotonic())
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, arrived
 
 
 def ended(batch_id: str, tenant: str) -> BatchRecord:
@@ -109,7 +89,7 @@ class Instrumented:
     and counting the deliveries put off to the next minute."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.hooks = wiring.default_webhooks()
+        self.hooks = wiring.default_stages().webhooks
         self.durations: list[float] = []
         self.deferred = 0
         self._lock = threading.Lock()
@@ -135,17 +115,17 @@ class Instrumented:
 
 
 def test_dripping_receivers_hold_an_attempt_to_its_deadline_and_their_tenant_to_its_budget(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, http_receiver: HttpReceiver
 ) -> None:
     service = Instrumented(monkeypatch)
     hooks = service.hooks
     flood = scale(3, 10)  # batches of the dripping tenant that end at once
     event = "batch.failed"
-    server, arrived = good_receiver()
-    healthy = f"http://127.0.0.1:{server.server_address[1]}/in"
-    with drip_server(0.2) as (dripper, port):
+    http_receiver.status = 204  # the healthy tenant's receiver, at once
+    healthy = http_receiver.url("/in")
+    with HttpReceiver(drip=0.2) as dripper:
         for i in range(MAX_ENDPOINTS_PER_TENANT):
-            url = f"http://127.0.0.1:{port}/{i}"
+            url = dripper.url(f"/{i}")
             hooks.create("dripping", WebhookEndpointCreateParams(
                 url=url, event_types=[event], name=f"drip {i}"))  # fmt: skip
         hooks.create("healthy", WebhookEndpointCreateParams(
@@ -160,12 +140,11 @@ def test_dripping_receivers_hold_an_attempt_to_its_deadline_and_their_tenant_to_
         unbudgeted = queued * DEADLINE / EXECUTIONS
         started = time.monotonic()
         with Executions(stack, EXECUTIONS):
-            while not arrived and time.monotonic() < started + bound + 10:
+            while not http_receiver.requests and time.monotonic() < started + bound + 10:
                 time.sleep(0.05)
+        arrived = [request.at for request in http_receiver.requests]
         waited = (arrived[0] if arrived else time.monotonic()) - started
         finished = dripper.finished
-    server.shutdown()
-    server.server_close()
 
     drip_attempts = len(service.durations) - len(arrived)
     longest = max(service.durations)

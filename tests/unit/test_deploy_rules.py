@@ -51,12 +51,14 @@ def main_template() -> dict[str, Any]:
 
 def longest_value(spec: dict[str, Any]) -> str:
     """The longest value a String parameter accepts: its AllowedPattern's widest repeat (the
-    names' patterns are ^[class][class]{0,N}$), else its MaxLength, else its default (a value
-    with no bound must go nowhere that has one: the environment test holds that)."""
+    names' patterns are ^[class][class]{0,N}$, or ^$|... of it where empty is allowed too),
+    else its MaxLength, else its default (a value with no bound must go nowhere that has one:
+    the environment test holds that)."""
     pattern = spec.get("AllowedPattern", "")
-    if match := re.fullmatch(r"\^\[([^\]]+)\]\[([^\]]+)\]\{0,(\d+)\}\$", pattern):
+    names = r"(?:\^\$\|)?\^\[([^\]]+)\]\[([^\]]+)\]\{0,(\d+)\}\$"
+    if match := re.fullmatch(names, pattern):
         value = "a" * (int(match.group(3)) + 1)
-        assert re.fullmatch(pattern.strip("^$"), value), value
+        assert re.fullmatch(pattern, value), value
         return value
     if "MaxLength" in spec:
         return "a" * int(spec["MaxLength"])

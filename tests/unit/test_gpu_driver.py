@@ -1,7 +1,8 @@
 """The worker image's CUDA against the GPU instances' NVIDIA driver, through docs/deploy.md's
 own tables ("GPU driver and image"): the pinned image (infra/worker.Dockerfile) must run on
-the AMI both templates launch. vLLM 0.32's image (CUDA 13) on the Amazon Linux 2 GPU AMI
-(driver 550, CUDA 12.4) does not start."""
+the AMI the workers' template (infra/worker-fleet.yaml, which template.yaml nests) launches.
+vLLM 0.32's image (CUDA 13) on the Amazon Linux 2 GPU AMI (driver 550, CUDA 12.4) does not
+start."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def test_the_pinned_image_runs_on_the_ami_every_template_launches() -> None:
     (image,) = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
     assert image in images, f"{image} is not in docs/deploy.md's image table"
     cuda, driver = version(images[image][1]), version(images[image][2])[0]
-    for path in ("template.yaml", "infra/worker-fleet.yaml"):
+    # The main stack's workers are the fleet's (nested): it names no AMI of its own.
+    assert "resolve:ssm:/aws/service/ecs/" not in (PROJECT_ROOT / "template.yaml").read_text()
+    for path in ("infra/worker-fleet.yaml",):
         text = (PROJECT_ROOT / path).read_text()
         (parameter,) = re.findall(r"resolve:ssm:(/aws/service/ecs/[^}]+)/image_id", text)
         ami = parameter.removeprefix(AMI_PREFIX)

@@ -6,7 +6,7 @@ import importlib
 import json
 import re
 
-from batchctl.template import PROJECT_ROOT, load_template, resources_of_type
+from batchctl.template import FLEET_PATH, PROJECT_ROOT, WORKERS, load_template, resources_of_type
 
 ASL = PROJECT_ROOT / "infra" / "statemachine" / "batch_tracker.asl.json"
 
@@ -91,8 +91,9 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
     from batch_core.settings import Settings
     from gpu_worker.settings import EngineSettings, WorkerSettings
 
-    template = load_template()
-    (task,) = resources_of_type(template, "AWS::ECS::TaskDefinition").values()
+    # The workers' one template: infra/worker-fleet.yaml (the main stack nests it).
+    template, fleet = load_template(), load_template(FLEET_PATH)
+    (task,) = resources_of_type(fleet, "AWS::ECS::TaskDefinition").values()
     (container,) = task["ContainerDefinitions"]
     known = {"AWS_DEFAULT_REGION", "HF_HOME"}  # HF_HOME: huggingface_hub's own cache setting
     for settings, prefix in ((Settings, ""), (EngineSettings, ""), (WorkerSettings, "WORKER_")):
@@ -100,20 +101,21 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
     names = {variable["Name"] for variable in container["Environment"]}
     assert {"BUCKET_NAME", "TABLE_NAME", "SHARD_QUEUE_URL", "MODEL"} <= names
     assert names <= known, names - known
-    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": {"Ref": "WorkerGpus"}}]
+    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": {"Ref": "Gpus"}}]
+    assert template["Resources"][WORKERS]["Properties"]["Parameters"]["Gpus"] == {
+        "Ref": "WorkerGpus"
+    }
     assert container["StopTimeout"] >= 60  # time to flush the part in hand on SIGTERM
-    # Everything of the worker service is optional: the stack deploys without a VPC.
+    # Everything of the worker service is optional: the stack deploys without a VPC. Its
+    # workers are one nested stack, and nothing else of the main stack is theirs.
     worker_resources = {
         name: resource
         for name, resource in template["Resources"].items()
-        if name.startswith("Worker")
+        if name.startswith("Worker") or resource.get("Condition") == "CreateWorkers"
     }
-    assert len(worker_resources) >= 10
-    # CreateWorkers, or a condition that holds only with it.
-    assert all(
-        r.get("Condition") in {"CreateWorkers", "WorkerModelFromS3", "WorkersHaveHfToken"}
-        for r in worker_resources.values()
-    )
+    assert set(worker_resources) == {WORKERS}
+    assert worker_resources[WORKERS]["Condition"] == "CreateWorkers"
+    assert len(fleet["Resources"]) >= 10
 
 
 def test_validation_accepts_the_workers_model_when_no_served_models_are_given() -> None:

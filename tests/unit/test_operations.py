@@ -9,10 +9,12 @@ import re
 from typing import Any, get_args
 
 from batch_core.batch_metrics import STATUS_METRICS
-from batch_core.shard_parts import ShardOutcome
-from batchctl.template import PROJECT_ROOT, load_template, resources_of_type
+from batch_core.shard_run import ShardOutcome
+from batchctl.template import FLEET_PATH, PROJECT_ROOT, WORKERS, load_template, resources_of_type
 
 OPERATIONS = PROJECT_ROOT / "docs" / "operations.md"
+TEMPLATES = (PROJECT_ROOT / "template.yaml", FLEET_PATH)  # the main stack and its workers'
+KIND = "AWS::CloudWatch::Alarm"
 RUNBOOK = re.compile(r"Runbook: docs/operations\.md#([a-z0-9-]+)")
 
 
@@ -82,10 +84,21 @@ def test_the_dashboard_shows_every_part_of_the_pipeline() -> None:
     assert paging and paging <= referenced
 
 
+def test_the_dashboard_names_the_workers_the_nested_stack_outputs() -> None:
+    _, _, variables = _dashboard()
+    outputs = load_template(FLEET_PATH)["Outputs"]
+    for name in ("WorkerClusterName", "WorkerServiceName"):
+        condition, nested, none = variables[name]["Fn::If"]
+        assert condition == "CreateWorkers" and none == "no-workers"
+        stack, output = nested["Fn::GetAtt"]
+        assert stack == WORKERS and output.startswith("Outputs.")
+        assert output.removeprefix("Outputs.") in outputs, output
+
+
 def test_the_metrics_it_reads_are_the_ones_the_code_sends() -> None:
     """Names in the OpenBatch namespace must be sent by the core or the worker: a renamed
     metric would leave a flat line on the dashboard and a silent alarm."""
-    template, widgets, _ = _dashboard()
+    _, widgets, _ = _dashboard()
     sent = set(STATUS_METRICS.values())
     for path in [PROJECT_ROOT / "gpu_worker" / "observability.py",
                  *sorted((PROJECT_ROOT / "functions" / "handlers").glob("*.py"))]:  # fmt: skip
@@ -96,7 +109,8 @@ def test_the_metrics_it_reads_are_the_ones_the_code_sends() -> None:
                 if isinstance(node.value, ast.JoinedStr):  # f"Shards_{run.outcome}"
                     sent.update(f"Shards_{outcome}" for outcome in get_args(ShardOutcome))
     read = {name for namespace, name in _metrics_of(widgets) if namespace == "OpenBatch"}
-    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
+    alarms = [a for p in TEMPLATES for a in resources_of_type(load_template(p), KIND).values()]
+    for alarm in alarms:
         if alarm.get("Namespace") == "OpenBatch":
             read.add(alarm["MetricName"])
         for query in alarm.get("Metrics", []):
@@ -108,8 +122,13 @@ def test_the_metrics_it_reads_are_the_ones_the_code_sends() -> None:
 
 def test_every_alarm_names_a_runbook_section_that_exists() -> None:
     anchors = _anchors(OPERATIONS.read_text())
-    alarms = resources_of_type(load_template(), "AWS::CloudWatch::Alarm")
-    assert len(alarms) >= 10
+    for path, least in zip(TEMPLATES, (10, 3), strict=True):
+        alarms = resources_of_type(load_template(path), KIND)
+        assert len(alarms) >= least, path
+        _each_names_a_runbook(alarms, anchors)
+
+
+def _each_names_a_runbook(alarms: dict[str, dict[str, Any]], anchors: set[str]) -> None:
     for name, alarm in alarms.items():
         found = RUNBOOK.search(alarm["AlarmDescription"])
         assert found, f"{name} names no runbook"
@@ -152,7 +171,8 @@ def test_the_alarms_cover_what_needs_a_person() -> None:
 
 def test_every_security_check_skipped_says_why() -> None:
     skipped = 0
-    for name, resource in load_template()["Resources"].items():
+    resources = [r for path in TEMPLATES for r in load_template(path)["Resources"].items()]
+    for name, resource in resources:
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), (name, skip)
             assert len(skip.get("comment", "")) >= 40, f"{name} skips {skip['id']} without why"

@@ -30,62 +30,10 @@ from batch_core.webhooks import (
     WebhookService,
     new_secret,
 )
+from tests.receivers import HttpReceiver, Received
 
 PUBLIC = "93.184.216.34"  # a public address: the rule lets it through
-ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 EVENT = WebhookEvent(id="evt_1", created_at=1, type="batch.completed", data={"id": "batch_1"})
-
-
-@dataclass
-class DripServer:
-    """A receiver that reads the request, then answers 200 one byte every `interval` seconds
-    (the whole answer takes len(ANSWER) * interval, about 12 s at 0.2 s): a peer that never
-    lets a per-read timeout fire."""
-
-    interval: float = 0.2
-    accepted: int = 0
-    finished: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def serve(self, listener: socket.socket) -> None:
-        listener.settimeout(0.05)  # a closed listener does not wake a blocked accept
-        while not self.stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
-
-    def _drip(self, connection: socket.socket) -> None:
-        with connection:
-            connection.settimeout(5)
-            try:
-                connection.recv(65536)
-                for byte in ANSWER:
-                    if self.stop.wait(self.interval):
-                        return
-                    connection.sendall(bytes([byte]))
-                self.finished += 1
-            except OSError:  # the client gave up: what a deadline does
-                return
-
-
-@contextmanager
-def drip_server(interval: float = 0.2) -> Iterator[tuple[DripServer, int]]:
-    """A DripServer on 127.0.0.1; yields it and its port."""
-    server = DripServer(interval)
-    listener = socket.create_server(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
-    thread.start()
-    try:
-        yield server, listener.getsockname()[1]
-    finally:
-        server.stop.set()
-        listener.close()
-        thread.join(timeout=5)
 
 
 @dataclass
@@ -161,53 +109,53 @@ def endpoint_record(url: str, endpoint_id: str = "we_1", tenant: str = "t") -> W
 
 
 def test_a_receiver_that_drips_its_answer_is_cut_at_the_attempts_deadline(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, http_receiver: HttpReceiver
 ) -> None:
     # Finding 1: the timeout was urllib's per read, so 0.2 s a byte held the attempt for as
     # long as the receiver liked. Now the whole attempt has one deadline.
     monkeypatch.setattr(webhooks, "DELIVERY_TIMEOUT_SECONDS", 1)
-    with drip_server() as (server, port):
-        store, queue = Store(), Queue()
-        store.records["we_1"] = endpoint_record(f"http://127.0.0.1:{port}/in")
-        service = make_service(store, queue, allow_internal=True)
-        started = time.monotonic()
-        delivered = service.deliver(WebhookDelivery(endpoint_id="we_1", event=EVENT))
-        elapsed = time.monotonic() - started
+    http_receiver.drip = 0.2  # the whole answer takes about 12 s
+    store, queue = Store(), Queue()
+    store.records["we_1"] = endpoint_record(http_receiver.url("/in"))
+    service = make_service(store, queue, allow_internal=True)
+    started = time.monotonic()
+    delivered = service.deliver(WebhookDelivery(endpoint_id="we_1", event=EVENT))
+    elapsed = time.monotonic() - started
     assert not delivered
     assert elapsed < 2.0, elapsed  # the deadline (1 s), not the drip (about 12 s)
-    assert server.accepted == 1 and server.finished == 0
+    assert http_receiver.connections == 1 and http_receiver.finished == 0
     ((again, delay),) = queue.sent  # a failed attempt like any other: retried later
     assert (again.attempt, delay) == (2, 30)
 
 
 def test_the_connection_goes_to_the_checked_address_not_a_second_answer(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, http_receiver: HttpReceiver
 ) -> None:
     # Finding 10: the name was resolved to check it, and again by urllib to connect; a
     # resolver that answers public, then internal, had the POST land inside.
-    with drip_server() as (server, port):
-        answers = iter([PUBLIC, "127.0.0.1", "127.0.0.1", "127.0.0.1"])
+    port = http_receiver.port
+    answers = iter([PUBLIC, "127.0.0.1", "127.0.0.1", "127.0.0.1"])
 
-        def rebinding(host: str, *args: Any, **kwargs: Any) -> list[Any]:
-            address = next(answers)
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        address = next(answers)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
-        connected: list[tuple[str, int]] = []
-        real_connect = socket.create_connection
+    connected: list[tuple[str, int]] = []
+    real_connect = socket.create_connection
 
-        def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-            connected.append(address)
-            if address[0] == PUBLIC:  # no network here: the public host refuses at once
-                raise ConnectionRefusedError(f"{PUBLIC} refused")
-            return real_connect(address, *args, **kwargs)
+    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        connected.append(address)
+        if address[0] == PUBLIC:  # no network here: the public host refuses at once
+            raise ConnectionRefusedError(f"{PUBLIC} refused")
+        return real_connect(address, *args, **kwargs)
 
-        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-        monkeypatch.setattr(socket, "create_connection", connect)
-        store, queue = Store(), Queue()
-        store.records["we_1"] = endpoint_record(f"https://hooks.example.com:{port}/in")
-        service = make_service(store, queue, allow_internal=False)
-        assert not service.deliver(WebhookDelivery(endpoint_id="we_1", event=EVENT))
-    assert server.accepted == 0  # nothing reached the internal address
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    store, queue = Store(), Queue()
+    store.records["we_1"] = endpoint_record(f"https://hooks.example.com:{port}/in")
+    service = make_service(store, queue, allow_internal=False)
+    assert not service.deliver(WebhookDelivery(endpoint_id="we_1", event=EVENT))
+    assert http_receiver.connections == 0  # nothing reached the internal address
     assert connected == [(PUBLIC, port)]
     assert len(queue.sent) == 1
 
@@ -268,11 +216,10 @@ def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 
 @contextmanager
-def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str], list[bytes]]]:
-    """A TLS receiver on 127.0.0.1 answering 204; yields its port, the SNI names it was
-    asked for and the requests it read."""
+def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str], list[Received]]]:
+    """An HttpReceiver over TLS answering 204; yields its port, the SNI names it was asked
+    for and the requests it read."""
     names: list[str] = []
-    requests: list[bytes] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
 
@@ -280,28 +227,8 @@ def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str], list[b
         names.append(str(name))
 
     context.sni_callback = sni
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-
-    def serve() -> None:
-        try:
-            raw, _ = listener.accept()
-        except OSError:
-            return
-        try:
-            with context.wrap_socket(raw, server_side=True) as connection:
-                requests.append(connection.recv(65536))
-                connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-        except (OSError, ssl.SSLError):
-            return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], names, requests
-    finally:
-        listener.close()
-        thread.join(timeout=5)
+    with HttpReceiver(204, tls=context) as receiver:
+        yield receiver.port, names, receiver.requests
 
 
 def test_tls_checks_the_certificate_and_sni_of_the_name_at_the_pinned_address(
@@ -321,9 +248,8 @@ def test_tls_checks_the_certificate_and_sni_of_the_name_at_the_pinned_address(
         status = poster(f"https://hooks.example.com:{port}/in?x=1", b"{}", {"a": "b"})
     assert status == 204
     assert names == ["hooks.example.com"]
-    head = requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
-    assert head[0] == b"POST /in?x=1 HTTP/1.1"
-    assert f"Host: hooks.example.com:{port}".encode() in head
+    assert requests[0].line == "POST /in?x=1 HTTP/1.1"
+    assert requests[0].headers["host"] == f"hooks.example.com:{port}"
 
     other, other_key = _certificate(tmp_path, "other.example.com")
     with (

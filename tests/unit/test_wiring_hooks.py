@@ -29,10 +29,10 @@ def test_every_client_the_service_is_built_on_passes_the_hooks() -> None:
     )
     wiring.add_client_hook(hook)
     try:
-        service = wiring.build_service(settings, session)
+        stages = wiring.build_stages(settings, session)
     finally:
         wiring.remove_client_hook(hook)
     assert sorted(name for name, _ in seen) == ["dynamodb", "events", "s3", "sqs", "stepfunctions"]
-    assert service.settings is settings
-    wiring.build_service(settings, session)  # removed: later clients are not seen
+    assert stages.settings is settings
+    wiring.build_stages(settings, session)  # removed: later clients are not seen
     assert len(seen) == 5

@@ -1,16 +1,35 @@
-"""infra/worker-fleet.yaml against the main template: what it imports is exported, its queues
-are named as the main stack's functions may send to, its workers get the same rights and
-settings as the main stack's, and its registry entry carries what the custom resource reads."""
+"""infra/worker-fleet.yaml deployed on its own, against the main template: what it imports is
+exported, its queues are named as the main stack's functions may send to, its workers run on
+those queues, and its registry entry carries what the custom resource reads. (Nested in the
+main template, the same workers: tests/unit/test_worker_template.py.)"""
 
 from __future__ import annotations
 
 import fnmatch
 from typing import Any
 
-from batchctl.template import PROJECT_ROOT, load_template, resources_of_type
+import pytest
+
+from batchctl.template import FLEET_PATH, Resolver, load_template, resources_of_type
 from handlers.model_registry import ServedModelProperties
 
-FLEET = PROJECT_ROOT / "infra" / "worker-fleet.yaml"
+FLEET = FLEET_PATH
+QUEUES = ("UrgentShardQueue", "ShardQueue", "BulkShardQueue")
+
+
+def standalone(fleet: dict[str, Any]) -> Resolver:
+    """The fleet deployed on its own against the stack "main", its queues' ids made up."""
+    defaults = {name: str(spec.get("Default", "")) for name, spec in fleet["Parameters"].items()}
+    resolver = Resolver(
+        # AWS::NoValue as "": a list item it leaves out reads as "".
+        pseudo={"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::NoValue": ""},
+        refs={queue: f"url-{queue}" for queue in QUEUES},
+        attributes={(queue, "Arn"): f"arn-{queue}" for queue in QUEUES},
+        parameters=defaults | {"MainStackName": "main", "FleetName": "qwen", "Model": "org/qwen"},
+        conditions=fleet["Conditions"],
+    )
+    assert resolver.condition("Standalone")
+    return resolver
 
 
 def walk(node: Any) -> list[Any]:
@@ -52,7 +71,9 @@ def test_what_the_fleet_imports_the_main_stack_exports() -> None:
 def test_the_fleets_queues_are_the_ones_the_main_functions_may_send_to() -> None:
     main, fleet = load_template(), load_template(FLEET)
     queues = resources_of_type(fleet, "AWS::SQS::Queue")
-    assert set(queues) == {"UrgentShardQueue", "ShardQueue", "BulkShardQueue"}
+    assert set(queues) == set(QUEUES)
+    # Its own only on its own: nested, the workers take the main stack's queues.
+    assert {fleet["Resources"][name]["Condition"] for name in queues} == {"Standalone"}
     names = [q["QueueName"]["Fn::Sub"].replace("${MainStackName}", "main") for q in queues.values()]
     functions = resources_of_type(main, "AWS::Serverless::Function")
     for function in ("ValidateFunction", "ExpireFunction", "DeadShardFunction"):
@@ -71,34 +92,23 @@ def test_the_fleets_queues_are_the_ones_the_main_functions_may_send_to() -> None
         assert target == "${MainStackName}-ShardDeadLetterQueueArn"
 
 
-def _actions(template: dict[str, Any]) -> list[set[str]]:
-    (policy,) = template["Resources"]["WorkerTaskRole"]["Properties"]["Policies"]
-    statements = policy["PolicyDocument"]["Statement"]
-    return [{s["Action"]} if isinstance(s["Action"], str) else set(s["Action"]) for s in statements]
-
-
-def test_the_fleets_workers_have_the_main_workers_rights_and_settings() -> None:
-    main, fleet = load_template(), load_template(FLEET)
-    assert _actions(fleet) == _actions(main)
-
-    def container(template: dict[str, Any]) -> dict[str, Any]:
-        (task,) = resources_of_type(template, "AWS::ECS::TaskDefinition").values()
-        (only,) = task["ContainerDefinitions"]
-        return only
-
-    def names(template: dict[str, Any]) -> set[str]:
-        return {variable["Name"] for variable in container(template)["Environment"]}
-
-    assert names(fleet) == names(main)
-    # Its own queues, not the main stack's.
-    queues = {
-        v["Name"]: v["Value"] for v in container(fleet)["Environment"] if "QUEUE" in v["Name"]
-    }
-    assert queues == {
-        "SHARD_QUEUE_URL": {"Ref": "ShardQueue"},
-        "URGENT_SHARD_QUEUE_URL": {"Ref": "UrgentShardQueue"},
-        "BULK_SHARD_QUEUE_URL": {"Ref": "BulkShardQueue"},
-    }
+def test_a_fleet_of_its_own_runs_on_its_own_queues_and_the_main_stacks_data() -> None:
+    fleet = load_template(FLEET)
+    resolver = standalone(fleet)
+    (task,) = resources_of_type(fleet, "AWS::ECS::TaskDefinition").values()
+    (container,) = task["ContainerDefinitions"]
+    environment = {v["Name"]: resolver.resolve(v["Value"]) for v in container["Environment"]}
+    assert environment["SHARD_QUEUE_URL"] == "url-ShardQueue"
+    assert environment["URGENT_SHARD_QUEUE_URL"] == "url-UrgentShardQueue"
+    assert environment["BULK_SHARD_QUEUE_URL"] == "url-BulkShardQueue"
+    assert environment["BUCKET_NAME"] == {"Fn::ImportValue": "main-BucketName"}
+    assert environment["TABLE_NAME"] == {"Fn::ImportValue": "main-TableName"}
+    (policy,) = fleet["Resources"]["WorkerTaskRole"]["Properties"]["Policies"]
+    statements = resolver.resolve(policy["PolicyDocument"]["Statement"])
+    (sqs,) = [s for s in statements if "sqs:ReceiveMessage" in s["Action"]]
+    assert sqs["Resource"] == [f"arn-{queue}" for queue in QUEUES]
+    (table,) = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
+    assert table["Resource"] == {"Fn::ImportValue": "main-TableArn"}
     assert {"Ref": "MaxWorkers"} in walk(fleet["Resources"]["WorkerScalableTarget"])
 
 
@@ -106,16 +116,27 @@ def test_the_registration_passes_what_the_custom_resource_reads() -> None:
     fleet = load_template(FLEET)
     registration = fleet["Resources"]["ModelRegistration"]
     assert registration["Type"] == "Custom::ServedModel"
+    # Nested, the main stack's own model: the registry refuses it (no entry).
+    assert registration["Condition"] == "Standalone"
     assert registration["DependsOn"] == "WorkerService"  # removed before its workers go
     passed = set(registration["Properties"]) - {"ServiceToken"}
     assert passed == set(ServedModelProperties.model_fields)
 
 
-def test_the_fleet_scales_on_its_own_models_deadline_pressure() -> None:
+@pytest.mark.parametrize("nested", [False, True])
+def test_the_fleet_scales_on_its_own_models_deadline_pressure(nested: bool) -> None:
     fleet = load_template(FLEET)
+    resolver = standalone(fleet)
+    if nested:
+        resolver.parameters["MainStackName"] = ""
     alarm = fleet["Resources"]["WorkerDeadlineScaleOutAlarm"]["Properties"]
     assert alarm["MetricName"] == "DeadlinePressure"
-    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
-    # The name the expire function sends per model: the registry entry's (the served name).
-    assert dimensions["model"] == fleet["Resources"]["ModelRegistration"]["Properties"]["Name"]
+    dimensions = {d["Name"]: d["Value"] for d in resolver.resolve(alarm["Dimensions"]) if d}
+    if nested:
+        # The stack's own workers take the sum, which counts batches that name no model.
+        assert dimensions == {"service": "openbatch"}
+    else:
+        # The name the expire function sends per model: the registry entry's (served name).
+        name = fleet["Resources"]["ModelRegistration"]["Properties"]["Name"]
+        assert dimensions == {"service": "openbatch", "model": resolver.resolve(name)}
     assert alarm["AlarmActions"] == [{"Ref": "WorkerDeadlineScaleOutPolicy"}]

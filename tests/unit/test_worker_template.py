@@ -1,24 +1,21 @@
-"""What the GPU workers and the API's firewall get from both templates (the main stack's
-workers and infra/worker-fleet.yaml), for the defects a first deploy met: upgrades that
-stopped every worker, gated models that could not load, weights downloaded by every task,
-and uploads the firewall refused for their content."""
+"""What the GPU workers and the API's firewall get from the templates (the workers are
+infra/worker-fleet.yaml's, nested in template.yaml for the stack's own model), for the
+defects a first deploy met: upgrades that stopped every worker, gated models that could not
+load, weights downloaded by every task, and uploads the firewall refused for their content."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import pytest
-
-from batchctl.template import PROJECT_ROOT, Resolver, load_template, resources_of_type
-
-FLEET = PROJECT_ROOT / "infra" / "worker-fleet.yaml"
-TEMPLATES = {"main": PROJECT_ROOT / "template.yaml", "fleet": FLEET}
-# (model parameter, token parameter, condition that the model comes from S3)
-NAMES = {
-    "main": ("WorkerModel", "WorkerHfTokenSecretArn", "WorkerModelFromS3"),
-    "fleet": ("Model", "HfTokenSecretArn", "ModelFromS3"),
-}
+from batchctl.template import (
+    FLEET_PATH,
+    WORKERS,
+    Resolver,
+    load_template,
+    nested_fleet,
+    resources_of_type,
+)
 
 
 def one(template: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -26,9 +23,80 @@ def one(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return properties
 
 
-@pytest.mark.parametrize("which", TEMPLATES)
-def test_an_update_never_resets_the_workers_or_stops_them_all(which: str) -> None:
-    service = one(load_template(TEMPLATES[which]), "AWS::ECS::Service")
+def test_the_main_stacks_workers_are_the_fleet_nested_with_its_worker_parameters() -> None:
+    main, fleet = load_template(), load_template(FLEET_PATH)
+    workers = main["Resources"][WORKERS]
+    assert workers["Type"] == "AWS::CloudFormation::Stack"
+    assert workers["Condition"] == "CreateWorkers"
+    assert workers["Properties"]["TemplateURL"] == "infra/worker-fleet.yaml"
+    passed = workers["Properties"]["Parameters"]
+    # Each Worker* parameter reaches the fleet's of the same name (MaxWorkers: WorkerMaxCount).
+    renamed = {"WorkerMaxCount": "MaxWorkers"}
+    for name in main["Parameters"]:
+        if name.startswith("Worker"):
+            target = renamed.get(name, name.removeprefix("Worker"))
+            given = passed[target]
+            assert {"Ref": name} in (given, given.get("Fn::Join", [None, None])[1]), name
+    assert set(passed) <= set(fleet["Parameters"])
+    required = {name for name, spec in fleet["Parameters"].items() if "Default" not in spec}
+    assert required <= set(passed)
+    # Nested: no MainStackName (nothing imported, no queues or registry entry of its own),
+    # and everything the fleet's rule asks of a nested fleet.
+    assert "MainStackName" not in passed
+    nested_only = {"Fn::Equals": [{"Ref": "MainStackName"}, ""]}
+    (rule,) = [r for r in fleet["Rules"].values() if r["RuleCondition"] == nested_only]
+    asserted = {a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Ref"] for a in rule["Assertions"]}
+    assert asserted <= set(passed)
+    # No worker resource of its own besides: one copy of the worker block.
+    kinds = {r["Type"].split("::")[1] for r in main["Resources"].values()}
+    assert not kinds & {"ECS", "EC2", "AutoScaling", "ApplicationAutoScaling"}
+
+
+def test_the_nested_fleet_gets_the_main_stacks_parts_and_creates_none_of_its_own() -> None:
+    main = load_template()
+    region, account = "eu-west-1", "123456789012"
+    queues = ("UrgentShardQueue", "ShardQueue", "BulkShardQueue")
+    parameters: dict[str, Any] = {name: "x" for name in main["Parameters"]}
+    parameters["WorkerSubnetIds"] = ["subnet-1", "subnet-2"]  # a CommaDelimitedList
+    resolver = Resolver(
+        pseudo={"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account},
+        refs={"DataBucket": "data-bucket", "BatchTable": "main-BatchTable"}
+        | {q: f"https://sqs.{region}.amazonaws.com/{account}/main-{q}" for q in queues},
+        attributes={(q, "QueueName"): f"main-{q}" for q in queues},
+        parameters=parameters,
+    )
+    fleet, nested = nested_fleet(main, resolver)
+    assert not nested.condition("Standalone")
+    standalone_only = {
+        name for name, r in fleet["Resources"].items() if r.get("Condition") == "Standalone"
+    }
+    assert standalone_only == {*queues, "ModelRegistration"}  # the main stack's queues, no entry
+    (container,) = one(fleet, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    environment = {e["Name"]: nested.resolve(e["Value"]) for e in container["Environment"]}
+    assert environment["BUCKET_NAME"] == "data-bucket"
+    assert environment["TABLE_NAME"] == "main-BatchTable"
+    assert environment["SHARD_QUEUE_URL"] == resolver.refs["ShardQueue"]
+    assert environment["URGENT_SHARD_QUEUE_URL"] == resolver.refs["UrgentShardQueue"]
+    assert environment["BULK_SHARD_QUEUE_URL"] == resolver.refs["BulkShardQueue"]
+    (policy,) = fleet["Resources"]["WorkerTaskRole"]["Properties"]["Policies"]
+    resources = json.dumps(nested.resolve(policy["PolicyDocument"]["Statement"]))
+    for q in queues:
+        assert f'"arn:aws:sqs:{region}:{account}:main-{q}"' in resources
+    assert f'"arn:aws:dynamodb:{region}:{account}:table/main-BatchTable"' in resources
+    assert '"arn:aws:s3:::data-bucket/batches/*"' in resources
+    # The scaling alarms watch the main stack's queues.
+    for alarm in ("WorkerScaleOutAlarm", "WorkerScaleInAlarm"):
+        metrics = fleet["Resources"][alarm]["Properties"]["Metrics"]
+        watched = {
+            nested.resolve(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"])
+            for m in metrics
+            if "MetricStat" in m
+        }
+        assert watched == {f"main-{q}" for q in queues}, alarm
+
+
+def test_an_update_never_resets_the_workers_or_stops_them_all() -> None:
+    service = one(load_template(FLEET_PATH), "AWS::ECS::Service")
     # A DesiredCount in the template is applied on every update that touches the service
     # (a new image): 0 stopped every worker mid-batch.
     assert "DesiredCount" not in service
@@ -37,12 +105,9 @@ def test_an_update_never_resets_the_workers_or_stops_them_all(which: str) -> Non
     assert deployment["MaximumPercent"] > 100
 
 
-@pytest.mark.parametrize("which", TEMPLATES)
-def test_weights_live_on_the_instance_and_a_gated_models_token_comes_from_its_secret(
-    which: str,
-) -> None:
-    template = load_template(TEMPLATES[which])
-    _, token, _ = NAMES[which]
+def test_weights_live_on_the_instance_and_a_gated_models_token_comes_from_its_secret() -> None:
+    template = load_template(FLEET_PATH)
+    token = "HfTokenSecretArn"
     task = one(template, "AWS::ECS::TaskDefinition")
     (container,) = task["ContainerDefinitions"]
     (volume,) = task["Volumes"]
@@ -69,14 +134,13 @@ def test_weights_live_on_the_instance_and_a_gated_models_token_comes_from_its_se
     assert "secretsmanager" not in json.dumps(roles[task_role])  # the process cannot read it
 
 
-@pytest.mark.parametrize("which", TEMPLATES)
-def test_s3_weights_are_readable_only_under_their_prefix(which: str) -> None:
-    template = load_template(TEMPLATES[which])
-    model, _, from_s3 = NAMES[which]
+def test_s3_weights_are_readable_only_under_their_prefix() -> None:
+    template = load_template(FLEET_PATH)
+    model, from_s3 = "Model", "ModelFromS3"
     (policy,) = resources_of_type(template, "AWS::IAM::Policy").values()
     resolver = Resolver(
         pseudo={"AWS::Partition": "aws"},
-        parameters={model: "s3://my-models/llm/qwen-7b/", "DeployWorkers": "true"},
+        parameters={model: "s3://my-models/llm/qwen-7b/"},
         conditions=template["Conditions"],
     )
     assert resolver.condition(from_s3)

@@ -1,15 +1,44 @@
-"""What a Responses API body (`/v1/responses`) must look like, checked at intake.
+"""`/v1/responses`: OpenAI's Responses API, served by vLLM's OpenAIServingResponses.
 
 Every request of a batch stands alone: the workers keep no responses and run nothing in the
 background, so what needs a stored response is refused here, by name, rather than failing on
-the GPU.
+the GPU. vLLM keeps no response store unless VLLM_ENABLE_RESPONSES_API_STORE is set (it is
+not), so `store` is ignored and nothing accumulates across a shard.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from batch_core.endpoints.spec import EndpointSpec, ServingEntry, UsageReader
 from batch_core.errors import LineError
+
+PATH = "/v1/responses"
+
+_OPENAI_FIELDS = frozenset(
+    {
+        "access_programs", "background", "background_options", "context_management",
+        "conversation", "image", "include", "input", "instructions", "max_output_tokens",
+        "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls",
+        "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_options",
+        "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
+        "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+        "top_logprobs", "top_p", "truncation", "user",
+    }
+)  # fmt: skip
+# vLLM 0.32's ResponsesRequest beyond OpenAI's fields.
+_VLLM_FIELDS = frozenset(
+    {
+        "cache_salt", "chat_template_kwargs", "ec_transfer_params", "enable_response_messages",
+        "frequency_penalty", "ignore_eos", "include_reasoning", "include_stop_str_in_output",
+        "kv_transfer_params", "logit_bias", "media_io_kwargs", "min_p", "mm_payload",
+        "mm_processor_kwargs", "presence_penalty", "previous_input_messages", "priority",
+        "repetition_penalty", "request_id", "return_mm_kwargs", "seed", "session_id",
+        "skip_special_tokens", "stop", "stop_token_ids", "structured_outputs", "top_k",
+        "vllm_xargs", "watermarking",
+    }
+)  # fmt: skip
+FIELDS = _OPENAI_FIELDS | _VLLM_FIELDS
 
 RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
 # Responses content parts that carry text (the rest: images, files, audio, tool output).
@@ -17,11 +46,8 @@ _RESPONSE_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"
 
 
 def check_responses(body: dict[str, Any]) -> int:
-    """A Responses API body (`/v1/responses`); returns its characters of input text.
-
-    Every request of a batch stands alone: the workers keep no responses and run nothing in
-    the background, so what needs a stored response is refused here, by name, rather than
-    failing on the GPU."""
+    """A Responses API body; returns its characters of input text (and refuses by name what
+    would need a stored response)."""
     if body.get("background"):
         raise LineError.invalid(
             "background is not supported in a batch: it already runs offline.", "body.background"
@@ -80,3 +106,22 @@ def _response_content_chars(content: object, where: str) -> int:
                 raise LineError.invalid(f"'{at}.text' must be a string.", f"{at}.text")
             chars += len(text)
     return chars  # its media URLs: media_urls.media_urls_of, from request_schema.check_body
+
+
+def _check(body: dict[str, Any]) -> tuple[int, int]:
+    return check_responses(body), 0
+
+
+SPEC = EndpointSpec(
+    path=PATH,
+    aliases=("responses",),
+    fields=FIELDS,
+    check=_check,
+    serving=ServingEntry(
+        "openai_serving_responses",
+        "create_responses",
+        "vllm.entrypoints.openai.responses.protocol:ResponsesRequest",
+    ),
+    # Responses bodies count `input_tokens` and `output_tokens`.
+    usage=UsageReader("input_tokens", "output_tokens", "input_tokens_details"),
+)
