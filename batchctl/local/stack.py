@@ -142,6 +142,10 @@ class LocalStack:
         wiring.reset()
         wiring.add_client_hook(adapt_to_moto)
         self.stages = wiring.default_stages()
+        # Built here, before any handler or worker thread: a cached_property takes no lock,
+        # and two threads building one stage would each keep their own (a Lambda has one).
+        for stage in ("intake", "runner", "ending", "batches", "retries", "sweep", "webhooks"):
+            getattr(self.stages, stage)
         self.events = EventSources(self.session, self._stop)
         self.events.handler_errors = self.handler_errors  # one list: handlers' and workers'
         if self.route_events:
