@@ -85,32 +85,47 @@ class ApiKeys:
         return record.tenant
 
 
+READ_SHARE = 4
+"""A read (GET, HEAD) costs a quarter of a write: the SDKs' auto-paging and the console's
+polling read many pages in a row."""
+
+
 class RateLimiter:
-    """Each tenant's share of the API: at most `per_second` requests in any one second,
-    counted in the table so every API function instance sees the same count. A tenant
-    over its share gets 429s; no other tenant notices."""
+    """Each tenant's share of the API: a token bucket per tenant, kept in the table so every
+    API function instance draws on the same one. It refills at `per_second` writes a second
+    (reads cost a quarter) and holds `burst_seconds` of that, so a client may page quickly
+    for a while and then at the sustained rate. A tenant over its share gets 429 with how
+    long to wait; no other tenant notices."""
 
     def __init__(
         self,
         repository: BatchRepository,
         per_second: int,
+        burst_seconds: int = 10,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.repository = repository
         self.per_second = per_second
+        self.burst_seconds = burst_seconds
         self._clock = clock
 
-    def admit(self, tenant: str) -> None:
-        """Count one request; RateLimitError when the tenant is over its share."""
+    def admit(self, tenant: str, method: str = "POST") -> None:
+        """Take one request's cost; RateLimitError (with `retry_after_ms`) when the tenant's
+        bucket does not hold it."""
         if self.per_second <= 0:
             return
-        second = int(self._clock())
-        if not self.repository.tenants.take_request_slot(
-            tenant, second, self.per_second, second + 120
-        ):
+        write_us = 1_000_000 // self.per_second
+        cost = write_us // READ_SHARE if method.upper() in {"GET", "HEAD"} else write_us
+        burst = max(self.burst_seconds * 1_000_000, write_us)  # holds one write at least
+        wait_us = self.repository.tenants.take_tokens(
+            tenant, cost_us=cost, burst_us=burst, now_us=round(self._clock() * 1_000_000)
+        )
+        if wait_us:
             raise RateLimitError(
                 f"Rate limit reached: {self.per_second} requests per second for your "
-                "organization. Retry after a short wait."
+                f"organization (reads count a quarter), bursts of {self.burst_seconds} "
+                "seconds' worth. Retry after the time in the retry-after header.",
+                retry_after_ms=-(-wait_us // 1000),
             )
 
 

@@ -60,6 +60,14 @@ class PayloadTooLargeError(BatchCoreError):
 
 
 class RateLimitError(BatchCoreError):
-    """The tenant sent more requests than its share (HTTP 429)."""
+    """The tenant sent more requests than its share (HTTP 429); `retry_after_ms`, when
+    known, is how long until the same request would be admitted (the `retry-after` headers
+    the SDKs wait for)."""
 
     code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_ms = retry_after_ms

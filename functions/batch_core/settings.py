@@ -199,7 +199,15 @@ class Settings(TableSettings):
     api_requests_per_second: int = Field(
         default=20,
         ge=0,
-        description="Each tenant's share of the API: requests per second (0: no limit).",
+        description="Each tenant's share of the API: write requests per second, sustained "
+        "(a read costs a quarter; 0: no limit).",
+    )
+    api_burst_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="How many seconds of that share a tenant may spend at once (its "
+        "bucket): 200 writes or 800 reads at the defaults.",
     )
     inline_join_bytes: int = Field(
         default=64 * 1024**2,

@@ -1,9 +1,11 @@
-"""Per-tenant items: webhook endpoints, the request-rate window, API keys, the tenant's load."""
+"""Per-tenant items: webhook endpoints, the request bucket, API keys, the tenant's load."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from batch_core.records import (
     ApiKeyRecord,
@@ -12,6 +14,8 @@ from batch_core.records import (
 from batch_core.table_access import TableAccess
 from batch_core.table_codec import (
     Page,
+    from_item,
+    is_condition_failure,
     record_from,
     record_item,
     to_item,
@@ -186,17 +190,62 @@ class TenantTable:
             ExpressionAttributeValues=to_item({":ms": -milliseconds}),
         )
 
-    def take_request_slot(self, tenant: str, window: int, limit: int, expires_at: int) -> bool:
-        """Count one request of `tenant` in the time window `window`; False when `limit`
-        were already counted there. One conditional write; the item expires by TTL."""
-        return self._access.update_if(
-            f"RATE#{tenant}",
-            f"{window:012d}",
-            update="ADD requests :one SET #ttl = :ttl",
-            condition="attribute_not_exists(requests) OR requests < :limit",
-            names={"#ttl": "ttl"},
-            values={":one": 1, ":limit": limit, ":ttl": expires_at},
+    def take_tokens(self, tenant: str, *, cost_us: int, burst_us: int, now_us: int) -> int:
+        """Take `cost_us` from `tenant`'s request bucket (GCRA: one item holding `tat`, the
+        time at which the bucket is full again; it holds `burst_us` and refills at one
+        microsecond a microsecond). Returns 0 when taken, else the microseconds until it
+        could be. One conditional write when the bucket is full, two when it is in use."""
+        ttl = (now_us + burst_us) // 1_000_000 + 60
+        limit = now_us + burst_us - cost_us  # the latest `tat` a request may still find
+        old = self._update_unless(
+            tenant,
+            "SET tat = :next, #ttl = :ttl",
+            "attribute_not_exists(tat) OR tat < :now",
+            {":next": now_us + cost_us, ":now": now_us, ":ttl": ttl},
         )
+        for _ in range(3):  # another request of the tenant may move `tat` in between
+            if old is None:
+                return 0
+            tat = int(old.get("tat", 0))
+            if tat > limit:
+                return tat - limit
+            if tat < now_us:  # went full meanwhile (another clock): the first write again
+                old = self._update_unless(
+                    tenant,
+                    "SET tat = :next, #ttl = :ttl",
+                    "attribute_not_exists(tat) OR tat < :now",
+                    {":next": now_us + cost_us, ":now": now_us, ":ttl": ttl},
+                )
+                continue
+            old = self._update_unless(
+                tenant,
+                "SET tat = tat + :cost, #ttl = :ttl",
+                "tat BETWEEN :now AND :limit",
+                {":cost": cost_us, ":now": now_us, ":limit": limit, ":ttl": ttl},
+            )
+        return 0 if old is None else max(int(old.get("tat", 0)) - limit, 1)
+
+    def _update_unless(
+        self, tenant: str, update: str, condition: str, values: dict[str, int]
+    ) -> dict[str, Any] | None:
+        """None when the bucket's update applied; the item as it was when its condition
+        refused it."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=to_item({"pk": f"RATE#{tenant}", "sk": "BUCKET"}),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues=to_item(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if is_condition_failure(error):
+                item: Any = error.response.get("Item") or {}
+                return from_item(item)
+            raise
+        return None
 
     def book_urgent(self, tenant: str, model: str, *, seconds: int, now: int, ahead: int) -> bool:
         """Book `seconds` on `tenant`'s urgent clock for `model` (when the urgent work booked

@@ -152,7 +152,8 @@ def default_api_keys() -> ApiKeys:
 @lru_cache(maxsize=1)
 def default_rate_limiter() -> RateLimiter:
     stages = default_stages()
-    return RateLimiter(stages.table, stages.settings.api_requests_per_second)
+    settings = stages.settings
+    return RateLimiter(stages.table, settings.api_requests_per_second, settings.api_burst_seconds)
 
 
 def reset() -> None:

@@ -71,14 +71,30 @@ _STATUS: list[tuple[type[BatchCoreError], int, str]] = [
 
 
 def _error_response(
-    status: int, message: str, *, error_type: str, param: str | None, code: str | None
+    status: int,
+    message: str,
+    *,
+    error_type: str,
+    param: str | None,
+    code: str | None,
+    headers: dict[str, str] | None = None,
 ) -> Response[Any]:
     """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
     return Response(
         status_code=status,
         content_type="application/json",
         body=_error_body(message, error_type=error_type, param=param, code=code),
+        headers=headers,
     )
+
+
+def _retry_headers(error: BatchCoreError) -> dict[str, str]:
+    """How long a client should wait before asking again, as OpenAI's SDKs read it
+    (`retry-after-ms` first, then `retry-after` in whole seconds)."""
+    wait_ms = error.retry_after_ms if isinstance(error, RateLimitError) else None
+    if wait_ms is None:
+        return {}
+    return {"retry-after-ms": str(wait_ms), "retry-after": str(-(-wait_ms // 1000))}
 
 
 def _error_body(
@@ -103,7 +119,12 @@ def _core_error(error: BatchCoreError) -> Response[Any]:
             500, "The server had an error.", error_type="server_error", param=None, code=error.code
         )
     return _error_response(
-        status, str(error), error_type=error_type, param=error.param, code=error.code
+        status,
+        str(error),
+        error_type=error_type,
+        param=error.param,
+        code=error.code,
+        headers=_retry_headers(error),
     )
 
 
@@ -181,6 +202,7 @@ def _aws_error(error: AwsError) -> Response[Any]:
             error_type="rate_limit_error",
             param=None,
             code="rate_limit_exceeded",
+            headers={"retry-after-ms": "1000", "retry-after": "1"},  # AWS backs off in seconds
         )
     logger.exception("AWS call failed")
     return _error_response(
@@ -257,14 +279,14 @@ def _admit(event: dict[str, Any]) -> dict[str, Any] | None:
         console = path in api_console.PUBLIC_PATHS and event.get("httpMethod") == "GET"
         if path != OPENAPI_PATH and not console:
             tenant = default_api_keys().tenant_of(headers.get("authorization"))
-            default_rate_limiter().admit(tenant)
+            default_rate_limiter().admit(tenant, str(event.get("httpMethod") or "POST"))
         _check_body(event, headers.get("content-type", ""))
     except BatchCoreError as error:
         status, error_type = _status_of(error)
         body = _error_body(str(error), error_type=error_type, param=error.param, code=error.code)
         return {  # no resolver has run: the proxy response itself
             "statusCode": status,
-            "headers": {"Content-Type": "application/json"},
+            "headers": {"Content-Type": "application/json", **_retry_headers(error)},
             "body": json.dumps(body),
             "isBase64Encoded": False,
         }

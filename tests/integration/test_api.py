@@ -29,13 +29,15 @@ from tests.conftest import MODEL, chat_request, serve_api
 
 KEY = "sk-test-acme-0123456789"
 OTHER_KEY = "sk-test-other-0123456789"
+LIMITED_KEY = "sk-test-limited-0123456789"  # a tenant of its own, for its request rate
 Model = TypeVar("Model", bound=BaseModel)
 
 
 @pytest.fixture(scope="module")
 def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
     engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
-    with serve_api(engine, {KEY: "acme", OTHER_KEY: "other"}, shard_size=4, part_size=2) as running:
+    keys = {KEY: "acme", OTHER_KEY: "other", LIMITED_KEY: "limited"}
+    with serve_api(engine, keys, shard_size=4, part_size=2) as running:
         yield running
 
 
@@ -369,6 +371,73 @@ def test_a_missing_or_wrong_key_is_401_in_openai_shape(
         wrong.batches.list()
     error = error_of(excinfo)
     assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+
+
+def test_a_tenant_over_its_rate_gets_a_429_the_sdk_waits_out(
+    local_api: tuple[LocalStack, ApiServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = wiring.default_rate_limiter()  # the one the server admits requests with
+    # One write a second and a bucket of one second: four reads, or one write.
+    monkeypatch.setattr(limiter, "per_second", 1)
+    monkeypatch.setattr(limiter, "burst_seconds", 1)
+    # The bucket's clock stands still (past what earlier requests took) until a test thaws
+    # it: no answer depends on how fast this machine sends the requests.
+    clock: dict[str, float] = {
+        "at": float(int(time.time()) + 60),
+        "thawed_at": 0.0,
+        "thaw_on_429": 0.0,
+    }
+    monkeypatch.setattr(
+        limiter,
+        "_clock",
+        lambda: clock["at"] + (time.time() - clock["thawed_at"] if clock["thawed_at"] else 0),
+    )
+    statuses: list[int] = []
+    waits: list[str] = []  # each 429's retry-after-ms
+
+    def on_response(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            waits.append(response.headers["retry-after-ms"])
+            if clock["thaw_on_429"]:  # from the refusal on, the bucket's time runs
+                clock["thawed_at"] = time.time()
+
+    def limited(retries: int) -> openai.OpenAI:
+        counting = openai.DefaultHttpxClient(event_hooks={"response": [on_response]})
+        return openai.OpenAI(
+            base_url=local_api[1].base_url,
+            api_key=LIMITED_KEY,
+            max_retries=retries,
+            http_client=counting,
+        )
+
+    impatient = limited(0)
+    with pytest.raises(openai.RateLimitError) as refused:
+        for _ in range(10):
+            impatient.files.list()
+    assert statuses == [200] * 4 + [429]  # the bucket's four reads
+    error = refused.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert error.response.headers["retry-after-ms"] == "250"  # a read's worth
+    assert error.response.headers["retry-after"] == "1"
+
+    # A write needs the whole bucket: refused with a second to wait; the SDK waits what
+    # retry-after-ms says (rather than its own shorter backoff) and succeeds. The bucket's
+    # clock runs from that refusal on, from where it stood.
+    statuses.clear()
+    waits.clear()
+    clock["thaw_on_429"] = 1.0
+    patient = limited(2)
+    started = time.monotonic()
+    created = patient.files.create(file=("after.jsonl", b"{}\n"), purpose="batch")
+    assert created.bytes == 3
+    assert statuses == [429, 200]
+    assert waits == ["1000"]
+    assert time.monotonic() - started >= 1.0
+    # Another tenant has its own bucket.
+    assert openai.OpenAI(
+        base_url=local_api[1].base_url, api_key=OTHER_KEY, max_retries=0
+    ).files.list()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ OpenAI's shape (never a 5xx), and one tenant over its rate cannot cost another a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -86,15 +87,28 @@ def test_with_a_key_every_hostile_body_is_a_specific_400(
     assert_openai_error(call(api, method, path, body, headers), 400, code)
 
 
-def test_a_tenant_over_its_rate_gets_429_and_another_tenant_does_not(
+def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_another_tenant_does_not(
     api: tuple[LocalStack, ApiServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limiter = wiring.default_rate_limiter()
+    # 5 writes a second, a bucket of 1 s: 5 writes, or 20 reads (a quarter each).
     monkeypatch.setattr(limiter, "per_second", 5)
-    monkeypatch.setattr(limiter, "_clock", lambda: 1_000_000.0)  # one second, frozen
-    statuses = [call(api, "GET", "/batches").status_code for _ in range(8)]
-    assert statuses == [200] * 5 + [429] * 3
-    assert_openai_error(call(api, "GET", "/batches"), 429, "rate_limit_exceeded")
+    monkeypatch.setattr(limiter, "burst_seconds", 1)
+    # Frozen, past what the module's other tests took (their buckets are full again by then).
+    start = float(int(time.time()) + 60)
+    monkeypatch.setattr(limiter, "_clock", lambda: start)
+    statuses = [call(api, "GET", "/batches").status_code for _ in range(22)]
+    assert statuses == [200] * 20 + [429] * 2
+    refused = call(api, "GET", "/batches")
+    assert_openai_error(refused, 429, "rate_limit_exceeded")
+    # What the SDKs wait for: a read refills in 50 ms (a write's 200 ms over four).
+    assert refused.headers["retry-after-ms"] == "50"
+    assert refused.headers["retry-after"] == "1"
     assert call(api, "GET", "/batches", key=OTHER_KEY).status_code == 200
-    monkeypatch.setattr(limiter, "_clock", lambda: 1_000_001.0)  # the next second
-    assert call(api, "GET", "/batches").status_code == 200
+    monkeypatch.setattr(limiter, "_clock", lambda: start + 0.2)  # a write's worth later
+    assert call(api, "POST", "/batches", b"{}", JSON).status_code == 400  # admitted: a 400
+    write = call(api, "POST", "/batches", b"{}", JSON)
+    assert_openai_error(write, 429, "rate_limit_exceeded")
+    assert write.headers["retry-after-ms"] == "200"
+    monkeypatch.setattr(limiter, "_clock", lambda: start + 1.2)  # a second on: full again
+    assert [call(api, "GET", "/batches").status_code for _ in range(20)] == [200] * 20

@@ -321,3 +321,39 @@ def test_a_file_over_the_inline_limit_downloads_through_its_presigned_url(
     assert Path(got.value.path()).read_bytes() == path.read_bytes()
     assert got.value.suggested_filename == "five-mb.jsonl"
     assert redirected == [f"{console_url}v1/files/{done.file.id}/content"]  # it went by S3
+
+
+def test_the_lists_show_no_stray_text(
+    page: sync_api.Page, tmp_path: Path, console_url: str
+) -> None:
+    """What a person reads holds no `null` or `undefined` (a pager with no link once printed
+    `nullnull` under the table)."""
+    client = openai.OpenAI(base_url=console_url + "v1", api_key=KEY, max_retries=0)
+    data = b"".join(json.dumps(chat_request(f"s{i}")).encode() + b"\n" for i in range(3))
+    created = []
+    for _ in range(2):
+        uploaded = client.files.create(file=("stray.jsonl", data), purpose="batch")
+        created.append(
+            client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
+        )
+
+    def stray(text: str) -> list[str]:
+        # Without the ids, whose random letters could spell either word.
+        return re.findall(r"null|undefined", re.sub(r"\b(batch|file)[_-]\w+", "", text))
+
+    page.get_by_role("link", name="Files").click()
+    page.locator("tr[data-file]").first.wait_for()
+    text = page.inner_text("body")
+    assert stray(text) == [], text
+    page.get_by_role("link", name="Batches").first.click()
+    for batch_id in created:
+        page.locator(f"tr[data-batch='{batch_id}']").wait_for()
+    text = page.inner_text("body")
+    assert all(batch_id in text for batch_id in created)
+    assert stray(text) == [], text
+    page.get_by_role("link", name=created[0]).click()
+    page.get_by_text("completed", exact=True).first.wait_for(timeout=60_000)
+    text = page.inner_text("body")
+    assert stray(text) == [], text

@@ -173,6 +173,10 @@ def test_aws_throttling_becomes_429_and_other_aws_errors_500(
         answer = api.handler(load_event("api_list_batches.json"), CONTEXT)
         assert answer["statusCode"] == status
         assert set(json.loads(answer["body"])["error"]) == {"message", "type", "param", "code"}
+        headers = {k.lower(): v for k, v in (answer.get("multiValueHeaders") or {}).items()}
+        headers |= {k.lower(): [v] for k, v in (answer.get("headers") or {}).items()}
+        # AWS backs off in seconds: the SDKs wait one before they ask again.
+        assert headers.get("retry-after-ms") == (["1000"] if status == 429 else None)
 
 
 def test_the_webhook_handler_delivers_the_event_file_signed(

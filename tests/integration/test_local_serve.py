@@ -75,3 +75,36 @@ def test_local_serve_answers_the_sdk_and_s3_drops_then_stops_on_sigterm(
         time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+def test_the_sdk_pages_over_a_hundred_files_and_cancels_in_a_loop_without_a_429(
+    served: tuple[subprocess.Popen[str], dict[str, str]],
+) -> None:
+    """At the default request rate, what a script does with the SDK fits a tenant's share:
+    auto-paging two at a time over more than 100 files, then cancelling batches one after
+    another, with no retries and not one 429."""
+    _, info = served
+    statuses: list[int] = []
+    counting = openai.DefaultHttpxClient(
+        event_hooks={"response": [lambda r: statuses.append(r.status_code)]}
+    )
+    client = openai.OpenAI(base_url=info["api"], api_key=KEY, max_retries=0, http_client=counting)
+    data = json.dumps(chat_request("one")).encode() + b"\n"
+    created = [
+        client.files.create(file=(f"many-{i}.jsonl", data), purpose="batch").id for i in range(105)
+    ]
+    page = client.files.list(limit=2)
+    assert len(page.data) == 2 and page.has_more  # two a page: the SDK fetches the rest
+    walked = [file.id for file in page]  # the SyncCursorPage's own auto-paging
+    assert len(walked) == len(set(walked)) == 105
+    assert set(walked) == set(created)
+    batches = [
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id
+        for file_id in created[:6]
+    ]
+    for batch_id in batches:
+        assert client.batches.cancel(batch_id).status in {"cancelling", "cancelled", "completed"}
+    assert statuses.count(429) == 0
+    assert statuses.count(200) == 105 + 53 + 12  # the creates, the pages, the batches

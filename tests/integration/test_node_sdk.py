@@ -1,6 +1,7 @@
 """The official openai Node SDK (tests/node, installed by `make test` with npm) against the
-local server: files from a stream and from `toFile`, content byte for byte, batches with an
-idempotency key, auto-paging, cancel, delete and the SDK's error classes."""
+local server at its default request rate: files from a stream and from `toFile`, content byte
+for byte, batches with an idempotency key, auto-paging over more than 100 files, cancels in a
+loop, delete and the SDK's error classes, with no retries and not one 429."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from batch_core import wiring
+from batch_core.settings import Settings
 from batchctl.local import LocalStack
-from batchctl.server import ApiServer
+from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
-from tests.conftest import MODEL, chat_request, serve_api
+from tests.conftest import MODEL, chat_request
 
 KEY = "sk-test-node-0123456789"
 OTHER_KEY = "sk-test-node-other-0123456789"
@@ -26,8 +29,14 @@ NODE_TESTS = Path(__file__).parents[1] / "node"
 @pytest.fixture(scope="module")
 def local_api() -> Iterator[tuple[LocalStack, ApiServer]]:
     engine = FakeEngine(MODEL, max_model_len=64, seconds_per_request=0.01)
-    with serve_api(engine, {KEY: "node", OTHER_KEY: "node-other"}, shard_size=2) as running:
-        yield running
+    # Not serve_api, which turns the request rate off: the SDK's paging must fit the defaults.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("API_REQUESTS_PER_SECOND", raising=False)
+        patch.delenv("API_BURST_SECONDS", raising=False)
+        with serve_locally(
+            engine, api_keys={KEY: "node", OTHER_KEY: "node-other"}, shard_size=2
+        ) as running:
+            yield running
 
 
 def test_the_node_sdk_runs_the_whole_flow(
@@ -39,6 +48,10 @@ def test_the_node_sdk_runs_the_whole_flow(
     assert (NODE_TESTS / "node_modules" / "openai").is_dir(), (
         "the Node SDK is not installed: `make test` runs `npm ci` in tests/node"
     )
+    limiter = wiring.default_rate_limiter()
+    defaults = Settings.model_fields
+    assert limiter.per_second == defaults["api_requests_per_second"].default > 0
+    assert limiter.burst_seconds == defaults["api_burst_seconds"].default
     # Big enough that the SDK's stream goes out in several chunks.
     lines = [chat_request(f"n{i}", "x" * 2000) for i in range(40)]
     source = tmp_path / "node_input.jsonl"
@@ -61,3 +74,6 @@ def test_the_node_sdk_runs_the_whole_flow(
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["ok"] and summary["output_lines"] == len(lines)
     assert summary["batches_listed"] >= 2 and summary["files"] >= 2
+    assert summary["files_walked"] >= 105 and summary["cancelled"] == 6
+    assert summary["rate_limited"] == 0, summary["statuses"]
+    assert summary["statuses"]["200"] > 105 + 105 // 2  # the creates and the pages, counted

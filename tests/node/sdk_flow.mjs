@@ -1,11 +1,19 @@
 // The official openai Node SDK against the local server, as its own README uses it.
 // Run by tests/integration/test_node_sdk.py with OPENAI_BASE_URL, OPENAI_API_KEY, OTHER_KEY
-// and INPUT (a JSONL file) set. Each check that fails throws; the last line is a JSON summary.
+// and INPUT (a JSONL file) set, at the server's default request rate. Each check that fails
+// throws; the last line is a JSON summary, with the count of answers by status (no 429).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import OpenAI, { toFile } from 'openai';
 
-const client = new OpenAI({ maxRetries: 0 });
+// Every answer counted by status; with no retries a single 429 would also fail its call.
+const statuses = {};
+async function counting(url, init) {
+  const response = await fetch(url, init);
+  statuses[response.status] = (statuses[response.status] || 0) + 1;
+  return response;
+}
+const client = new OpenAI({ maxRetries: 0, fetch: counting });
 const input = process.env.INPUT;
 const expected = fs.readFileSync(input);
 const done = new Set(['completed', 'failed', 'expired', 'cancelled']);
@@ -76,6 +84,27 @@ assert.ok(pages.includes(batch.id) && pages.includes(second.id), 'auto-paging re
 assert.equal(new Set(pages).size, pages.length, 'no batch listed twice');
 summary.batches_listed = pages.length;
 
+// More than 100 objects walked by auto-paging, two a page, each seen once; then batches
+// created and cancelled in a loop, as a script tidying up does.
+const many = [];
+for (let i = 0; i < 105; i++) {
+  const small = await toFile(Buffer.from(expected.toString().split('\n')[0] + '\n'), `many_${i}.jsonl`);
+  many.push((await client.files.create({ file: small, purpose: 'batch' })).id);
+}
+const walked = [];
+for await (const file of client.files.list({ limit: 2 })) walked.push(file.id);
+assert.equal(new Set(walked).size, walked.length, 'no file listed twice');
+const missing = many.filter((id) => !walked.includes(id));
+assert.deepEqual(missing, [], 'auto-paging reaches every file created');
+summary.files_walked = walked.length;
+const toCancel = [];
+for (let i = 0; i < 6; i++) toCancel.push((await client.batches.create({ ...params, input_file_id: many[i] })).id);
+for (const id of toCancel) {
+  const answer = await client.batches.cancel(id);
+  assert.ok(['cancelling', 'cancelled', 'completed'].includes(answer.status), answer.status);
+}
+summary.cancelled = toCancel.length;
+
 // Errors come as the SDK's own classes, with OpenAI's body.
 await assert.rejects(client.batches.retrieve('batch_nope'), (error) => {
   assert.ok(error instanceof OpenAI.NotFoundError);
@@ -99,4 +128,6 @@ const deleted = await client.files.delete(fromBytes.id);
 assert.deepEqual([deleted.id, deleted.deleted], [fromBytes.id, true]);
 await assert.rejects(client.files.retrieve(fromBytes.id), OpenAI.NotFoundError);
 
+summary.statuses = statuses;
+summary.rate_limited = statuses[429] || 0;
 console.log(JSON.stringify({ ok: true, ...summary }));

@@ -39,6 +39,12 @@ function h(tag, attrs, ...children) {
   return node;
 }
 
+// Replaces a node's children, skipping null/undefined/false as h() does: the DOM's own
+// replaceChildren would write them out as the text "null" (a pager with no links did).
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
@@ -183,7 +189,7 @@ function progressBar(batch) {
 
 function show(...nodes) {
   clearTimeout(timer); timer = null;
-  main.replaceChildren(...nodes);
+  fill(main, ...nodes);
 }
 
 function markNav(view) {
@@ -259,10 +265,10 @@ async function batchesView(params) {
         h("td", { class: "num" }, `${number(usage.input_tokens)} / ${number(usage.output_tokens)}`),
         h("td", {}, when(batch.created_at)), h("td", {}, eta(batch)));
     }));
-    note.replaceChildren(shown.length ? "" : h("p", { class: "note" },
+    fill(note, shown.length ? null : h("p", { class: "note" },
       filter ? `No ${filter.replace("_", " ")} batch on this page.` : "No batches yet."));
     const older = new URLSearchParams(params);
-    pager.replaceChildren(
+    fill(pager,
       after ? h("a", { class: "button secondary", href: "#/batches" + (filter ? `?status=${filter}` : "") }, "Newest") : null,
       page.has_more && page.last_id ? (older.set("after", page.last_id), h("a", { class: "button secondary", href: `#/batches?${older}` }, "Older")) : null);
     if (page.data.some((b) => !TERMINAL.has(b.status))) timer = setTimeout(refresh, POLL_MS);
@@ -448,7 +454,7 @@ async function filesView(params) {
         catch (error) { note.replaceChildren(alertBox(error.message)); }
       } }, "Delete"))))));
   if (!page.data.length) note.replaceChildren(h("p", { class: "note" }, "No files."));
-  pager.replaceChildren(
+  fill(pager,
     after ? h("a", { class: "button secondary", href: "#/files" }, "Newest") : null,
     page.has_more && page.last_id ? h("a", { class: "button secondary", href: `#/files?after=${page.last_id}` }, "Older") : null);
 }
