@@ -18,6 +18,8 @@ from openai.types import Batch as OpenAIBatch
 from batch_core.models import BatchStatus
 from batch_core.records import BatchRecord
 from batch_core.repository import file_pk
+from batch_core.table_codec import to_item
+from batch_core.table_keys import META, rate_pk
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
@@ -198,6 +200,16 @@ def store_batch(stack: LocalStack, batch_id: str, status: BatchStatus, **fields:
         batch_id, status, int(time.time()), **{"input_key": "inbox/x.jsonl", **fields}
     )
     stack.stages.table.batches.create_batch(record)
+
+
+def empty_buckets(stack: LocalStack, *tenants: str) -> None:
+    """Remove the tenants' request buckets: a test that ran the limiter on a clock of its
+    own leaves them set in that clock's future, which would refuse later tests' requests."""
+    access = stack.stages.table.access
+    for tenant in tenants:
+        access.db.delete_item(
+            TableName=access.name, Key=to_item({"pk": rate_pk(tenant), "sk": META})
+        )
 
 
 def start_local_serve(

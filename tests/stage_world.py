@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
 
-import boto3
-
-from batch_core import s3keys
+from batch_core import s3keys, wiring
 from batch_core.batch_params import BatchParams
 from batch_core.deps import Deps
 from batch_core.intake_jobs import DroppedObject
@@ -59,10 +57,9 @@ def _template_resources() -> tuple[dict[str, Any], dict[str, Any]]:
 
 @cache
 def _clients() -> tuple[Any, Any, Any]:
-    """SQS, DynamoDB and S3 clients, made once per process: botocore reads its service
-    models anew for every session, which would cost most of a world's set-up. moto's mock
-    is what answers them, whichever mock is running when they are called."""
-    session = boto3.session.Session(region_name=REGION)
+    """SQS, DynamoDB and S3 clients, made once per process (a client is still ~10 ms to
+    build). moto's mock is what answers them, whichever mock is running when called."""
+    session = wiring.new_session(REGION)
     return session.client("sqs"), session.client("dynamodb"), session.client("s3")
 
 

@@ -191,8 +191,9 @@ class ModelRegistry:
 
     def retire(self, name: str) -> bool:
         """Refuse new batches for the model; running ones finish. False if unknown."""
+        retired = self.repository.models.retire_model(name, int(self._clock()))
         self.forget()
-        return self.repository.models.retire_model(name, int(self._clock()))
+        return retired
 
     def unfinished_batches(self, name: str, seen_retiring_at: int | None = None) -> list[str]:
         """The batches for the model that have not ended (every active batch is read), and,

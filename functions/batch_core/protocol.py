@@ -193,6 +193,18 @@ class EngineResult(BaseModel):
             custom_id=custom_id, status_code=status_code, body={"error": detail.model_dump()}
         )
 
+    @classmethod
+    def unsupported(cls, custom_id: str, served_model: str, url: str) -> EngineResult:
+        """A request for an endpoint the engine does not serve (validation refuses it first;
+        a shard is data, so an engine still answers it)."""
+        return cls.failure(
+            custom_id,
+            400,
+            f"The model {served_model!r} does not support {url}.",
+            param="url",
+            code="unsupported_endpoint",
+        )
+
     def to_output_line(self) -> BatchRequestOutput:
         response = BatchResponse(
             status_code=self.status_code, request_id=new_request_id(), body=self.body

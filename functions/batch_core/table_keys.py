@@ -55,6 +55,11 @@ def model_sk(name: str) -> str:
     return f"MODEL#{name}"
 
 
+def rate_pk(tenant: str) -> str:
+    """The tenant's request bucket (`TenantTable.take_tokens`)."""
+    return f"RATE#{tenant}"
+
+
 def tenant_pk(tenant: str) -> str:
     return f"TENANT#{tenant}"
 

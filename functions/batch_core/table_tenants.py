@@ -27,6 +27,7 @@ from batch_core.table_keys import (
     TENANT_LOAD,
     api_key_pk,
     listing_keys,
+    rate_pk,
     slot_sk,
     tenant_pk,
     webhook_pk,
@@ -197,33 +198,26 @@ class TenantTable:
         could be. One conditional write when the bucket is full, two when it is in use."""
         ttl = (now_us + burst_us) // 1_000_000 + 60
         limit = now_us + burst_us - cost_us  # the latest `tat` a request may still find
-        old = self._update_unless(
-            tenant,
+        fill = (  # the bucket is full (`tat` has passed): it starts from now
             "SET tat = :next, #ttl = :ttl",
             "attribute_not_exists(tat) OR tat < :now",
             {":next": now_us + cost_us, ":now": now_us, ":ttl": ttl},
         )
+        draw = (  # the bucket is in use and holds the cost
+            "SET tat = tat + :cost, #ttl = :ttl",
+            "tat BETWEEN :now AND :limit",
+            {":cost": cost_us, ":now": now_us, ":limit": limit, ":ttl": ttl},
+        )
+        write, tat = fill, 0
         for _ in range(3):  # another request of the tenant may move `tat` in between
+            old = self._update_unless(tenant, *write)
             if old is None:
                 return 0
             tat = int(old.get("tat", 0))
             if tat > limit:
                 return tat - limit
-            if tat < now_us:  # went full meanwhile (another clock): the first write again
-                old = self._update_unless(
-                    tenant,
-                    "SET tat = :next, #ttl = :ttl",
-                    "attribute_not_exists(tat) OR tat < :now",
-                    {":next": now_us + cost_us, ":now": now_us, ":ttl": ttl},
-                )
-                continue
-            old = self._update_unless(
-                tenant,
-                "SET tat = tat + :cost, #ttl = :ttl",
-                "tat BETWEEN :now AND :limit",
-                {":cost": cost_us, ":now": now_us, ":limit": limit, ":ttl": ttl},
-            )
-        return 0 if old is None else max(int(old.get("tat", 0)) - limit, 1)
+            write = fill if tat < now_us else draw
+        return max(tat - limit, 1)
 
     def _update_unless(
         self, tenant: str, update: str, condition: str, values: dict[str, int]
@@ -233,7 +227,7 @@ class TenantTable:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=to_item({"pk": f"RATE#{tenant}", "sk": "BUCKET"}),
+                Key=to_item({"pk": rate_pk(tenant), "sk": META}),
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#ttl": "ttl"},

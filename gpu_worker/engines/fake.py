@@ -91,13 +91,7 @@ class FakeEngine:
             )
         kind = reply_of(request.url)
         if kind is None:
-            return EngineResult.failure(
-                request.custom_id,
-                400,
-                f"The model {self._served_model!r} does not support {request.url}.",
-                param="url",
-                code="unsupported_endpoint",
-            )
+            return EngineResult.unsupported(request.custom_id, self._served_model, request.url)
         if kind == "embedding":
             return self._embed(request)
         if kind in ("score", "rerank"):

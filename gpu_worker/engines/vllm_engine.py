@@ -239,13 +239,7 @@ class VllmEngine:
 
         entry = self._endpoints.get(request.url)
         if entry is None:
-            return EngineResult.failure(
-                request.custom_id,
-                400,
-                f"The model {self._served_model!r} does not support {request.url}.",
-                param="url",
-                code="unsupported_endpoint",
-            )
+            return EngineResult.unsupported(request.custom_id, self._served_model, request.url)
         adapter, handler = entry
         try:
             return await self._serve(request, adapter, handler)

@@ -13,7 +13,7 @@ from batch_core import wiring
 from batchctl.local import LocalStack
 from batchctl.server import ApiServer, serve_locally
 from gpu_worker.engines.fake import FakeEngine
-from tests.conftest import MODEL
+from tests.conftest import MODEL, empty_buckets
 
 KEY = "sk-test-gate-0123456789"
 OTHER_KEY = "sk-test-gate-other-0123"
@@ -87,6 +87,15 @@ def test_with_a_key_every_hostile_body_is_a_specific_400(
     assert_openai_error(call(api, method, path, body, headers), 400, code)
 
 
+@pytest.fixture
+def own_clock(api: tuple[LocalStack, ApiServer]) -> Iterator[None]:
+    """For a test that runs the limiter on a clock of its own: the buckets it leaves in that
+    clock's future are removed after it, for the module's other tests."""
+    yield
+    empty_buckets(api[0], "gate", "gate-other")
+
+
+@pytest.mark.usefixtures("own_clock")
 def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_another_tenant_does_not(
     api: tuple[LocalStack, ApiServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,3 +121,23 @@ def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_another_tenant_doe
     assert write.headers["retry-after-ms"] == "200"
     monkeypatch.setattr(limiter, "_clock", lambda: start + 1.2)  # a second on: full again
     assert [call(api, "GET", "/batches").status_code for _ in range(20)] == [200] * 20
+
+
+@pytest.mark.usefixtures("own_clock")
+def test_concurrent_clients_of_one_tenant_never_take_more_than_its_bucket(
+    api: tuple[LocalStack, ApiServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    limiter = wiring.default_rate_limiter()
+    monkeypatch.setattr(limiter, "per_second", 5)  # a bucket of 1 s: five writes
+    monkeypatch.setattr(limiter, "burst_seconds", 1)
+    start = float(int(time.time()) + 120)  # frozen, past what the module's other tests took
+    monkeypatch.setattr(limiter, "_clock", lambda: start)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: call(api, "POST", "/batches", b"{}", JSON), range(32)))
+    statuses = sorted(answer.status_code for answer in answers)
+    # Each admitted write is a 400 (an empty body); the bucket's conditional writes let
+    # exactly five through, whatever order the clients race in.
+    assert statuses == [400] * 5 + [429] * 27
+    assert all(int(a.headers["retry-after-ms"]) > 0 for a in answers if a.status_code == 429)

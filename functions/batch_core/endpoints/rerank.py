@@ -10,7 +10,7 @@ from batch_core.endpoints.pooling import (
     SCORES_REQUESTS,
     pooling_text_chars,
 )
-from batch_core.endpoints.spec import EndpointSpec, ServingEntry
+from batch_core.endpoints.spec import EndpointSpec, ServingEntry, without_prefix
 from batch_core.errors import LineError
 
 PATH = "/v1/rerank"
@@ -26,15 +26,11 @@ def check_rerank(body: dict[str, Any]) -> int:
     return query + pooling_text_chars(documents, "documents", many=True)
 
 
-def _check(body: dict[str, Any]) -> tuple[int, int]:
-    return check_rerank(body), 0
-
-
 SPEC = EndpointSpec(
     path=PATH,
     aliases=("rerank",),
     fields=FIELDS,
-    check=_check,
+    check=without_prefix(check_rerank),
     serving=ServingEntry("serving_scores", None, f"{SCORES_REQUESTS}:RerankRequest"),
     pooling=True,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batch_core.endpoints.spec import EndpointSpec, ServingEntry, UsageReader
+from batch_core.endpoints.spec import EndpointSpec, ServingEntry, UsageReader, without_prefix
 from batch_core.errors import LineError
 
 PATH = "/v1/responses"
@@ -108,15 +108,11 @@ def _response_content_chars(content: object, where: str) -> int:
     return chars  # its media URLs: media_urls.media_urls_of, from request_schema.check_body
 
 
-def _check(body: dict[str, Any]) -> tuple[int, int]:
-    return check_responses(body), 0
-
-
 SPEC = EndpointSpec(
     path=PATH,
     aliases=("responses",),
     fields=FIELDS,
-    check=_check,
+    check=without_prefix(check_responses),
     serving=ServingEntry(
         "openai_serving_responses",
         "create_responses",

@@ -10,7 +10,7 @@ from batch_core.endpoints.pooling import (
     SCORES_REQUESTS,
     pooling_text_chars,
 )
-from batch_core.endpoints.spec import EndpointSpec, ServingEntry
+from batch_core.endpoints.spec import EndpointSpec, ServingEntry, without_prefix
 from batch_core.errors import LineError
 
 PATH = "/v1/score"
@@ -49,15 +49,11 @@ def check_score(body: dict[str, Any]) -> int:
     )
 
 
-def _check(body: dict[str, Any]) -> tuple[int, int]:
-    return check_score(body), 0
-
-
 SPEC = EndpointSpec(
     path=PATH,
     aliases=("score",),
     fields=FIELDS,
-    check=_check,
+    check=without_prefix(check_score),
     serving=ServingEntry("serving_scores", None, f"{SCORES_REQUESTS}:ScoreRequest"),
     pooling=True,
 )

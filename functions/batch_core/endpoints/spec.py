@@ -20,6 +20,17 @@ BodyCheck = Callable[[dict[str, Any]], tuple[int, int]]
 shares); returns (prompt characters, digest of the leading chat messages, 0 for none).
 Raises `LineError` with the code, message and param of the first problem."""
 
+
+def without_prefix(check: Callable[[dict[str, Any]], int]) -> BodyCheck:
+    """A `BodyCheck` from a check that counts prompt characters only: the family has no
+    leading chat messages to group shards by."""
+
+    def checked(body: dict[str, Any]) -> tuple[int, int]:
+        return check(body), 0
+
+    return checked
+
+
 FastFacts = tuple[int, int, int | None, int]
 """(prompt characters, prefix digest, output token limit over all choices, choices)."""
 
