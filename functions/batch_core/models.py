@@ -126,6 +126,9 @@ class BatchFields(BatchTimestamps):
     error_file_id: str | None = None
     """The failed lines; null when nothing failed."""
     metadata: dict[str, str] | None = None
+    priority: int = 0
+    """Extension: orders a tenant's own batches inside a scheduling tier (higher first); it
+    never moves another tenant's work."""
 
 
 class Batch(BatchFields):
@@ -141,9 +144,12 @@ class Batch(BatchFields):
     at_risk_at: int | None = None
     """Extension: when it was found unable to finish by `expires_at`, even with every worker
     the fleet may scale to (the `Batch At Risk` event went out then)."""
+    reused_requests: int = 0
+    """Extension: requests answered from an identical request's result (a repeat within the
+    batch, or, opted in, a tenant's earlier batch) instead of running again."""
 
 
-BATCH_EXTENSIONS = frozenset({"eta_at", "at_risk_at"})
+BATCH_EXTENSIONS = frozenset({"eta_at", "at_risk_at", "priority", "reused_requests"})
 """Batch fields OpenAI's object does not have (clients ignore them)."""
 
 

@@ -40,6 +40,8 @@ class BatchRecord(BatchFields):
     request_failed: int = 0
     request_rejected: int = 0
     """Of the failed: lines validation skipped (invalid_lines=skip); a retry leaves them out."""
+    request_reused: int = 0
+    """Of the completed and failed: lines answered from an identical request's result."""
     output_expires_after_seconds: int | None = None
     """How long its output and error Files are kept (`output_expires_after`; None: the
     deployment's default)."""
@@ -107,6 +109,7 @@ class BatchRecord(BatchFields):
             **self.model_dump(include=set(BatchFields.model_fields)),
             eta_at=self.eta_at(int(time.time())),
             at_risk_at=self.at_risk_at,
+            reused_requests=self.request_reused,
             request_counts=BatchRequestCounts(
                 total=self.request_total,
                 completed=self.request_completed,
