@@ -79,6 +79,10 @@ def add_api_commands(commands: Any) -> None:
         action="store_true",
         help="while the batch runs: the lines finished so far (*.partial.jsonl)",
     )
+    results.add_argument(
+        "--custom-id",
+        help="print that request's result or error line (readable while the batch runs)",
+    )
     results.set_defaults(run=_with_client(_results))
 
     retry = commands.add_parser(
@@ -199,6 +203,8 @@ def _cancel(client: openai.OpenAI, args: argparse.Namespace) -> int:
 
 
 def _results(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    if args.custom_id is not None:
+        return _custom_id_result(client, args.batch_id, args.custom_id)
     if args.partial:
         return _partial_results(client, args.batch_id, args.out)
     batch = client.batches.retrieve(args.batch_id)
@@ -316,8 +322,24 @@ def _download(client: openai.OpenAI, batch: Batch, out: Path) -> None:
     print(f"  {out / 'batch.json'}")
 
 
+def _custom_id_result(client: openai.OpenAI, batch_id: str, custom_id: str) -> int:
+    """The line of `custom_id` (several if rejected duplicates share it), as JSON lines;
+    EXIT_NOT_COMPLETED when it has none yet."""
+    page = client.get(
+        f"/batches/{batch_id}/results",
+        cast_to=httpx.Response,
+        options={"params": {"custom_id": custom_id, "limit": 1000}},
+    ).json()
+    for line in page["data"]:
+        print(json.dumps(line))
+    if not page["data"]:
+        print(f"batchctl: {batch_id} has no result for {custom_id!r} yet", file=sys.stderr)
+        return EXIT_NOT_COMPLETED
+    return EXIT_OK
+
+
 def _partial_results(client: openai.OpenAI, batch_id: str, out: Path) -> int:
-    parts = client.get(f"/batches/{batch_id}/results", cast_to=httpx.Response).json()["data"]
+    parts = client.get(f"/batches/{batch_id}/result_parts", cast_to=httpx.Response).json()["data"]
     out.mkdir(parents=True, exist_ok=True)
     counts = {"output": 0, "error": 0}
     paths = {"output": out / "output.partial.jsonl", "error": out / "errors.partial.jsonl"}

@@ -18,6 +18,7 @@ event routing and a worker behind it) until interrupted.
 
 `batchctl keys create --tenant T` creates an API key (stored as a hash) in the table that
 TABLE_NAME names, and prints it once; `batchctl keys revoke KEY` removes one.
+`batchctl tenants set T --max-active-batches N ...` gives a tenant limits of its own.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from batchctl.engine_log import EngineLog
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
 from batchctl.model_commands import add_model_commands
 from batchctl.progress import ProgressPrinter, print_summary
+from batchctl.tenant_commands import add_tenant_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_api_commands(commands)
     add_model_commands(commands)
+    add_tenant_commands(commands)
 
     validate = commands.add_parser("validate", help="validate a JSONL file offline")
     validate.add_argument("file", type=Path, help="the JSONL input file")

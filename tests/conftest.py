@@ -55,8 +55,12 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def chat_request(
-    custom_id: str, content: str = "Say hello.", *, model: str = MODEL, max_tokens: int = 8
+    custom_id: str, content: str | None = None, *, model: str = MODEL, max_tokens: int = 8
 ) -> dict[str, Any]:
+    """A chat line; by default it asks something of its own ("Say hello. (<custom_id>)"):
+    identical requests run once (`repeats`), so tests that want N runs need N bodies."""
+    if content is None:
+        content = f"Say hello. ({custom_id})"
     return {
         "custom_id": custom_id,
         "method": "POST",

@@ -6,10 +6,11 @@ from typing import Annotated, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from batch_core.batch_params import CompletionWindow, Metadata
+from batch_core.batch_params import CompletionWindow, Metadata, Priority
 from batch_core.files import MAX_FILENAME_CHARS
 from batch_core.json_bounds import JsonInt
 from batch_core.models import Batch, Endpoint, FileObject, WebhookEndpoint
+from batch_core.protocol import BatchLineError, BatchResponse
 from batch_core.retention import ExpiresAfter
 from batch_core.settings import DEFAULT_MAX_BATCH_BYTES
 
@@ -39,6 +40,9 @@ class BatchCreateParams(BaseModel):
     """Up to 16 pairs; keys up to 64 characters, values up to 512."""
     output_expires_after: ExpiresAfter | None = None
     """How long the output and error Files are kept (default: the deployment's 30 days)."""
+    priority: Priority = 0
+    """Extension: -1000 to 1000 (default 0). Among this tenant's own batches in the same
+    scheduling tier, a higher one's shards are let in first; another tenant's are not moved."""
 
 
 class UploadCreateParams(BaseModel):
@@ -66,7 +70,20 @@ class UploadCompleteParams(BaseModel):
     """The whole file's MD5 (hex), checked when given."""
 
 
-Item = TypeVar("Item", Batch, FileObject, WebhookEndpoint)
+class ResultLine(BaseModel):
+    """One line of a batch's output or error file, as the file has it, with its input line
+    (extension: GET /v1/batches/{id}/results)."""
+
+    id: str
+    """`batch_req_...`: a page's last id is the next page's `after`."""
+    custom_id: str | None
+    response: BatchResponse | None
+    error: BatchLineError | None = None
+    line: int
+    """The 1-based line of the input file it answers (extension)."""
+
+
+Item = TypeVar("Item", Batch, FileObject, WebhookEndpoint, ResultLine)
 
 
 class _CursorList(BaseModel, Generic[Item]):
@@ -108,8 +125,12 @@ class FileDeleted(BaseModel):
     deleted: bool = True
 
 
+class ResultLineList(_CursorList[ResultLine]):
+    """A page of GET /v1/batches/{id}/results: result and error lines in input order."""
+
+
 class ResultPartObject(BaseModel):
-    """One result part of a batch (extension: GET /v1/batches/{id}/results)."""
+    """One result part of a batch (extension: GET /v1/batches/{id}/result_parts)."""
 
     object: Literal["batch.result_part"] = "batch.result_part"
     kind: Literal["output", "error"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from batch_core.errors import AuthenticationError, InvalidRequestError, RateLimitError
 from batch_core.records import ApiKeyRecord
 from batch_core.repository import BatchRepository
+from batch_core.tenant_limits import TenantLimitBook
 
 KEY_PREFIX = "sk-ob-"
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -95,7 +96,9 @@ class RateLimiter:
     API function instance draws on the same one. It refills at `per_second` writes a second
     (reads cost a quarter) and holds `burst_seconds` of that, so a client may page quickly
     for a while and then at the sustained rate. A tenant over its share gets 429 with how
-    long to wait; no other tenant notices."""
+    long to wait; no other tenant notices. A tenant with a rate of its own (`limits`, from
+    `batchctl tenants set`) gets that instead: `per_second` and `burst_seconds` are the
+    defaults."""
 
     def __init__(
         self,
@@ -103,27 +106,41 @@ class RateLimiter:
         per_second: int,
         burst_seconds: int = 10,
         clock: Callable[[], float] = time.time,
+        limits: TenantLimitBook | None = None,
     ) -> None:
         self.repository = repository
         self.per_second = per_second
         self.burst_seconds = burst_seconds
         self._clock = clock
+        self.limits = limits
+
+    def rate_of(self, tenant: str) -> tuple[int, int]:
+        """(requests per second, burst seconds) of `tenant`: its own where set."""
+        own = self.limits.own(tenant) if self.limits is not None else None
+        if own is None:
+            return self.per_second, self.burst_seconds
+        per_second, burst = own.requests_per_second, own.burst_seconds
+        return (
+            self.per_second if per_second is None else per_second,
+            self.burst_seconds if burst is None else burst,
+        )
 
     def admit(self, tenant: str, method: str = "POST") -> None:
         """Take one request's cost; RateLimitError (with `retry_after_ms`) when the tenant's
         bucket does not hold it."""
-        if self.per_second <= 0:
+        per_second, burst_seconds = self.rate_of(tenant)
+        if per_second <= 0:
             return
-        write_us = 1_000_000 // self.per_second
+        write_us = 1_000_000 // per_second
         cost = write_us // READ_SHARE if method.upper() in {"GET", "HEAD"} else write_us
-        burst = max(self.burst_seconds * 1_000_000, write_us)  # holds one write at least
+        burst = max(burst_seconds * 1_000_000, write_us)  # holds one write at least
         wait_us = self.repository.tenants.take_tokens(
             tenant, cost_us=cost, burst_us=burst, now_us=round(self._clock() * 1_000_000)
         )
         if wait_us:
             raise RateLimitError(
-                f"Rate limit reached: {self.per_second} requests per second for your "
-                f"organization (reads count a quarter), bursts of {self.burst_seconds} "
+                f"Rate limit reached: {per_second} requests per second for your "
+                f"organization (reads count a quarter), bursts of {burst_seconds} "
                 "seconds' worth. Retry after the time in the retry-after header.",
                 retry_after_ms=-(-wait_us // 1000),
             )

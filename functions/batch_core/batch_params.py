@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,6 +35,7 @@ __all__ = [
     "Endpoint",
     "InvalidLines",
     "Metadata",
+    "Priority",
     "checked",
     "window_seconds",
 ]
@@ -81,6 +83,25 @@ Metadata = Annotated[
 """Up to 16 pairs; keys of 1 to 64 characters, values up to 512."""
 
 
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+
+
+def _whole_number(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 to a JSON Schema `integer` (and to the
+    clients that write it so); strings and booleans stay refused (strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The bounds before the validator, so the JSON Schema says minimum/maximum.
+Priority = Annotated[
+    int, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY, strict=True), BeforeValidator(_whole_number)
+]
+"""Extension: orders a tenant's own batches inside a scheduling tier (higher first; equal ones
+take turns as before); never another tenant's. -1000 to 1000, default 0."""
+
+
 def window_seconds(window: CompletionWindow) -> int:
     """Seconds in a completion window such as `24h` or `7d`."""
     checked(_Window, {"completion_window": window})
@@ -99,6 +120,7 @@ class BatchParams(BaseModel):
     invalid_lines: InvalidLines = "fail"
     output_expires_after: ExpiresAfter | None = None
     """How long the output and error Files are kept (default: the deployment's)."""
+    priority: Priority = 0
 
 
 class _Window(BaseModel):

@@ -15,7 +15,9 @@ from batch_core.ending import Ending
 from batch_core.errors import InvalidRequestError, NotFoundError
 from batch_core.ids import new_batch_id
 from batch_core.records import BatchRecord
+from batch_core.result_pages import DEFAULT_LIMIT, ResultPage, ResultPages
 from batch_core.results import ResultPart, Results
+from batch_core.reuse import REUSE_RESULTS, check_reuse_option
 from batch_core.table_codec import Page
 from batch_core.tenant_slots import TenantSlots
 
@@ -36,6 +38,8 @@ def fingerprint_of(input_file_id: str, params: BatchParams) -> str:
     ]
     if params.output_expires_after is not None:  # keeps earlier batches' fingerprints
         parameters.append(params.output_expires_after.model_dump())
+    if params.priority:  # as does the default priority
+        parameters.append({"priority": params.priority})
     return hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -72,6 +76,20 @@ class Batches:
     def result_parts(self, tenant: str, batch_id: str) -> list[ResultPart]:
         """The result and error parts written so far, readable while the batch runs."""
         return self.results.parts(self.get_for(tenant, batch_id))
+
+    def result_page(
+        self,
+        tenant: str,
+        batch_id: str,
+        *,
+        after: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        custom_id: str | None = None,
+    ) -> ResultPage:
+        """Result and error lines in input order after `after`, readable while the batch
+        runs (`result_pages`); with `custom_id`, that custom_id's."""
+        record = self.get_for(tenant, batch_id)
+        return ResultPages(self.results).page(record, after=after, limit=limit, custom_id=custom_id)
 
     def create_batch(
         self,
@@ -112,6 +130,7 @@ class Batches:
         invalid_lines, output_expires_after = params.invalid_lines, params.output_expires_after
         seconds = window_seconds(params.completion_window)
         metadata = params.metadata or None
+        check_reuse_option(metadata, f"metadata.{REUSE_RESULTS}")
         # A replayed Idempotency-Key answers with its batch and takes no slot (one taken for
         # a batch that has ended would never be released), even once its input is gone.
         existing = self.deps.table.batches.get_batch(batch_id)
@@ -148,6 +167,7 @@ class Batches:
             input_key=s3keys.batch_input_key(batch_id),
             invalid_lines=invalid_lines,
             tenant=tenant,
+            priority=params.priority,
             idempotency_fingerprint=fingerprint,
             output_expires_after_seconds=(
                 output_expires_after.seconds if output_expires_after else None

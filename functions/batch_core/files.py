@@ -183,7 +183,18 @@ class FileService:
                     self.store.delete_prefix(prefix)
                     if batch.outbox_name:
                         self.store.delete(s3keys.outbox_key(batch.outbox_name, filename))
+            # The result index (`result_index`) points into both kinds: it goes with the
+            # last of them (pages hide a deleted kind's lines until then).
+            others = [kind[0] for kind in kinds if kind[0] not in (None, record.file.id)]
+            if any(kind[0] == record.file.id for kind in kinds) and not any(
+                self._kept(other) for other in others if other is not None
+            ):
+                self.store.delete_prefix(s3keys.index_prefix(batch.id))
         self.repository.files.delete_file(record.file.id)
+
+    def _kept(self, file_id: str) -> bool:
+        other = self.repository.files.get_file(file_id)
+        return other is not None and not other.expired(self._now())
 
     def content(self, tenant: str, file_id: str) -> FileContent:
         """Small files inline; large ones as a presigned URL (the client follows a redirect)."""

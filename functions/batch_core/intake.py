@@ -8,8 +8,9 @@ import logging
 import posixpath
 import tempfile
 from collections.abc import Callable
+from contextlib import closing
 
-from batch_core import s3keys
+from batch_core import result_index, s3keys
 from batch_core.batch_params import window_seconds
 from batch_core.deps import Deps
 from batch_core.drop_options import (
@@ -31,9 +32,12 @@ from batch_core.model_registry import ModelRegistry
 from batch_core.models import BatchError
 from batch_core.notices import Notices
 from batch_core.records import BatchRecord, FileRecord, ShardRecord
+from batch_core.repeats import RepeatFinder
+from batch_core.result_index import IdIndexWriter
 from batch_core.results import refused_line
 from batch_core.retention import new_file_object
 from batch_core.retries import Retries
+from batch_core.reuse import opted_in
 from batch_core.settings import Settings
 from batch_core.sharding import PlannedShard, ShardBounds, ShardPlanner
 from batch_core.storage import ObjectStore
@@ -44,6 +48,7 @@ from batch_core.validation import (
     RejectedLine,
     ValidationLimits,
     ValidationReport,
+    ValidLine,
     iter_lines,
     stored_errors,
 )
@@ -75,6 +80,27 @@ def shard_bounds(settings: Settings) -> ShardBounds:
     )
 
 
+def _count_repeats(shards: list[ShardRecord], counts: dict[int, int]) -> None:
+    """Each shard's lines include the repeats of its primaries (the counts that must add up
+    to the batch's total: reserved requests, completed + failed)."""
+    for shard in shards:
+        shard.repeats = counts.get(shard.index, 0)
+        shard.request_count += shard.repeats
+
+
+def _plan_line(
+    line: ValidLine, planner: ShardPlanner, repeats: RepeatFinder, ids: IdIndexWriter
+) -> None:
+    """A valid line into its shard, unless it repeats an earlier one (`repeats`); either
+    way into the custom_id index (a repeat's shard is its primary's, not known here)."""
+    digest = repeats.repeat(line)
+    serial = None
+    if digest is not None:
+        serial = planner.add(line)
+        repeats.primary(digest, line, serial)
+    ids.add(line.custom_id, line.line, serial)
+
+
 def _option_error(error: InvalidRequestError) -> BatchError:
     return BatchError(code=error.code, message=str(error), param=error.param)
 
@@ -83,10 +109,13 @@ class _RejectedLines:
     """Error lines for the input lines validation rejected, spooled: the skip mode's share
     of the error file, or every error of a batch that failed (its item keeps only the first)."""
 
-    def __init__(self, batch_id: str) -> None:
+    def __init__(self, batch_id: str, ids: IdIndexWriter | None = None) -> None:
         self._batch_id = batch_id
         # Closed by __exit__; spooled so that a file of bad lines cannot fill memory.
         self._data = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+        # Their result index entries (`result_index`), in input order, spooled as well.
+        self._entries = tempfile.SpooledTemporaryFile(max_size=256 * 1024)  # noqa: SIM115
+        self._ids = ids
         self.size = 0
 
     def __enter__(self) -> _RejectedLines:
@@ -94,14 +123,28 @@ class _RejectedLines:
 
     def __exit__(self, *exc_info: object) -> None:
         self._data.close()
+        self._entries.close()
 
     def add(self, rejected: RejectedLine) -> None:
         error = rejected.error
-        self._write(
+        offset = self.size
+        line_id = self._write(
             f"{self._batch_id}/line/{rejected.line}",
             rejected.custom_id,
             error.model_copy(update={"message": f"Line {rejected.line}: {error.message}"}),
+            line=rejected.line,
         )
+        entry = result_index.Entry(
+            rejected.line,
+            line_id,
+            "error",
+            offset,
+            self.size - offset,
+            result_index.custom_id_digest(rejected.custom_id),
+        )
+        self._entries.write(entry.encode())
+        if self._ids is not None:
+            self._ids.add(rejected.custom_id, rejected.line, result_index.REJECTED)
 
     def add_file_errors(self, errors: list[BatchError]) -> None:
         """The errors about the whole file (no line of their own), after the lines'."""
@@ -109,18 +152,30 @@ class _RejectedLines:
             if error.line is None:
                 self._write(f"{self._batch_id}/file/{error.code}", None, error)
 
-    def _write(self, seed: str, custom_id: str | None, error: BatchError) -> None:
-        line = refused_line(
+    def _write(
+        self, seed: str, custom_id: str | None, error: BatchError, line: int | None = None
+    ) -> str:
+        refused = refused_line(
             seed, custom_id, message=error.message or "", code=error.code, param=error.param
         )
-        data = line.model_dump_json().encode() + b"\n"
+        if line is not None:  # its input line in its id, as every indexed line's
+            refused.id = result_index.placed_id(refused.id, line)
+        data = refused.model_dump_json().encode() + b"\n"
         self._data.write(data)
         self.size += len(data)
+        return refused.id
 
     def store(self, store: ObjectStore, key: str | None = None) -> None:
-        """Upload the lines to `key` (default: the skip mode's part of the error file)."""
+        """Upload the lines to `key` (default: the skip mode's part of the error file, then
+        its result index)."""
         self._data.seek(0)
         store.upload(key or s3keys.rejected_lines_key(self._batch_id), self._data)
+        if key is None:
+            self._entries.seek(0)
+            entries = result_index.read_entries(self._entries.read())
+            result_index.write_chunks(
+                store, self._batch_id, result_index.REJECTED, "part-00000", entries
+            )
 
 
 class Intake:
@@ -219,6 +274,7 @@ class Intake:
             input_key=input_key,
             outbox_name=name,
             invalid_lines=options.invalid_lines,
+            priority=options.priority,
         )
         input_file = new_file_object(
             input_file_id,
@@ -271,7 +327,7 @@ class Intake:
             return self.ending.end(record, CANCELLED)
         if record.status != "validating":
             return record
-        self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))  # shards of a cut-off attempt
+        self._drop_plan(record.id)  # shards of a cut-off attempt
         logger.error("intake of batch %s failed on every attempt", record.id)
         error = BatchError(
             code="intake_failed",
@@ -279,6 +335,11 @@ class Intake:
             "request ran. Submit it again; if this repeats, the operator has the logs.",
         )
         return self._fail_validation(record, [error])
+
+    def _drop_plan(self, batch_id: str) -> None:
+        """What planning wrote for a batch that will not run: its shards, its result index."""
+        self.deps.store.delete_prefix(s3keys.shard_prefix(batch_id))
+        self.deps.store.delete_prefix(s3keys.index_prefix(batch_id))
 
     def _resume_intake(self, record: BatchRecord, endpoint: str | None) -> BatchRecord:
         if record.status == "validating":
@@ -328,11 +389,17 @@ class Intake:
             return self._fail_validation(record, [error])
         skip = record.invalid_lines == "skip"
         shards: list[ShardRecord] = []
-        with _RejectedLines(record.id) as rejected:
+        reuse_results = opted_in(record.metadata)
+        # Identical requests run once: a repeat is answered by its primary (`repeats`).
+        repeats = RepeatFinder(settings.max_requests_per_shard)
+        ids = IdIndexWriter(self.deps.store, record.id)  # custom_id -> line (`result_index`)
+        with _RejectedLines(record.id, ids) as rejected, closing(repeats):
             with self.deps.store.parallel_uploads() as uploads:
 
                 def store_shard(shard: PlannedShard) -> None:
                     uploads.submit(s3keys.shard_key(record.id, shard.index), shard.data)
+                    repeats.placed(shard.serial, shard.index)
+                    ids.placed(shard.serial, shard.index)
                     shards.append(
                         ShardRecord(
                             batch_id=record.id,
@@ -340,6 +407,7 @@ class Intake:
                             request_count=shard.request_count,
                             slot=shard.slot,
                             estimated_tokens=shard.work_tokens,
+                            reuse_results=reuse_results,
                         )
                     )
 
@@ -353,31 +421,35 @@ class Intake:
                 )
                 chunks = self.deps.store.stream_ahead(record.input_key)
                 for line in validator.validate(iter_lines(chunks, settings.max_line_bytes)):
+                    # fail mode: no more shards after the first bad line
                     if skip or not validator.has_errors:
-                        planner.add(line)  # fail mode: no more shards after the first bad line
+                        _plan_line(line, planner, repeats, ids)
                 report = validator.report()
                 runnable = report.runnable(skip_invalid_lines=skip)
                 if runnable:
                     planner.close()
+                    repeats.store(self.deps.store, record.id)
+                    _count_repeats(shards, repeats.counts())
+                    ids.close()
                 else:
                     planner.discard()
             if not runnable:
-                self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))
+                self._drop_plan(record.id)
                 return self._fail_validation(
                     record, report.errors, total_errors=report.error_count, every_error=rejected
                 )
             if report.rejected_lines:
                 rejected.store(self.deps.store)
-        over_limit = self.slots.reserve_requests(record, sum(s.request_count for s in shards))
-        if over_limit is not None:
-            error = BatchError(code="request_limit_exceeded", message=over_limit)
-            failed = self._fail_validation(record, [error])
+        work = sum(shard.estimated_tokens for shard in shards)
+        requests = sum(shard.request_count for shard in shards)
+        over_limit = self.slots.reserve_requests(record, requests, work)
+        if over_limit is not None:  # request_limit_exceeded or token_limit_exceeded
+            failed = self._fail_validation(record, [over_limit])
             if failed.status == "failed":
-                self.deps.store.delete_prefix(s3keys.shard_prefix(record.id))
+                self._drop_plan(record.id)
                 return failed
             # Cancelled while validating: it ends below as cancelled, every line reported.
         self.deps.table.shards.put_shards(record.id, shards)
-        work = sum(shard.estimated_tokens for shard in shards)
         plan = {
             **_plan_fields(report, len(shards)),
             "tier": self.turns.first_tier(record, work, report.model),

@@ -218,7 +218,7 @@ class WebhookEndpoint(BaseModel):
     updated_at: int | None = None
     status: Literal["enabled", "disabled"] = "enabled"
     """Extension: `disabled` once deliveries to it failed again and again (nothing is sent to
-    it any more; delete it and register it again)."""
+    it any more, until an update enables it again)."""
 
 
 WEBHOOK_ENDPOINT_EXTENSIONS = frozenset({"status"})

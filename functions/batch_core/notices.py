@@ -47,6 +47,12 @@ class Notices:
         ended = record.status in TERMINAL_STATUSES
         if ended:
             self.slots.release(record)
+            if record.shards_let_in < record.shards_total:  # ended holding shards back
+                _guarded(
+                    "forget its held shards",
+                    record,
+                    lambda: self.deps.table.tenants.release_held(record.tenant, record.id),
+                )
         events, webhooks = self.events, self.webhooks
         if events is not None:
             _guarded(

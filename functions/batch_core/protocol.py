@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batch_core.endpoints import usage_reader
 from batch_core.errors import LineError
@@ -63,6 +63,8 @@ class UnreadableShardLine:
     custom_id: str | None
     """Its custom_id, when one can still be read."""
     reason: str
+    input_line: int = 0
+    """Its input line, when one can still be read (0: not known)."""
 
 
 def read_shard_line(raw: bytes, line_number: int) -> ShardRequest | UnreadableShardLine:
@@ -75,17 +77,24 @@ def read_shard_line(raw: bytes, line_number: int) -> ShardRequest | UnreadableSh
         return ShardRequest.model_validate(data)
     except (LineError, orjson.JSONDecodeError, ValidationError, RecursionError) as error:
         reason = str(error).splitlines()[0][:300]
-        return UnreadableShardLine(line_number, _custom_id_of(raw), reason)
+        custom_id, input_line = _custom_id_and_line_of(raw)
+        return UnreadableShardLine(line_number, custom_id, reason, input_line)
 
 
-def _custom_id_of(raw: bytes) -> str | None:
+def _custom_id_and_line_of(raw: bytes) -> tuple[str | None, int]:
     try:
         data = orjson.loads(raw)
     except (orjson.JSONDecodeError, RecursionError):
-        return None
-    request = data.get("request") if isinstance(data, dict) else None
+        return None, 0
+    if not isinstance(data, dict):
+        return None, 0
+    request = data.get("request")
     custom_id = request.get("custom_id") if isinstance(request, dict) else None
-    return custom_id if isinstance(custom_id, str) and custom_id else None
+    line = data.get("line")
+    return (
+        custom_id if isinstance(custom_id, str) and custom_id else None,
+        line if type(line) is int and line > 0 else 0,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,9 @@ class BatchRequestOutput(BaseModel):
     """None only for an input line too broken to have a readable custom_id."""
     response: BatchResponse | None
     error: BatchLineError | None = None
+    line: int | None = Field(default=None, exclude=True)
+    """The input line it answers (never written into the line: `result_index` puts it in
+    the id and the index). `Results.write` needs it on every line it is given."""
 
     @property
     def succeeded(self) -> bool:

@@ -132,13 +132,19 @@ class PartCounts:
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    reused: int = 0
+    """Of the completed and failed: lines answered from an identical request's result."""
 
-    def add(self, succeeded: bool, usage: tuple[int, int, int]) -> None:
-        """One result line: its success, and its usage (input, cached, output tokens)."""
+    def add(self, succeeded: bool, usage: tuple[int, int, int], *, reused: bool = False) -> None:
+        """One result line: its success, and its usage (input, cached, output tokens). A
+        reused line ran no engine request: it adds no tokens (usage counts them once)."""
+        self.reused += reused
         if not succeeded:
             self.failed += 1
             return
         self.completed += 1
+        if reused:
+            return
         self.input_tokens += usage[0]
         self.cached_tokens += usage[1]
         self.output_tokens += usage[2]
@@ -150,6 +156,11 @@ class ShardRecord(BaseModel):
     batch_id: str
     index: int
     request_count: int
+    """Its lines: the requests in its shard file and their `repeats`."""
+    repeats: int = 0
+    """Lines answered by a primary in this shard (`repeats.RepeatFinder`), stored beside it."""
+    reuse_results: bool = False
+    """Its batch opted in to reuse results across the tenant's batches (`reuse`)."""
     slot: int = 0
     """The planner's prefix slot: requests sharing leading messages share a slot (0: none)."""
     estimated_tokens: int = 0
@@ -217,6 +228,14 @@ class WebhookRecord(BaseModel):
     tenant: str
     secret: str
     consecutive_failures: int = 0
+    previous_secret: str | None = None
+    """The secret a rotation replaced, when it was asked to keep it a day
+    (`keep_old_secret_active_for_24_hours`): deliveries are signed by it too until
+    `previous_secret_until`."""
+    previous_secret_until: int | None = None
+    revision: int = 0
+    """One more on every update and rotation: each writes the record only if it is still at
+    the revision read (`replace_webhook`), so two at once cannot undo each other."""
 
 
 ModelStatus = Literal["active", "retiring"]

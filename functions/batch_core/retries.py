@@ -104,6 +104,7 @@ class Retries:
                 "completion_window": parent.completion_window,
                 "metadata": _linked(inherited, "retry_of", parent.id),
                 "invalid_lines": parent.invalid_lines,
+                "priority": parent.priority,
                 # The child's results are kept as long as the parent's.
                 "output_expires_after": (
                     ExpiresAfter(anchor="created_at", seconds=parent.output_expires_after_seconds)

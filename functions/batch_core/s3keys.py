@@ -44,6 +44,12 @@ def shard_prefix(batch_id: str) -> str:
     return f"{BATCHES_PREFIX}{batch_id}/shards/"
 
 
+def repeats_key(batch_id: str, shard_index: int) -> str:
+    """The repeats of a shard's primaries (`repeats`): under the shard prefix, so whatever
+    deletes a batch's shards (and the `batches/` lifecycle rule) takes them too."""
+    return f"{shard_prefix(batch_id)}repeats/{shard_index:05d}.jsonl"
+
+
 def results_prefix(batch_id: str, shard_index: int | None = None) -> str:
     base = f"{BATCHES_PREFIX}{batch_id}/results/"
     return base if shard_index is None else f"{base}{shard_index:05d}/"
@@ -57,6 +63,24 @@ def errors_prefix(batch_id: str, shard_index: int | None = None) -> str:
 def rejected_lines_key(batch_id: str) -> str:
     """Error lines for the input lines that failed validation (invalid_lines=skip)."""
     return f"{errors_prefix(batch_id)}rejected/{part_name(0)}"
+
+
+def index_prefix(batch_id: str) -> str:
+    """The batch's result index (`result_index`): where each result line is, and which line
+    holds a custom_id. Not under results/ or errors/: `Results.merge` joins everything there."""
+    return f"{BATCHES_PREFIX}{batch_id}/index/"
+
+
+def line_index_prefix(batch_id: str, source: str | None = None) -> str:
+    """The index chunks of a result file's lines; `source` is a shard (`00012`) or
+    `rejected`."""
+    base = f"{index_prefix(batch_id)}lines/"
+    return base if source is None else f"{base}{source}/"
+
+
+def id_index_prefix(batch_id: str) -> str:
+    """custom_id -> input line and shard, in hash buckets, written at intake."""
+    return f"{index_prefix(batch_id)}ids/"
 
 
 def part_name(part_index: int) -> str:

@@ -196,6 +196,15 @@ class Settings(TableSettings):
         description="Requests a tenant's active batches may hold; while they hold this many, a "
         "new batch answers 429 (0: no limit).",
     )
+    tenant_max_queued_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Estimated tokens (prompt plus output, as intake plans them) a tenant's "
+        "active batches may hold; a validated batch that would pass it fails "
+        "`token_limit_exceeded` (0: no limit, as the other tenant limits: a quota only means "
+        "something against the fleet's throughput, which each deployment knows, and off it "
+        "costs no bookkeeping; `batchctl tenants set` gives one tenant its own).",
+    )
     api_requests_per_second: int = Field(
         default=20,
         ge=0,

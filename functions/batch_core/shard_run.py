@@ -15,9 +15,18 @@ from batch_core.deps import Deps
 from batch_core.media_urls import MediaPolicy, refused_media
 from batch_core.messaging import ShardQueue, ShardTask
 from batch_core.notices import Notices
-from batch_core.protocol import BatchRequestOutput, Engine, EngineRequest, ShardRequest
+from batch_core.protocol import (
+    BatchRequestOutput,
+    BatchResponse,
+    Engine,
+    EngineRequest,
+    ShardRequest,
+)
 from batch_core.records import PartCounts, ShardRecord
+from batch_core.repeats import ShardRepeats
 from batch_core.results import FinishedRequests, PendingPart, Results, refused_line
+from batch_core.reuse import ShardReuse, cached_line
+from batch_core.table_reuse import ReuseTable
 from batch_core.turns import Turns
 
 logger = logging.getLogger(__name__)
@@ -37,9 +46,11 @@ class ShardRun:
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    reused: int = 0
     seconds: float = 0.0
 
     def add(self, counts: PartCounts) -> None:
+        self.reused += counts.reused
         self.succeeded += counts.completed
         self.failed += counts.failed
         self.input_tokens += counts.input_tokens
@@ -104,20 +115,20 @@ class ShardRunner:
         )
         run = ShardRun("done")
         part = PendingPart()
-        pending = self._to_run(shard, finished, part)
+        answers = _Answers(shard, ShardRepeats.read(self.deps.store, shard), self._reuse(shard))
+        pending = self._to_run(shard, finished, part, answers)
         part_started = time.monotonic()
         remaining = len(pending)
         results = engine.run(pending)
         try:
             for result in results:
-                line = result.to_output_line()
-                (part.succeeded if line.succeeded else part.failed).append(line)
+                answers.add(part, result.to_output_line())
                 remaining -= 1
                 if remaining and (
                     len(part) >= settings.results_part_size
                     or time.monotonic() - part_started >= settings.results_part_seconds
                 ):
-                    run.add(self.results.write(shard, next_part, part))
+                    run.add(answers.write(self.results, next_part, part))
                     next_part, part, part_started = next_part + 1, PendingPart(), time.monotonic()
                     if not self._still_running(task.batch_id):
                         run.outcome = "stopped"
@@ -130,7 +141,7 @@ class ShardRunner:
                 close()  # abort what the engine still runs for us
         if remaining:
             if len(part):
-                run.add(self.results.write(shard, next_part, part))
+                run.add(answers.write(self.results, next_part, part))
             # Give the lease up so whoever takes the shard next need not wait for it to lapse.
             table.shards.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
             run.seconds = time.monotonic() - started
@@ -140,7 +151,7 @@ class ShardRunner:
                 run.outcome = "interrupted"
             return run
         # The last part and the shard's settlement are one transaction.
-        run.add(self.results.write(shard, next_part, part, settle=True))
+        run.add(answers.write(self.results, next_part, part, settle=True))
         settled = table.batches.get_batch(task.batch_id)
         if settled is not None:
             self.notices.outbox(settled)  # a shard of one part moves the outbox's counts too
@@ -178,23 +189,94 @@ class ShardRunner:
             return ShardRun("busy")  # another worker holds its lease: a duplicated message
         return ShardRun("skipped")  # already done
 
+    def _reuse(self, shard: ShardRecord) -> ShardReuse | None:
+        """The tenant's result cache, for a shard whose batch opted in (`reuse`)."""
+        if not shard.reuse_results:
+            return None
+        batch = self.deps.table.batches.get_batch(shard.batch_id)
+        if batch is None:
+            return None
+        keep = batch.output_expires_after_seconds or self.deps.settings.file_retention_seconds
+        return ShardReuse(
+            ReuseTable(self.deps.table.access),
+            self.deps.store,
+            tenant=batch.tenant,
+            now=self.deps.now(),
+            keep_seconds=keep,
+        )
+
     def _to_run(
-        self, shard: ShardRecord, finished: FinishedRequests, part: PendingPart
+        self, shard: ShardRecord, finished: FinishedRequests, part: PendingPart, answers: _Answers
     ) -> list[EngineRequest]:
         """The shard's requests the engine still has to run; lines it must not run (unreadable,
-        a media URL the policy refuses) go to `part` as error lines."""
-        pending: list[EngineRequest] = []
+        a media URL the policy refuses) go to `part` as error lines, and those the tenant's
+        cache answers as reused lines (each with its repeats)."""
+        runnable: list[ShardRequest] = []
         media = MediaPolicy.of(self.deps.settings.allowed_media_domains)
         for request in self.results.unfinished(shard, finished):
             if isinstance(request, BatchRequestOutput):
                 part.failed.append(request)  # an unreadable line: not the engine's to run
                 continue
+            answers.known(request)
             # Intake's walk, every shape; shards are data, so checked again here.
             refused = refused_media(request.body, request.url, media)
             if refused is not None:
-                part.failed.append(_media_refused_line(shard, request, *refused))
+                answers.add(part, _media_refused_line(shard, request, *refused))
+                continue
+            runnable.append(request)
+        cached = answers.cached(runnable)
+        pending: list[EngineRequest] = []
+        for request in runnable:
+            hit = cached.get(request.custom_id)
+            if hit is not None:
+                answers.add(part, cached_line(shard.batch_id, request.custom_id, hit), reused=True)
                 continue
             pending.append(
                 EngineRequest(custom_id=request.custom_id, url=request.url, body=request.body)
             )
         return pending
+
+
+class _Answers:
+    """How each of a shard's results becomes lines: the request's own, and one for each of
+    its repeats, in the same part (a crash never splits them); kept for reuse when its batch
+    opted in."""
+
+    def __init__(self, shard: ShardRecord, repeats: ShardRepeats, reuse: ShardReuse | None) -> None:
+        self._shard = shard
+        self._repeats = repeats
+        self._reuse = reuse
+        self._lines: dict[str, int] = {}  # custom_id -> input line of the requests to answer
+
+    def known(self, request: ShardRequest) -> None:
+        self._lines[request.custom_id] = request.line
+
+    def cached(self, requests: list[ShardRequest]) -> dict[str, BatchResponse]:
+        return {} if self._reuse is None else self._reuse.lookup(requests)
+
+    def add(self, part: PendingPart, line: BatchRequestOutput, *, reused: bool = False) -> None:
+        """`line` (a request's result) and its repeats' lines into `part`."""
+        kind = part.succeeded if line.succeeded else part.failed
+        kind.append(line)
+        if reused:
+            part.reused_ids.add(line.id)
+        elif self._reuse is not None:
+            self._reuse.remember(line)
+        input_line = self._lines.get(line.custom_id or "")
+        if input_line is None:
+            return
+        if line.line is None:
+            line.line = input_line  # the results index places every line by its input line
+        part.input_lines[line.custom_id or ""] = input_line
+        for repeat, copy in self._repeats.copies(self._shard.batch_id, input_line, line):
+            kind.append(copy)
+            part.reused_ids.add(copy.id)
+            part.input_lines[repeat.custom_id] = repeat.line
+
+    def write(
+        self, results: Results, part_index: int, part: PendingPart, *, settle: bool = False
+    ) -> PartCounts:
+        counts = results.write(self._shard, part_index, part, settle=settle)
+        if self._reuse is not None:
+            self._reuse.flush(part.written)  # after the part: kept only once it is written
+        return counts

@@ -78,11 +78,14 @@ class PlannedShard:
     byte_count: int
     work_tokens: int
     data: IO[bytes]
+    serial: int = 0
+    """What `ShardPlanner.add` called it while it was open."""
 
 
 @dataclass
 class _OpenShard:
     slot: int
+    serial: int
     # Closed by whoever `emit` hands it to, or by `discard`.
     data: IO[bytes] = field(
         default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
@@ -113,13 +116,16 @@ class ShardPlanner:
         self._context_of = context_tokens
         self._context: int | None = None
         self._open: dict[int, _OpenShard] = {}
+        self._opened = 0
         self.shard_count = 0
 
     def slot_of(self, line: ValidLine) -> int:
         slots = self._bounds.prefix_slots
         return 0 if not line.prefix or slots <= 0 else 1 + line.prefix % slots
 
-    def add(self, line: ValidLine) -> None:
+    def add(self, line: ValidLine) -> int:
+        """Put `line` in an open shard; returns that shard's serial (the number of shards
+        opened before it), which `PlannedShard.serial` repeats once it is emitted."""
         data = line.shard_line()
         context = self._context
         if context is None:
@@ -135,7 +141,8 @@ class ShardPlanner:
             self._flush(slot)  # a shard never goes past its bounds unless one request does
             shard = None
         if shard is None:
-            shard = self._open[slot] = _OpenShard(slot)
+            shard = self._open[slot] = _OpenShard(slot, self._opened)
+            self._opened += 1
         if self._keep_lines:
             shard.data.write(data)
         shard.request_count += 1
@@ -146,6 +153,7 @@ class ShardPlanner:
             or shard.work_tokens >= self._bounds.max_work_tokens
         ):
             self._flush(slot)
+        return shard.serial
 
     def add_all(self, lines: Iterable[ValidLine]) -> None:
         for line in lines:
@@ -174,6 +182,7 @@ class ShardPlanner:
                 byte_count=shard.byte_count,
                 work_tokens=shard.work_tokens,
                 data=shard.data,
+                serial=shard.serial,
             )
         )
         self.shard_count += 1

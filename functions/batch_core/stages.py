@@ -3,7 +3,8 @@ holding the collaborators it calls by name (openai-python's client of sub-resour
 
 A handler or the worker depends on one stage: the validate function on `intake`, the worker
 on `runner`, finalize and the dead-letter functions on `ending`, the schedule on `sweep`, the
-API's routes on `batches`, `retries`, `files` and `webhooks`. Tests build one over moto."""
+API's routes on `batches`, `retries`, `files` and `webhook_endpoints`, the webhook
+function on `webhooks`. Tests build one over moto."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from batch_core.settings import Settings
 from batch_core.shard_run import ShardRunner
 from batch_core.storage import ObjectStore
 from batch_core.sweep import Sweep
+from batch_core.tenant_limits import TenantLimitBook
 from batch_core.tenant_slots import TenantSlots
 from batch_core.turns import Turns
+from batch_core.webhook_endpoints import WebhookEndpoints
 from batch_core.webhooks import WebhookService
 
 
@@ -69,14 +72,23 @@ class Stages:
         )
 
     @cached_property
+    def limits(self) -> TenantLimitBook:
+        """Each tenant's limits in force, one cache per process (the rate limiter's too)."""
+        return TenantLimitBook(self.deps.table, self.deps.settings, self.deps.clock)
+
+    @cached_property
     def slots(self) -> TenantSlots:
-        return TenantSlots(self.deps)
+        return TenantSlots(self.deps, self.limits)
 
     @cached_property
     def webhooks(self) -> WebhookService:
         return WebhookService(
             self.deps.settings, self.deps.table.tenants, self.channels.webhook_queue
         )
+
+    @cached_property
+    def webhook_endpoints(self) -> WebhookEndpoints:
+        return WebhookEndpoints(self.deps.table.tenants, self.webhooks, clock=self.deps.clock)
 
     @cached_property
     def notices(self) -> Notices:

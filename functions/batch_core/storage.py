@@ -88,6 +88,23 @@ class ObjectStore:
     def read(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def read_if_there(self, key: str) -> bytes | None:
+        """The object's bytes; None when there is no such object."""
+        try:
+            return self.read(key)
+        except self._s3.exceptions.ClientError as error:
+            if _is_missing(error):
+                return None
+            raise
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the object from `offset` (one ranged GET: a page of results reads
+        its lines, never whole parts)."""
+        if length <= 0:
+            return b""
+        byte_range = f"bytes={offset}-{offset + length - 1}"
+        return self._s3.get_object(Bucket=self.bucket, Key=key, Range=byte_range)["Body"].read()
+
     def size(self, key: str) -> int:
         return self.head(key).size
 

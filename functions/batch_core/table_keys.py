@@ -19,6 +19,9 @@ SLOTS_BY_EXPIRY = "slot"
 MODELS = "MODELS"
 """The partition of the model registry (one item per served model)."""
 
+TENANTS = "TENANTS"
+"""The partition of tenants' own limits (one item per tenant that has any: `batchctl tenants`)."""
+
 TENANT_LOAD = "LOAD"
 """The sort key of a tenant's counters: active batches and the requests they hold."""
 
@@ -62,6 +65,21 @@ def rate_pk(tenant: str) -> str:
 
 def tenant_pk(tenant: str) -> str:
     return f"TENANT#{tenant}"
+
+
+def limits_sk(tenant: str) -> str:
+    return f"LIMITS#{tenant}"
+
+
+def held_pk(tenant: str) -> str:
+    """A partition of its own, not the tenant's: the workers read and clear it as shards
+    settle, and their role reaches no other item of a tenant (infra/worker-fleet.yaml)."""
+    return f"HELD#{tenant}"
+
+
+def held_sk(batch_id: str) -> str:
+    """A running batch of the tenant that still holds shards back (`Turns`: priority)."""
+    return f"HELD#{batch_id}"
 
 
 def slot_sk(batch_id: str) -> str:

@@ -129,7 +129,7 @@ class ShardTable:
         shard_update = "SET parts_committed = :next ADD completed :completed, failed :failed"
         batch_update = (
             "ADD request_completed :completed, request_failed :failed, input_tokens :input, "
-            "cached_tokens :cached, output_tokens :output"
+            "cached_tokens :cached, output_tokens :output, request_reused :reused"
         )
         # A settled shard takes no more parts (every part of it is already counted).
         condition = "parts_committed = :part AND #status <> :done"
@@ -173,6 +173,7 @@ class ShardTable:
                                 ":input": counts.input_tokens,
                                 ":cached": counts.cached_tokens,
                                 ":output": counts.output_tokens,
+                                ":reused": counts.reused,
                                 **({":minus_one": -1} if settle else {}),
                             }
                         ),

@@ -1,4 +1,5 @@
-"""Per-tenant items: webhook endpoints, the request bucket, API keys, the tenant's load."""
+"""Per-tenant items: webhook endpoints, the request bucket, API keys, the tenant's load, its own
+limits, and its running batches that hold shards back."""
 
 from __future__ import annotations
 
@@ -25,13 +26,18 @@ from batch_core.table_keys import (
     META,
     SLOTS_BY_EXPIRY,
     TENANT_LOAD,
+    TENANTS,
     api_key_pk,
+    held_pk,
+    held_sk,
+    limits_sk,
     listing_keys,
     rate_pk,
     slot_sk,
     tenant_pk,
     webhook_pk,
 )
+from batch_core.tenant_limits import TenantLimits
 
 _WEBHOOK_COUNT = "WEBHOOKS"
 """The sort key, under the tenant, of how many webhook endpoints it has."""
@@ -52,6 +58,34 @@ class TenantTable:
         listing = listing_keys(record.tenant, "webhook", record.endpoint.id)
         item = record_item(record, pk=webhook_pk(record.endpoint.id), sk=META, **listing)
         self._db.put_item(TableName=self._table, Item=item)
+
+    def replace_webhook(self, record: WebhookRecord, *, revision: int, failures: int) -> bool:
+        """Write `record`'s fields over its endpoint's if that is still as it was read: at
+        `revision`, with `failures` failed attempts in a row (an update, a rotation or an
+        attempt counted since refuses it); False then, or when it was deleted. One update:
+        the listing keys stay, so the endpoint keeps its place (`put_webhook` moves it)."""
+        names = {"#revision": "revision", "#failures": "consecutive_failures"}
+        names["#document"] = "document"  # the earliest encoding, whose JSON would win on read
+        values: dict[str, Any] = {":read_revision": revision, ":read_failures": failures}
+        sets: list[str] = []
+        removes = ["#document"]
+        for i, (name, value) in enumerate(record.model_dump().items()):
+            names[f"#f{i}"] = name
+            if value is None:
+                removes.append(f"#f{i}")
+            else:
+                sets.append(f"#f{i} = :f{i}")
+                values[f":f{i}"] = value
+        update = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
+        return self._access.update_if(
+            webhook_pk(record.endpoint.id),
+            update=update,
+            condition="attribute_exists(pk)"
+            " AND (attribute_not_exists(#revision) OR #revision = :read_revision)"
+            " AND (attribute_not_exists(#failures) OR #failures = :read_failures)",
+            names=names,
+            values=values,
+        )
 
     def add_webhook(self, record: WebhookRecord, *, limit: int) -> bool:
         """Store a new endpoint if its tenant has fewer than `limit`; False when it has them.
@@ -283,15 +317,45 @@ class TenantTable:
         values = self._access.item(api_key_pk(key_hash))
         return record_from(ApiKeyRecord, values) if values else None
 
-    # -- a tenant's load: its active batches and the requests they hold --------------------
+    # -- a tenant's own limits (`tenant_limits`) --------------------------------------------
+
+    def get_limits(self, tenant: str) -> TenantLimits | None:
+        values = self._access.item(TENANTS, limits_sk(tenant))
+        return record_from(TenantLimits, values) if values else None
+
+    def put_limits(self, limits: TenantLimits) -> None:
+        item = to_item(
+            {"pk": TENANTS, "sk": limits_sk(limits.tenant), **limits.model_dump(exclude_none=True)}
+        )
+        self._db.put_item(TableName=self._table, Item=item)
+
+    def delete_limits(self, tenant: str) -> bool:
+        return self._access.delete(TENANTS, limits_sk(tenant))
+
+    def list_limits(self) -> list[TenantLimits]:
+        return [record_from(TenantLimits, v) for v in self._access.items_under(TENANTS, "LIMITS#")]
+
+    # -- a tenant's load: its active batches and the requests and tokens they hold ---------
 
     def tenant_load(self, tenant: str) -> tuple[int, int]:
         """(active batches, requests they hold) of `tenant`."""
         values = self._access.item(tenant_pk(tenant), TENANT_LOAD, consistent=True) or {}
         return int(values.get("active_batches", 0)), int(values.get("queued_requests", 0))
 
+    def queued_tokens(self, tenant: str) -> int:
+        """The estimated tokens `tenant`'s counted batches hold."""
+        values = self._access.item(tenant_pk(tenant), TENANT_LOAD, consistent=True) or {}
+        return int(values.get("queued_tokens", 0))
+
     def reserve_batch_slot(
-        self, tenant: str, batch_id: str, *, expires_at: int, max_batches: int, max_requests: int
+        self,
+        tenant: str,
+        batch_id: str,
+        *,
+        expires_at: int,
+        max_batches: int,
+        max_requests: int,
+        max_tokens: int = 0,
     ) -> bool:
         """Count one more active batch for `tenant` if its limits allow (0: no limit); True
         when the batch holds its slot, also when it held it already (a retried create). The
@@ -306,6 +370,9 @@ class TenantTable:
         if max_requests:
             limits.append("(attribute_not_exists(queued_requests) OR queued_requests < :reqs)")
             values[":reqs"] = max_requests
+        if max_tokens:
+            limits.append("(attribute_not_exists(queued_tokens) OR queued_tokens < :tokens)")
+            values[":tokens"] = max_tokens
         count: dict[str, Any] = {
             "TableName": self._table,
             "Key": to_item({"pk": tenant_pk(tenant), "sk": TENANT_LOAD}),
@@ -323,6 +390,7 @@ class TenantTable:
             "active": SLOTS_BY_EXPIRY,
             "expires_at": expires_at,
             "requests": 0,
+            "tokens": 0,
         }
         response = unless_refused(
             self._db.transact_write_items,
@@ -340,28 +408,44 @@ class TenantTable:
         return response is not None
 
     def count_slot_requests(
-        self, tenant: str, batch_id: str, requests: int, *, max_requests: int = 0
+        self,
+        tenant: str,
+        batch_id: str,
+        requests: int,
+        *,
+        tokens: int = 0,
+        max_requests: int = 0,
+        max_tokens: int = 0,
     ) -> bool:
-        """The batch's requests are known (validation ended): its tenant's load holds them
-        until it ends, if `max_requests` (0: no limit) leaves room for all of them. The slot
-        and the tenant's count change in one transaction, so two batches counted at once
-        cannot both take the last room. True when they are counted, also when they were
-        already (a retried intake) or the batch holds no slot (created before limits were
-        on); False when the limit leaves no room."""
+        """The batch's requests and estimated tokens are known (validation ended): its
+        tenant's load holds them until it ends, if `max_requests` and `max_tokens` (0: no
+        limit) leave room for all of them. The slot and the tenant's counts change in one
+        transaction, so two batches counted at once cannot both take the last room. True
+        when they are counted, also when they were already (a retried intake) or the batch
+        holds no slot (created before limits were on); False when a limit leaves no room."""
+        values: dict[str, int] = {":n": requests, ":t": tokens}
+        fits: list[str] = []
+        # A tenant's first counted batch finds no counter yet: it must fit too.
+        if max_requests:
+            fits.append(
+                "((attribute_not_exists(queued_requests) AND :n <= :max_n)"
+                " OR queued_requests <= :room_n)"
+            )
+            values.update({":max_n": max_requests, ":room_n": max_requests - requests})
+        if max_tokens:
+            fits.append(
+                "((attribute_not_exists(queued_tokens) AND :t <= :max_t)"
+                " OR queued_tokens <= :room_t)"
+            )
+            values.update({":max_t": max_tokens, ":room_t": max_tokens - tokens})
         load: dict[str, Any] = {
             "TableName": self._table,
             "Key": to_item({"pk": tenant_pk(tenant), "sk": TENANT_LOAD}),
-            "UpdateExpression": "ADD queued_requests :n",
-            "ExpressionAttributeValues": to_item({":n": requests}),
+            "UpdateExpression": "ADD queued_requests :n, queued_tokens :t",
+            "ExpressionAttributeValues": to_item(values),
         }
-        if max_requests:
-            # A tenant's first counted batch finds no queued_requests yet: it must fit too.
-            load["ConditionExpression"] = (
-                "(attribute_not_exists(queued_requests) AND :n <= :max) OR queued_requests <= :room"
-            )
-            load["ExpressionAttributeValues"] = to_item(
-                {":n": requests, ":max": max_requests, ":room": max_requests - requests}
-            )
+        if fits:
+            load["ConditionExpression"] = " AND ".join(fits)
         response = unless_refused(
             self._db.transact_write_items,
             TransactItems=[
@@ -369,9 +453,11 @@ class TenantTable:
                     "Update": {
                         "TableName": self._table,
                         "Key": to_item({"pk": tenant_pk(tenant), "sk": slot_sk(batch_id)}),
-                        "UpdateExpression": "SET requests = :n",
+                        "UpdateExpression": "SET requests = :n, tokens = :t",
                         "ConditionExpression": "attribute_exists(pk) AND requests = :zero",
-                        "ExpressionAttributeValues": to_item({":n": requests, ":zero": 0}),
+                        "ExpressionAttributeValues": to_item(
+                            {":n": requests, ":t": tokens, ":zero": 0}
+                        ),
                     }
                 },
                 {"Update": load},
@@ -380,14 +466,17 @@ class TenantTable:
         if response is not None:
             return True
         slot = self._access.item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
-        return slot is None or int(slot.get("requests", 0)) == requests
+        return slot is None or (
+            int(slot.get("requests", 0)) == requests and int(slot.get("tokens", 0)) == tokens
+        )
 
     def release_batch_slot(self, tenant: str, batch_id: str) -> None:
-        """The batch ended: its slot and its requests leave the tenant's load, once."""
+        """The batch ended: its slot, its requests and its tokens leave the tenant's load,
+        once (the slot's delete is conditional on what it held: a second release finds none)."""
         slot = self._access.item(tenant_pk(tenant), slot_sk(batch_id), consistent=True)
         if slot is None:
             return
-        requests = int(slot.get("requests", 0))
+        requests, tokens = int(slot.get("requests", 0)), int(slot.get("tokens", 0))
         unless_refused(
             self._db.transact_write_items,
             TransactItems=[
@@ -404,9 +493,13 @@ class TenantTable:
                         "TableName": self._table,
                         "Key": to_item({"pk": tenant_pk(tenant), "sk": TENANT_LOAD}),
                         "UpdateExpression": "ADD active_batches :minus_one, "
-                        "queued_requests :minus_requests",
+                        "queued_requests :minus_requests, queued_tokens :minus_tokens",
                         "ExpressionAttributeValues": to_item(
-                            {":minus_one": -1, ":minus_requests": -requests}
+                            {
+                                ":minus_one": -1,
+                                ":minus_requests": -requests,
+                                ":minus_tokens": -tokens,
+                            }
                         ),
                     }
                 },
@@ -417,3 +510,20 @@ class TenantTable:
         """(tenant, batch id) of slots whose batch's window ended before `now`."""
         found = self._access.past_expiry(SLOTS_BY_EXPIRY, now, limit)
         return [(str(v["pk"]).removeprefix("TENANT#"), str(v["id"])) for v in found]
+
+    # -- a tenant's running batches that hold shards back (`Turns`: priority) --------------
+
+    def hold_shards(self, tenant: str, batch_id: str, priority: int) -> None:
+        """`batch_id` runs with shards held back: the tenant's settling shards may give it
+        their turn (by its priority)."""
+        item = {"pk": held_pk(tenant), "sk": held_sk(batch_id), "id": batch_id}
+        self._db.put_item(TableName=self._table, Item=to_item({**item, "priority": priority}))
+
+    def held_batches(self, tenant: str) -> list[tuple[str, int]]:
+        """(batch id, priority) of the tenant's batches holding shards back."""
+        found = self._access.items_under(held_pk(tenant), "HELD#")
+        return [(str(v["id"]), int(v.get("priority", 0))) for v in found]
+
+    def release_held(self, tenant: str, batch_id: str) -> None:
+        """Its shards are all let in (or it ended): nothing is held any more."""
+        self._access.delete(held_pk(tenant), held_sk(batch_id))

@@ -3,6 +3,15 @@ let into its queue at first (SHARDS_AHEAD) and the next one as each settles, the
 starts in and its move to the urgent tier as its deadline nears, held shards a crash kept out
 (topped up), the deadline pressure the fleets scale on, and batches that cannot make their
 deadline (at risk). Every shard goes to its model's queues (the registry), else the stack's.
+
+Priority (a batch's `priority`, -1000 to 1000) orders one tenant's own batches inside a tier
+by the turns above: a settled shard's turn goes to the tenant's highest-priority batch in the
+same tier that still holds shards back (the settling batch yields it only to a strictly
+higher one, so equal priorities take turns as before), and a batch with nothing left to let
+in passes its turn to one of the tenant's batches that yielded. A turn is only ever traded
+between batches of the same tenant, one settled shard for one let in, so a tenant's priorities
+never change how many of its shards are queued or running, nor another tenant's turns. The
+tenant's batches holding shards back are listed under it (`TenantTable.hold_shards`).
 """
 
 from __future__ import annotations
@@ -77,17 +86,67 @@ class Turns:
         done or running elsewhere is skipped."""
         tasks = (ShardTask(batch_id=record.id, shard_index=i) for i in range(record.shards_let_in))
         self.queue_for(record.model).send(tasks, record.tier, tenant=record.tenant)
+        if record.shards_let_in < record.shards_total:  # its tenant's turns may come to it
+            self.deps.table.tenants.hold_shards(record.tenant, record.id, record.priority)
         self.deps.table.batches.mark_shards_queued(record.id)
 
     def let_next_shard_in(
         self, batch: BatchRecord | None, count: int = 1, *, queue: ShardQueue | None = None
     ) -> int:
-        """A shard of `batch` settled (or `count` are missing, `top_up_shards`): its next held
-        shards join the queue of its current tier, behind what other batches queued
-        meanwhile, which is what takes turns between batches. Each is sent before it is
-        counted: a crash between the two sends it twice (the copy is skipped), never not at
-        all. `queue`: the batch's model's queues when the caller has them (a worker does),
-        else they come from the registry. Returns how many were let in."""
+        """A shard of `batch` settled: the turn it frees goes to its tenant's batch of the
+        highest priority in its tier that holds shards back (`batch` itself on a tie), whose
+        next held shard joins its queue behind what other batches queued meanwhile: that is
+        what takes turns between batches. `queue`: the batch's model's queues when the
+        caller has them (a worker does), else they come from the registry. Returns how many
+        were let in."""
+        if batch is not None and batch.shards_released is not None:
+            taker = self._turn_taker(batch)
+            if taker is not None and (let_in := self._let_in(taker, count, queue)):
+                logger.info("batch %s gives its turn to %s (priority)", batch.id, taker.id)
+                return let_in
+        return self._let_in(batch, count, queue)
+
+    def _turn_taker(self, batch: BatchRecord) -> BatchRecord | None:
+        """Another batch of `batch`'s tenant that takes this turn: with shards held back, in
+        the same tier and for the same model, and of a higher priority, or (when `batch`
+        holds none back) one that yielded turns earlier and has fewer than SHARDS_AHEAD
+        queued or running. None: the turn stays `batch`'s."""
+        if batch.status != "in_progress":
+            return None
+        tenants = self.deps.table.tenants
+        holds = batch.shards_let_in < batch.shards_total
+        others = [(p, i) for i, p in tenants.held_batches(batch.tenant) if i != batch.id]
+        for priority, batch_id in sorted(others, key=lambda held: -held[0]):
+            if holds and priority <= batch.priority:
+                return None  # none higher: the turn is its own, as without priorities
+            other = self.deps.table.batches.get_batch(batch_id)
+            if other is None or other.status != "in_progress" or not self._holds(other):
+                tenants.release_held(batch.tenant, batch_id)  # ended, or all let in
+                continue
+            # A turn is a place in one model's fleet (and a worker's role reaches only its
+            # own fleet's queues): it goes to a batch of the same model only.
+            same_place = other.tier == batch.tier and other.model == batch.model
+            if same_place and (holds or self._missing(other) > 0):
+                return other
+        return None
+
+    @staticmethod
+    def _holds(batch: BatchRecord) -> bool:
+        return batch.shards_let_in < batch.shards_total
+
+    def _missing(self, batch: BatchRecord) -> int:
+        """How many fewer of its shards are queued or running than SHARDS_AHEAD allows
+        (negative: more, turns other batches of its tenant gave it)."""
+        settled = batch.shards_total - batch.shards_pending
+        ahead = self.deps.settings.shards_ahead
+        return min(ahead, batch.shards_total - settled) - (batch.shards_let_in - settled)
+
+    def _let_in(
+        self, batch: BatchRecord | None, count: int, queue: ShardQueue | None = None
+    ) -> int:
+        """Let `count` more of `batch`'s held shards join the queue of its current tier. Each
+        is sent before it is counted: a crash between the two sends it twice (the copy is
+        skipped), never not at all."""
         batches = self.deps.table.batches
         let_in = attempts = 0
         while batch is not None and let_in < count and attempts < count + 3:
@@ -102,6 +161,8 @@ class Turns:
             if batches.count_released(batch.id, released):
                 let_in += 1
                 batch = batch.model_copy(update={"shards_released": released + 1})
+                if released + 1 >= batch.shards_total:
+                    self.deps.table.tenants.release_held(batch.tenant, batch.id)
             else:  # another worker let this one in first: read again, send the next
                 batch = batches.get_batch(batch.id)
         return let_in
@@ -145,18 +206,32 @@ class Turns:
 
     def top_up_shards(self, running: list[BatchRecord] | None = None) -> dict[str, int]:
         """Let in the shards a crash kept out: a worker that died between settling a shard
-        and letting the next one in leaves its batch with fewer than SHARDS_AHEAD queued or
-        running. Returns how many were let in, by batch."""
-        ahead = self.deps.settings.shards_ahead
-        let_in: dict[str, int] = {}
+        and letting the next one in leaves its tenant's batches in a tier with fewer than
+        SHARDS_AHEAD each queued or running. Counted per tenant and tier, since a batch of
+        higher priority may hold turns the others gave it, and let in highest priority
+        first (with equal priorities, each batch its own). Returns how many were let in, by
+        batch."""
+        if not self.deps.settings.shards_ahead:
+            return {}
+        groups: dict[tuple[str, str], list[BatchRecord]] = {}
         for batch in self.running_batches() if running is None else running:
-            if not ahead or batch.shards_released is None:
-                continue
-            settled = batch.shards_total - batch.shards_pending
-            missing = min(ahead, batch.shards_total - settled) - (batch.shards_released - settled)
-            if missing > 0 and (count := self.let_next_shard_in(batch, missing)):
-                logger.warning("batch %s: %d held shards let in late", batch.id, count)
-                let_in[batch.id] = count
+            if batch.shards_released is not None:
+                groups.setdefault((batch.tenant, batch.tier), []).append(batch)
+        let_in: dict[str, int] = {}
+        for group in groups.values():
+            if len({batch.priority for batch in group}) == 1:
+                wanted = [(batch, self._missing(batch)) for batch in group]
+            else:
+                missing = sum(self._missing(batch) for batch in group)
+                wanted = []
+                for batch in sorted(group, key=lambda b: -b.priority):
+                    held = batch.shards_total - batch.shards_let_in
+                    wanted.append((batch, min(held, missing)))
+                    missing -= min(held, max(missing, 0))
+            for batch, count in wanted:
+                if count > 0 and (done := self._let_in(batch, count)):
+                    logger.warning("batch %s: %d held shards let in late", batch.id, done)
+                    let_in[batch.id] = done
         return let_in
 
     def deadline_pressures(

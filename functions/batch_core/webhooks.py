@@ -1,12 +1,15 @@
-"""Webhooks, as OpenAI has them: a tenant registers endpoints (`/v1/webhook_endpoints`, the
-SDKs' `client.webhooks`), and each batch that ends is POSTed to every endpoint subscribed
-to its event (`batch.completed`, `batch.failed`, `batch.expired`, `batch.cancelled`), and a
-running batch that cannot make its deadline as `batch.at_risk` (this API's own event type).
+"""Webhook deliveries, as OpenAI has them: a tenant registers endpoints (`webhook_endpoints.py`:
+`/v1/webhook_endpoints`, the SDKs' `client.webhooks`), and each batch that ends is POSTed to
+every endpoint subscribed to its event (`batch.completed`, `batch.failed`, `batch.expired`,
+`batch.cancelled`), and a running batch that cannot make its deadline as `batch.at_risk`
+(this API's own event type).
 
 Deliveries are signed as the Standard Webhooks spec says (`webhook-id`, `webhook-timestamp`,
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), so the SDKs'
-`client.webhooks.unwrap(...)` verifies them. Each delivery is one message on the webhook
-queue; a failed attempt is sent again with a growing delay, up to `webhook_max_attempts`.
+`client.webhooks.unwrap(...)` verifies them; for a day after a rotation that kept the old
+secret, a delivery carries one signature by each (the spec's space-separated list: either
+secret verifies). Each delivery is one message on the webhook queue; a failed attempt is sent
+again with a growing delay, up to `webhook_max_attempts`.
 Endpoints follow the media URLs' address rules: no private, loopback or link-local target,
 checked when registered and again before every attempt, on the addresses the name resolves
 to then; the attempt connects to one of those very addresses (no second lookup a rebinding
@@ -16,7 +19,8 @@ A receiver costs the shared webhook function no more than its tenant's share: on
 one deadline for all of it (`DELIVERY_TIMEOUT_SECONDS`, however slowly the receiver answers),
 each tenant's attempts reserve that time from a budget per minute (past it, they wait for the
 next minute instead of taking other tenants' turns), and an endpoint that fails
-`DISABLE_AFTER_FAILURES` attempts in a row is disabled (`status: "disabled"`, skipped).
+`DISABLE_AFTER_FAILURES` attempts in a row is disabled (`status: "disabled"`, skipped, until
+an update enables it again).
 """
 
 from __future__ import annotations
@@ -31,20 +35,16 @@ import socket
 import ssl
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel
 
-from batch_core.api_models import WebhookEndpointList
-from batch_core.errors import InvalidRequestError, NotFoundError
-from batch_core.ids import new_event_id, new_webhook_endpoint_id
+from batch_core.ids import new_event_id
 from batch_core.media_urls import is_internal_host
-from batch_core.models import WebhookEndpoint
 from batch_core.records import BatchRecord, WebhookRecord
 from batch_core.repository import Page
 from batch_core.settings import Settings
@@ -79,56 +79,6 @@ at a time, whatever they do; a healthy receiver answers quickly and costs almost
 BUDGET_WINDOW_SECONDS = 60
 MAX_DELAY_SECONDS = 900
 """SQS delays a message at most 15 minutes: later attempts wait that long each."""
-
-
-class WebhookEndpointCreateParams(BaseModel):
-    """The body of POST /v1/webhook_endpoints (the SDKs' `webhooks.create`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: Annotated[
-        str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#@]+([/?#]\S*)?$")
-    ]
-    """The HTTPS URL that receives deliveries (a deployment refuses http:// and internal
-    addresses: 400 with `param` url)."""
-    event_types: list[BatchEventType] = Field(min_length=1, json_schema_extra={"uniqueItems": True})
-    """The events delivered to it: OpenAI's four batch events, and `batch.at_risk` (a running
-    batch that cannot make its deadline, once, before it expires)."""
-    name: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=256),
-        # What `_printable` checks, said in the document too (its own words in the error).
-        Field(json_schema_extra={"pattern": "^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]+$"}),
-    ]
-    """A human-readable name (no control characters or line separators: it is shown in
-    listings, terminals and logs)."""
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, name: str) -> str:
-        if any(unicodedata.category(c) in {"Cc", "Zl", "Zp"} for c in name):
-            raise ValueError("must not contain control characters or line breaks")
-        return name
-
-    @field_validator("event_types")
-    @classmethod
-    def _each_once(cls, events: list[BatchEventType]) -> list[BatchEventType]:
-        if len(set(events)) != len(events):
-            raise ValueError("lists an event type twice")
-        return events
-
-
-class WebhookEndpointWithSecret(WebhookEndpoint):
-    """The endpoint as created: the only time its signing secret is shown."""
-
-    signing_secret: str
-    """`whsec_<base64 key>`: verify deliveries with it."""
-
-
-class DeletedWebhookEndpoint(BaseModel):
-    id: str
-    object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
-    deleted: bool = True
 
 
 class WebhookEvent(BaseModel):
@@ -166,15 +116,13 @@ class DeliveryQueue(Protocol):
 
 
 class WebhookStore(Protocol):
-    """The webhook items (`table_tenants`): endpoints, their failures, tenants' budgets."""
+    """The webhook items deliveries use (`table_tenants`): endpoints, their failures,
+    tenants' budgets."""
 
-    def add_webhook(self, record: WebhookRecord, *, limit: int) -> bool: ...
     def get_webhook(self, endpoint_id: str) -> WebhookRecord | None: ...
     def list_webhooks(
         self, tenant: str, *, limit: int, after: str | None = None
     ) -> Page[WebhookRecord]: ...
-    def listing_position(self, tenant: str, kind: str, object_id: str) -> str | None: ...
-    def delete_webhook(self, record: WebhookRecord) -> None: ...
     def count_webhook_failure(self, endpoint_id: str, *, disable_after: int, at: int) -> bool: ...
     def clear_webhook_failures(self, endpoint_id: str) -> None: ...
     def reserve_webhook_time(
@@ -196,6 +144,22 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signatures(record: WebhookRecord, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` of a delivery to `record`: by its secret, and by the secret a
+    rotation replaced while that one is kept (`previous_secret_until`, compared with the
+    delivery's own timestamp), so a receiver still holding the old one verifies too."""
+    values = [sign(record.secret, message_id, timestamp, body)]
+    kept_until = record.previous_secret_until or 0
+    if record.previous_secret and timestamp < kept_until:
+        values.append(sign(record.previous_secret, message_id, timestamp, body))
+    return " ".join(values)
+
+
+def seconds_to_next_window(now: float) -> int:
+    """How long until the next minute of tenants' delivery budgets begins (at least 1)."""
+    return BUDGET_WINDOW_SECONDS - int(now % BUDGET_WINDOW_SECONDS) + 1
 
 
 def retry_delay(attempt: int, base_seconds: int) -> int:
@@ -373,7 +337,7 @@ class HttpPoster:
 
 
 class WebhookService:
-    """A tenant's endpoints, and the deliveries of its batch events."""
+    """The deliveries of tenants' batch events (and of a test, `webhook_endpoints.py`)."""
 
     def __init__(
         self,
@@ -390,58 +354,6 @@ class WebhookService:
         self.attempt_seconds = DELIVERY_TIMEOUT_SECONDS
         self.poster: Poster = poster or HttpPoster(self.rules, self.attempt_seconds)
         self._clock = clock
-
-    # -- endpoints --------------------------------------------------------------------
-
-    def create(self, tenant: str, params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
-        refusal = self.rules.refusal(params.url)
-        if refusal:
-            raise InvalidRequestError(
-                f"The webhook URL {refusal}.", param="url", code="invalid_url"
-            )
-        secret = new_secret()
-        now = int(self._clock())
-        endpoint = WebhookEndpoint(
-            id=new_webhook_endpoint_id(),
-            created_at=now,
-            updated_at=now,
-            event_types=list(params.event_types),
-            name=params.name,
-            url=params.url,
-            signing_secret_hint=f"whsec_...{secret[-4:]}",
-        )
-        # The endpoint and its tenant's count in one conditional write: creates at the same
-        # moment cannot all pass a count read before any of them was written.
-        record = WebhookRecord(endpoint=endpoint, tenant=tenant, secret=secret)
-        if not self.repository.add_webhook(record, limit=MAX_ENDPOINTS_PER_TENANT):
-            raise InvalidRequestError(
-                f"A tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints; delete "
-                "one first.",
-                param="url",
-                code="too_many_endpoints",
-            )
-        return WebhookEndpointWithSecret(**endpoint.model_dump(), signing_secret=secret)
-
-    def get(self, tenant: str, endpoint_id: str) -> WebhookRecord:
-        record = self.repository.get_webhook(endpoint_id)
-        if record is None or record.tenant != tenant:
-            raise NotFoundError(
-                f"No such webhook endpoint: {endpoint_id}", param="webhook_endpoint_id"
-            )
-        return record
-
-    def list(self, tenant: str, *, after: str | None, limit: int) -> WebhookEndpointList:
-        cursor = None
-        if after is not None:
-            cursor = self.repository.listing_position(tenant, "webhook", after)
-            if cursor is None:
-                raise NotFoundError(f"No such webhook endpoint: {after}", param="after")
-        page = self.repository.list_webhooks(tenant, limit=limit, after=cursor)
-        return WebhookEndpointList.of([record.endpoint for record in page.items], page.has_more)
-
-    def delete(self, tenant: str, endpoint_id: str) -> DeletedWebhookEndpoint:
-        self.repository.delete_webhook(self.get(tenant, endpoint_id))
-        return DeletedWebhookEndpoint(id=endpoint_id)
 
     # -- deliveries -------------------------------------------------------------------
 
@@ -489,6 +401,21 @@ class WebhookService:
                 extra={"endpoint_id": record.endpoint.id, "event_id": delivery.event.id},
             )
             return False
+        outcome = self.attempt(record, delivery.event)
+        if outcome is None:
+            return self._wait_for_budget(delivery, record, self._clock())
+        status, refusal = outcome
+        if status is not None and 200 <= status < 300:
+            if record.consecutive_failures:
+                self._best_effort(self.repository.clear_webhook_failures, record.endpoint.id)
+            return True
+        return self._failed(delivery, record, refusal or f"answered {status}")
+
+    def attempt(self, record: WebhookRecord, event: WebhookEvent) -> tuple[int | None, str] | None:
+        """One attempt to send `event` to `record` now, its whole deadline reserved from the
+        tenant's budget for this minute and what it did not use given back: (the receiver's
+        status, "") or (None, why nothing answered); None, and nothing sent, when the
+        tenant's minute has no room for it."""
         now = self._clock()
         window = int(now // BUDGET_WINDOW_SECONDS)
         reserved = int(self.attempt_seconds * 1000)
@@ -499,25 +426,21 @@ class WebhookService:
             budget=TENANT_ATTEMPT_MS_PER_MINUTE,
             expires_at=(window + 2) * BUDGET_WINDOW_SECONDS,
         ):
-            return self._wait_for_budget(delivery, record, now)
-        status, refusal = self._attempt(record, delivery)
+            return None
+        outcome = self._attempt(record, event)
         self._release(record, window, reserved, spent=self._clock() - now)
-        if status is not None and 200 <= status < 300:
-            if record.consecutive_failures:
-                self._best_effort(self.repository.clear_webhook_failures, record.endpoint.id)
-            return True
-        return self._failed(delivery, record, refusal or f"answered {status}")
+        return outcome
 
-    def _attempt(self, record: WebhookRecord, delivery: WebhookDelivery) -> tuple[int | None, str]:
+    def _attempt(self, record: WebhookRecord, event: WebhookEvent) -> tuple[int | None, str]:
         """(the receiver's status, "") or (None, why nothing answered)."""
-        body = delivery.event.model_dump_json().encode()
+        body = event.model_dump_json().encode()
         timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "openbatch-webhooks",
-            "webhook-id": delivery.event.id,
+            "webhook-id": event.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(record.secret, delivery.event.id, timestamp, body),
+            "webhook-signature": signatures(record, event.id, timestamp, body),
         }
         try:
             return self.poster(record.endpoint.url, body, headers), ""
@@ -535,7 +458,7 @@ class WebhookService:
         is not failing: no attempt counted, nothing against the endpoint)."""
         if self.queue is None:
             return False
-        delay = BUDGET_WINDOW_SECONDS - int(now % BUDGET_WINDOW_SECONDS) + 1
+        delay = seconds_to_next_window(now)
         logger.info(
             "webhook tenant over its delivery budget; deferred",
             extra={"endpoint_id": record.endpoint.id, "tenant": record.tenant, "delay": delay},

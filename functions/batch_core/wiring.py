@@ -20,6 +20,7 @@ from batch_core.repository import BatchRepository
 from batch_core.settings import Settings, TableSettings, get_settings
 from batch_core.stages import Channels, Stages
 from batch_core.storage import ObjectStore
+from batch_core.tenant_limits import TenantLimitsAdmin
 
 if TYPE_CHECKING:
     from boto3 import Session
@@ -153,7 +154,20 @@ def default_api_keys() -> ApiKeys:
 def default_rate_limiter() -> RateLimiter:
     stages = default_stages()
     settings = stages.settings
-    return RateLimiter(stages.table, settings.api_requests_per_second, settings.api_burst_seconds)
+    return RateLimiter(
+        stages.table,
+        settings.api_requests_per_second,
+        settings.api_burst_seconds,
+        limits=stages.limits,
+    )
+
+
+@lru_cache(maxsize=1)
+def default_tenant_limits() -> TenantLimitsAdmin:
+    """Tenants' own limits over the table alone (`batchctl tenants`, as `batchctl keys`)."""
+    settings = TableSettings()
+    dynamodb = _client(new_session(), "dynamodb", settings.aws_region)
+    return TenantLimitsAdmin(BatchRepository(dynamodb, settings.table_name))
 
 
 def reset() -> None:
@@ -162,3 +176,4 @@ def reset() -> None:
     default_stages.cache_clear()
     default_api_keys.cache_clear()
     default_rate_limiter.cache_clear()
+    default_tenant_limits.cache_clear()

@@ -2,8 +2,8 @@
 /v1/batches as the openai SDK calls them, plus two extensions (`/results`, `/retry`).
 
 A gate (`_admit`) authenticates and checks the body's bytes before any route parses it;
-each route (`api_files`: files and uploads; `api_batches`: batches and webhook endpoints)
-then makes one call on the core and returns the object.
+each route (`api_files`: files and uploads; `api_batches`: batches; `api_webhooks`: webhook
+endpoints) then makes one call on the core and returns the object.
 Typed core errors become OpenAI's error shape in one place (`_error_response`).
 """
 
@@ -44,7 +44,7 @@ from batch_core.wiring import (
     default_stages,
     is_throttled,
 )
-from handlers import api_batches, api_console, api_files
+from handlers import api_batches, api_console, api_files, api_webhooks
 from handlers.api_document import finish, path_rules
 
 logger = Logger()
@@ -53,6 +53,7 @@ metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(api_files.router)
 app.include_router(api_batches.router)
+app.include_router(api_webhooks.router)
 app.include_router(api_console.router)
 
 OPENAPI_PATH = "/openapi.json"

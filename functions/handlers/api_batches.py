@@ -1,5 +1,5 @@
-"""The API's /v1/batches routes (OpenAI's Batches, plus `/results` and `/retry`) and
-/v1/webhook_endpoints."""
+"""The API's /v1/batches routes (OpenAI's Batches, plus `/results`, `/result_parts` and
+`/retry`)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,13 @@ from batch_core.api_models import (
     BatchCreateParams,
     BatchList,
     BatchResultParts,
+    ResultLine,
+    ResultLineList,
     ResultPartObject,
-    WebhookEndpointList,
 )
 from batch_core.batch_params import BatchParams, checked
-from batch_core.models import Batch, WebhookEndpoint
-from batch_core.webhooks import (
-    DeletedWebhookEndpoint,
-    WebhookEndpointCreateParams,
-    WebhookEndpointWithSecret,
-)
+from batch_core.models import Batch
+from batch_core.result_pages import DEFAULT_LIMIT, MAX_CUSTOM_ID_CHARS, MAX_LIMIT
 from batch_core.wiring import default_stages
 from handlers.api_document import answers
 from handlers.api_routing import IdInPath, tenant_of
@@ -99,53 +96,44 @@ def retry_batch(batch_id: IdInPath) -> Batch:
 
 @router.get(
     "/v1/batches/<batch_id>/results",
-    summary="The result parts written so far, readable mid-run (extension)",
+    summary="Result and error lines in input order, readable mid-run (extension)",
+    description="A page of the batch's output and error lines together, in input order, each "
+    "with its input `line`. `after` is the previous page's `last_id` (the SDKs' cursor paging). "
+    "While the batch runs a page holds the lines finished so far: one that finishes later "
+    "behind a cursor is seen by a new walk from the start. `custom_id` returns that "
+    "request's line (found through an index, without reading the output).",
+    responses=answers(ResultLineList, 400, 404),
+)
+def batch_results(
+    batch_id: IdInPath,
+    after: Annotated[
+        str | None,
+        Query(max_length=MAX_ID_CHARS, description="A result line id: the lines after it"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    custom_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_CUSTOM_ID_CHARS,
+            description="Only the line of this custom_id",
+        ),
+    ] = None,
+) -> ResultLineList:
+    page = default_stages().batches.result_page(
+        tenant_of(router), batch_id, after=after, limit=limit, custom_id=custom_id
+    )
+    lines = [ResultLine.model_validate(line) for line in page.data]
+    return ResultLineList.of(lines, page.has_more)
+
+
+@router.get(
+    "/v1/batches/<batch_id>/result_parts",
+    summary="The result part files written so far, readable mid-run (extension)",
     responses=answers(BatchResultParts, 404),
 )
-def batch_results(batch_id: IdInPath) -> BatchResultParts:
+def batch_result_parts(batch_id: IdInPath) -> BatchResultParts:
     parts = default_stages().batches.result_parts(tenant_of(router), batch_id)
     return BatchResultParts(
         data=[ResultPartObject(kind=p.kind, bytes=p.bytes, url=p.url) for p in parts]
     )
-
-
-# -- webhook endpoints (the SDKs' client.webhooks) -----------------------------------
-
-
-@router.post(
-    "/v1/webhook_endpoints",
-    summary="Register a webhook endpoint; its signing secret is shown only here",
-    responses=answers(WebhookEndpointWithSecret, body=True),
-)
-def create_webhook_endpoint(params: WebhookEndpointCreateParams) -> WebhookEndpointWithSecret:
-    return default_stages().webhooks.create(tenant_of(router), params)
-
-
-@router.get(
-    "/v1/webhook_endpoints",
-    summary="List webhook endpoints, newest first",
-    responses=answers(WebhookEndpointList, 404),
-)
-def list_webhook_endpoints(
-    after: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> WebhookEndpointList:
-    return default_stages().webhooks.list(tenant_of(router), after=after, limit=limit)
-
-
-@router.get(
-    "/v1/webhook_endpoints/<webhook_endpoint_id>",
-    summary="Retrieve a webhook endpoint",
-    responses=answers(WebhookEndpoint, 404),
-)
-def retrieve_webhook_endpoint(webhook_endpoint_id: IdInPath) -> WebhookEndpoint:
-    return default_stages().webhooks.get(tenant_of(router), webhook_endpoint_id).endpoint
-
-
-@router.delete(
-    "/v1/webhook_endpoints/<webhook_endpoint_id>",
-    summary="Delete a webhook endpoint",
-    responses=answers(DeletedWebhookEndpoint, 404),
-)
-def delete_webhook_endpoint(webhook_endpoint_id: IdInPath) -> DeletedWebhookEndpoint:
-    return default_stages().webhooks.delete(tenant_of(router), webhook_endpoint_id)

@@ -343,7 +343,7 @@ def test_partial_results_are_readable_while_the_batch_runs(client: openai.OpenAI
     )
     deadline = time.monotonic() + 30
     while True:
-        parts = client.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()
+        parts = client.get(f"/batches/{batch.id}/result_parts", cast_to=httpx.Response).json()
         if parts["data"]:
             break
         assert time.monotonic() < deadline
@@ -502,6 +502,12 @@ def test_tenants_see_only_their_own_objects(client: openai.OpenAI, other: openai
         ),
         lambda: other.post(f"/batches/{batch.id}/retry", cast_to=httpx.Response, body={}),
         lambda: other.get(f"/batches/{batch.id}/results", cast_to=httpx.Response),
+        lambda: other.get(
+            f"/batches/{batch.id}/results",
+            cast_to=httpx.Response,
+            options={"params": {"custom_id": "a"}},
+        ),
+        lambda: other.get(f"/batches/{batch.id}/result_parts", cast_to=httpx.Response),
     ]
     upload_id = client.uploads.create(
         bytes=3, filename="u.jsonl", mime_type="application/jsonl", purpose="batch"

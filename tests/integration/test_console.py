@@ -114,10 +114,18 @@ def jsonl(tmp_path: Path, name: str, lines: list[object]) -> Path:
     return path
 
 
-def create_batch(page: sync_api.Page, path: Path, *, metadata: dict[str, str] | None = None) -> str:
+def create_batch(
+    page: sync_api.Page,
+    path: Path,
+    *,
+    metadata: dict[str, str] | None = None,
+    priority: int | None = None,
+) -> str:
     page.get_by_role("link", name="New batch").first.click()
     page.get_by_label("JSONL file").set_input_files(str(path))
     page.get_by_label("Completion window").fill("48h")
+    if priority is not None:
+        page.get_by_label("Priority").fill(str(priority))
     for key, value in (metadata or {}).items():
         page.get_by_role("button", name="Add a pair").click()
         page.locator(".meta-key").last.fill(key)
@@ -139,14 +147,19 @@ def test_a_batch_from_the_page_completes_and_its_results_download(
 ) -> None:
     long_prompt = " ".join(["word"] * 5000)  # over the fake model's context: one failed line
     lines = [chat_request(f"r{i}") for i in range(11)] + [chat_request("too-long", long_prompt)]
-    batch_id = create_batch(page, jsonl(tmp_path, "chat.jsonl", lines), metadata={"team": "nlp"})
+    lines.append({**lines[0], "custom_id": "r0-again"})  # runs once, answered twice
+    batch_id = create_batch(
+        page, jsonl(tmp_path, "chat.jsonl", lines), metadata={"team": "nlp"}, priority=5
+    )
     page.get_by_text("completed", exact=True).first.wait_for(timeout=60_000)
-    assert page.get_by_role("progressbar").get_attribute("aria-valuenow") == "12"
-    assert page.get_by_text("12 / 12 done, 1 failed").is_visible()
+    assert page.get_by_role("progressbar").get_attribute("aria-valuenow") == "13"
+    assert page.get_by_text("13 / 13 done, 1 failed").is_visible()
     bar = page.locator(".progress").bounding_box()
     done = page.locator(".progress .done").bounding_box()
-    assert bar and done and 0.8 < done["width"] / bar["width"] < 0.95  # 11 of 12 succeeded
+    assert bar and done and 0.8 < done["width"] / bar["width"] < 0.95  # 12 of 13 succeeded
     assert page.get_by_text("nlp", exact=True).is_visible()  # its metadata
+    assert page.locator("#priority").inner_text() == "5"
+    assert page.locator("#reused").inner_text() == "1"
     timeline = page.locator(".card", has_text="Timeline")
     for step in ("created", "in progress", "finalizing", "completed"):
         assert timeline.get_by_text(step, exact=True).count() == 1, step
@@ -162,7 +175,7 @@ def test_a_batch_from_the_page_completes_and_its_results_download(
     lines_out = Path(output.value.path()).read_text().splitlines()
     assert output.value.suggested_filename == f"{batch_id}_output.jsonl"
     assert sorted(json.loads(line)["custom_id"] for line in lines_out) == sorted(
-        f"r{i}" for i in range(11)
+        [*(f"r{i}" for i in range(11)), "r0-again"]
     )
     with page.expect_download() as errors_file:
         page.get_by_role("button", name="Download errors").click()
@@ -172,7 +185,7 @@ def test_a_batch_from_the_page_completes_and_its_results_download(
     page.get_by_role("link", name="Batches").first.click()
     row = page.locator(f"tr[data-batch='{batch_id}']")
     row.wait_for()
-    assert row.get_by_text("12 / 12 done, 1 failed").is_visible()
+    assert row.get_by_text("13 / 13 done, 1 failed").is_visible()
     page.get_by_label("Status").select_option("completed")
     page.locator(f"tr[data-batch='{batch_id}']").wait_for()
     page.get_by_label("Status").select_option("failed")
@@ -357,3 +370,58 @@ def test_the_lists_show_no_stray_text(
     page.get_by_text("completed", exact=True).first.wait_for(timeout=60_000)
     text = page.inner_text("body")
     assert stray(text) == [], text
+
+
+def test_twenty_running_batches_watched_at_once_never_meet_a_429(
+    browser: sync_api.Browser,
+) -> None:
+    """A person keeps the list of 20 running batches open, and a tab on four of them: every
+    page polls every 2 s, at the deployment's default rate, and no answer is a 429. Then a
+    cancel of each, in a loop, through the SDK with its retries off: none refused either. Its
+    own stack, whose
+    engine takes 10 s a request (8 at once), so each batch of 20 runs for minutes at almost no
+    cost to the machine (the cancels end them)."""
+    process, printed = start_local_serve(
+        *("--port", str(_free_port()), "--api-key", KEY, "--engine", "fake", "--model", MODEL),
+        env={"FAKE_SECONDS_PER_REQUEST": "10"},
+    )
+    found = re.search(r"^API\s+(\S+)/v1", printed, re.M)
+    assert found, printed
+    url = found.group(1) + "/"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+    context.on("response", lambda r: refused.append(r.url) if r.status == 429 else None)
+    try:
+        client = openai.OpenAI(base_url=url + "v1", api_key=KEY, max_retries=0)
+        data = b"".join(json.dumps(chat_request(f"w{i}")).encode() + b"\n" for i in range(20))
+        uploaded = client.files.create(file=("watched.jsonl", data), purpose="batch")
+        batches = [
+            client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
+            for _ in range(20)
+        ]
+        tabs = []
+        for target in ["#/batches", *(f"#/batches/{b}" for b in batches[:4])]:
+            tab = context.new_page()  # the key is kept per tab: each one signs in
+            tab.goto(url)
+            tab.get_by_label("API key").fill(KEY)
+            tab.get_by_role("button", name="Sign in").click()
+            tab.get_by_role("heading", name="Batches").wait_for()
+            tab.goto(url + target)
+            tabs.append(tab)
+        for batch_id in batches:
+            tabs[0].locator(f"tr[data-batch='{batch_id}']").wait_for()
+        for tab in tabs[1:]:
+            tab.locator("#priority").wait_for()
+        tabs[0].wait_for_timeout(12_000)  # six polls of every page
+        still = [b for b in batches if client.batches.retrieve(b).status == "in_progress"]
+        assert len(still) >= 15, "the batches ended before the pages could watch them run"
+        for batch_id in batches:
+            client.batches.cancel(batch_id)
+        # The watching tab sees it (its next poll), still without a 429.
+        tabs[1].get_by_text(re.compile(r"^cancell(ing|ed)$")).first.wait_for(timeout=30_000)
+    finally:
+        context.close()
+        stop_process(process)
+    assert refused == []

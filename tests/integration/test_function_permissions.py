@@ -559,6 +559,8 @@ class Scenario:
         small = self.ids["batch-small"]
         status, results = api("GET", f"/v1/batches/{small}/results")
         assert status == 200 and results["data"], results
+        status, parts = api("GET", f"/v1/batches/{small}/result_parts")
+        assert status == 200 and parts["data"], parts
         assert api("POST", f"/v1/batches/{small}/cancel")[0] == 409
         copied = self.ids["file-copied"]
         assert api("GET", f"/v1/files/{copied}")[1]["status"] == "processed"

@@ -184,12 +184,12 @@ def test_the_webhook_handler_delivers_the_event_file_signed(
 ) -> None:
     import openai
 
-    from batch_core.webhooks import WebhookEndpointCreateParams
+    from batch_core.webhook_endpoints import WebhookEndpointCreateParams
     from batch_core.wiring import default_stages
     from handlers import webhooks
 
     http_receiver.status = 204
-    endpoint = default_stages().webhooks.create(
+    endpoint = default_stages().webhook_endpoints.create(
         "default",
         WebhookEndpointCreateParams(
             url=http_receiver.url("/hook"),

@@ -301,7 +301,7 @@ def test_greedy_max_tokens_and_n_are_estimated_within_the_models_context(
     DeadlinePressure 7.1 (scale-out starts at 0.5) and the batch flagged at risk at once."""
     stages = bare_stack.stages
     greedy = {"max_tokens": 20_000, "n": 128}
-    lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **greedy}}
+    lines = [{**chat_request(f"r{i}"), "body": {**chat_request(f"r{i}")["body"], **greedy}}
              for i in range(20)]  # fmt: skip
     path = write_jsonl(tmp_path / "greedy.jsonl", lines)
     key = f"{s3keys.INBOX_PREFIX}window=1h/greedy.jsonl"
@@ -325,7 +325,7 @@ def test_the_registrys_context_length_bounds_its_models_estimates(
     )
     stages.registry.forget()
     huge = {"model": "model-4k", "max_tokens": 2**63 - 1, "n": 128}
-    lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **huge}}
+    lines = [{**chat_request(f"r{i}"), "body": {**chat_request(f"r{i}")["body"], **huge}}
              for i in range(3)]  # fmt: skip
     record = drop_lines(bare_stack, tmp_path, "huge", lines)
     assert record.status == "in_progress", record.errors

@@ -16,12 +16,11 @@ from batch_core import webhooks, wiring
 from batch_core.errors import InvalidRequestError
 from batch_core.models import WebhookEndpoint
 from batch_core.records import BatchRecord, WebhookRecord
+from batch_core.webhook_endpoints import WebhookEndpointCreateParams, WebhookEndpoints
 from batch_core.webhooks import (
     MAX_ENDPOINTS_PER_TENANT,
     WebhookDelivery,
-    WebhookEndpointCreateParams,
     WebhookEvent,
-    WebhookService,
     new_secret,
 )
 from batchctl.local import LocalLambdaContext, LocalStack
@@ -38,15 +37,14 @@ def params(index: int) -> WebhookEndpointCreateParams:
     )
 
 
-def count(hooks: WebhookService, tenant: str) -> int:
+def count(hooks: WebhookEndpoints, tenant: str) -> int:
     return len(hooks.repository.list_webhooks(tenant, limit=100).items)
 
 
 def test_the_endpoint_limit_holds_when_creates_race(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hooks = bare_stack.stages.webhooks
-    assert hooks is not None
+    hooks = bare_stack.stages.webhook_endpoints
     hooks.create("racer", params(0))
     racers = 20
     barrier = threading.Barrier(racers)
@@ -82,8 +80,7 @@ def test_the_endpoint_limit_holds_when_creates_race(
 def test_a_deleted_endpoint_frees_its_place_and_old_endpoints_are_counted(
     bare_stack: LocalStack,
 ) -> None:
-    hooks = bare_stack.stages.webhooks
-    assert hooks is not None
+    hooks = bare_stack.stages.webhook_endpoints
     created = [hooks.create("full", params(i)) for i in range(MAX_ENDPOINTS_PER_TENANT)]
     with pytest.raises(InvalidRequestError):
         hooks.create("full", params(99))
@@ -153,8 +150,7 @@ def test_a_success_resets_the_failures_kept_in_the_table(
     bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hooks = bare_stack.stages.webhooks
-    assert hooks is not None
-    created = hooks.create("flaky", params(0))
+    created = bare_stack.stages.webhook_endpoints.create("flaky", params(0))
     answers = iter([500, 500, 200, 500])
     monkeypatch.setattr(hooks, "poster", lambda url, body, headers: next(answers))
     delivery = WebhookDelivery(endpoint_id=created.id, event=EVENT)

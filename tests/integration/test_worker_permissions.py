@@ -17,7 +17,7 @@ from batchctl.local import ACCOUNT, REGION, LocalStack
 from batchctl.template import nested_fleet, sam_transformed
 from gpu_worker.engines.fake import FakeEngine
 from gpu_worker.worker import Worker
-from tests.conftest import MODEL, drop_requests
+from tests.conftest import MODEL, chat_request, drop_requests, write_jsonl
 from tests.iam_policy import Arns, Call, Policy, role_policy
 
 
@@ -52,12 +52,21 @@ def test_every_call_a_worker_makes_is_allowed_by_its_role(tmp_path: Path) -> Non
         thread.start()
         name = drop_requests(stack, tmp_path, 10, "perm")
         assert stack.wait_for_outbox(name, timeout=60).status == "completed"
+        # Repeats, and results reused across batches (opted in): the cache's calls as well.
+        same = [chat_request(f"d{i}", f"question {i % 3}") for i in range(6)]
+        for line in same:
+            line["body"]["temperature"] = 0
+        path = write_jsonl(tmp_path / "same.jsonl", same)
+        for run in ("first", "again"):
+            reused = stack.drop(path, f"same-{run}", metadata={"reuse-results": "true"})
+            assert stack.wait_for_outbox(reused, timeout=60).status == "completed"
         worker.stop.set()
         thread.join(timeout=30)
         policy, arns = worker_role(stack)
     services = {call.service for call in calls}
     assert {"s3", "dynamodb", "sqs"} <= services, services
     assert any(call.operation == "SendMessageBatch" for call in calls)  # next shards let in
+    assert {"BatchGetItem", "BatchWriteItem"} <= {call.operation for call in calls}
     refused = sorted({reason for call in calls for reason in policy.refusals(call, arns)})
     assert refused == []
 
@@ -75,4 +84,15 @@ def test_the_role_refuses_what_a_worker_must_never_touch() -> None:
     assert not policy.allowed("s3:GetObject", f"{objects}/files/file-1")
     assert not policy.allowed("s3:ListBucket", objects, s3__prefix="files/")
     assert policy.allowed("s3:PutObject", f"{objects}/batches/b/results/0/part-00000.jsonl")
+    assert policy.allowed(
+        "s3:PutObject", f"{objects}/batches/b/index/lines/00000/part-00000.0000.1-2"
+    )
+    assert not policy.allowed("s3:PutObject", f"{objects}/batches/b/index/ids/000-00000")
     assert policy.allowed("dynamodb:UpdateItem", table, dynamodb__LeadingKeys="BATCH#b")
+    assert policy.allowed("dynamodb:BatchGetItem", table, dynamodb__LeadingKeys="REUSE#0a1b")
+    assert not policy.allowed("dynamodb:BatchGetItem", table, dynamodb__LeadingKeys="APIKEY#a")
+    assert not policy.allowed("dynamodb:BatchWriteItem", table, dynamodb__LeadingKeys="BATCH#b")
+    assert policy.allowed("dynamodb:Query", table, dynamodb__LeadingKeys="HELD#acme")
+    assert policy.allowed("dynamodb:DeleteItem", table, dynamodb__LeadingKeys="HELD#acme")
+    assert not policy.allowed("dynamodb:PutItem", table, dynamodb__LeadingKeys="HELD#acme")
+    assert not policy.allowed("dynamodb:Query", table, dynamodb__LeadingKeys="TENANT#acme")

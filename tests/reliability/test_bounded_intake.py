@@ -139,7 +139,7 @@ def test_huge_max_tokens_x_n_is_estimated_within_the_models_context(
     stack: LocalStack, label: str, greedy: dict[str, int]
 ) -> None:
     stages = stack.stages
-    lines = [{**chat_request(f"r{i}"), "body": {**chat_request("")["body"], **greedy}}
+    lines = [{**chat_request(f"r{i}"), "body": {**chat_request(f"r{i}")["body"], **greedy}}
              for i in range(20)]  # fmt: skip
     name = "window=1h/greedy-" + str(len(str(greedy["max_tokens"])))
     batch = drop(stack, name, lines)

@@ -37,6 +37,7 @@ ROUTES = [
     ("POST", "/v1/batches/{id}/cancel"),
     ("POST", "/v1/batches/{id}/retry"),
     ("GET", "/v1/batches/{id}/results"),
+    ("GET", "/v1/batches/{id}/result_parts"),
     ("GET", "/openapi.json"),
 ]
 seen: dict[str, int] = {"requests": 0, "5xx": 0, "not_openai_shape": 0}

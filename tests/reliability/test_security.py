@@ -68,6 +68,8 @@ def test_isolation_matrix_and_no_key_in_the_logs(
         ("POST", f"/v1/batches/{batch['id']}/cancel", None),
         ("POST", f"/v1/batches/{batch['id']}/retry", None),
         ("GET", f"/v1/batches/{batch['id']}/results", None),
+        ("GET", f"/v1/batches/{batch['id']}/results?custom_id=a", None),
+        ("GET", f"/v1/batches/{batch['id']}/result_parts", None),
         (
             "POST",
             "/v1/batches",

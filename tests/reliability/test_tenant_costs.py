@@ -1,10 +1,10 @@
 """Hardening, round two (issue 25): one tenant's object never breaks what every tenant shares.
 
 On the local stack with the fake engine and tenant limits on: a dropped file whose key takes
-all of S3's 1,024 bytes; output read through `/results` after its File was deleted or has
-expired, and a retry of a batch whose input File was deleted; batches created at once against
-the queued-requests limit; Idempotency-Key replays after their batch ended; and a sweep with one
-poisoned batch among many expired Files.
+all of S3's 1,024 bytes; output read through `/result_parts` and `/results` after its File was
+deleted or has expired, and a retry of a batch whose input File was deleted; batches created at
+once against the queued-requests limit; Idempotency-Key replays after their batch ended; and a
+sweep with one poisoned batch among many expired Files.
 """
 
 from __future__ import annotations
@@ -143,14 +143,15 @@ def test_deleted_and_expired_output_is_gone_from_results_and_retry(
     data = b"".join(json.dumps(line).encode() + b"\n" for line in failing)
     input_id = api.files.create(file=("mixed.jsonl", data), purpose="batch").id
     batch = ended(api, create(api, input_id))
-    parts = api.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()["data"]
+    parts = api.get(f"/batches/{batch.id}/result_parts", cast_to=httpx.Response).json()["data"]
     kinds_before = sorted(part["kind"] for part in parts)
     assert batch.output_file_id is not None
     api.files.delete(batch.output_file_id)  # the output: deleted by its owner
     assert batch.error_file_id is not None
     expire_file_now(stack, batch.error_file_id)  # the errors: expired
-    parts = api.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()["data"]
+    parts = api.get(f"/batches/{batch.id}/result_parts", cast_to=httpx.Response).json()["data"]
     left = [part["kind"] for part in parts]
+    lines_left = api.get(f"/batches/{batch.id}/results", cast_to=httpx.Response).json()["data"]
     result_parts = bucket_keys(stack, s3keys.results_prefix(batch.id))
     # Its failed lines were in the expired error file: no retry brings them back.
     with pytest.raises(openai.ConflictError) as gone_errors:
@@ -166,7 +167,10 @@ def test_deleted_and_expired_output_is_gone_from_results_and_retry(
            len(result_parts), not result_parts)  # fmt: skip
     record("tenant costs", "retry after its input was deleted", refused.value.status_code,
            refused.value.status_code == 409)  # fmt: skip
+    record("tenant costs", "deleted/expired output via /results: lines left",
+           len(lines_left), not lines_left)  # fmt: skip
     assert kinds_before and left == [] and result_parts == []
+    assert lines_left == []
     assert "input file" in str(refused.value.body)
 
 

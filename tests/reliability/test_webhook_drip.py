@@ -16,11 +16,8 @@ import pytest
 
 from batch_core import webhooks, wiring
 from batch_core.records import BatchRecord
-from batch_core.webhooks import (
-    MAX_ENDPOINTS_PER_TENANT,
-    HttpPoster,
-    WebhookEndpointCreateParams,
-)
+from batch_core.webhook_endpoints import WebhookEndpointCreateParams
+from batch_core.webhooks import MAX_ENDPOINTS_PER_TENANT, HttpPoster
 from batchctl.local import LocalLambdaContext, LocalStack
 from batchctl.local.events import sqs_event
 from handlers import webhooks as webhook_handler
@@ -119,6 +116,7 @@ def test_dripping_receivers_hold_an_attempt_to_its_deadline_and_their_tenant_to_
 ) -> None:
     service = Instrumented(monkeypatch)
     hooks = service.hooks
+    endpoints = wiring.default_stages().webhook_endpoints
     flood = scale(3, 10)  # batches of the dripping tenant that end at once
     event = "batch.failed"
     http_receiver.status = 204  # the healthy tenant's receiver, at once
@@ -126,9 +124,9 @@ def test_dripping_receivers_hold_an_attempt_to_its_deadline_and_their_tenant_to_
     with HttpReceiver(drip=0.2) as dripper:
         for i in range(MAX_ENDPOINTS_PER_TENANT):
             url = dripper.url(f"/{i}")
-            hooks.create("dripping", WebhookEndpointCreateParams(
+            endpoints.create("dripping", WebhookEndpointCreateParams(
                 url=url, event_types=[event], name=f"drip {i}"))  # fmt: skip
-        hooks.create("healthy", WebhookEndpointCreateParams(
+        endpoints.create("healthy", WebhookEndpointCreateParams(
             url=healthy, event_types=[event], name="healthy"))  # fmt: skip
         queued = sum(hooks.batch_ended(ended(f"batch_drip{i}", "dripping")) for i in range(flood))
         hooks.batch_ended(ended("batch_healthy", "healthy"))  # behind the whole flood

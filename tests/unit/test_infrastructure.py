@@ -6,6 +6,7 @@ import importlib
 import json
 import re
 
+from batch_core import s3keys
 from batchctl.template import FLEET_PATH, PROJECT_ROOT, WORKERS, load_template, resources_of_type
 
 ASL = PROJECT_ROOT / "infra" / "statemachine" / "batch_tracker.asl.json"
@@ -198,3 +199,7 @@ def test_the_bucket_expires_every_prefix_a_tenant_can_fill() -> None:
     rules = bucket["LifecycleConfiguration"]["Rules"]
     expiring = {rule.get("Prefix") for rule in rules if "ExpirationInDays" in rule}
     assert {"inbox/", "outbox/", "batches/", "uploads/"} <= expiring
+    # The result index lives beside a batch's parts, never under results/ or errors/.
+    index = s3keys.index_prefix("batch_x")
+    assert any(index.startswith(prefix) for prefix in expiring if prefix)
+    assert not index.startswith((s3keys.results_prefix("batch_x"), s3keys.errors_prefix("batch_x")))

@@ -10,7 +10,7 @@ import pytest
 
 from batch_core import s3keys
 from batch_core.records import BatchRecord
-from batch_core.webhooks import WebhookEndpointCreateParams
+from batch_core.webhook_endpoints import WebhookEndpointCreateParams
 from tests.stage_world import RecordingEvents, StageWorld
 
 STATUS, AT_RISK = RecordingEvents.DETAIL_TYPE, RecordingEvents.AT_RISK
@@ -20,7 +20,7 @@ def subscribe(world: StageWorld, *event_types: str) -> None:
     params = WebhookEndpointCreateParams.model_validate(
         {"name": "hook", "url": "https://hooks.example.com/b", "event_types": list(event_types)}
     )
-    world.stages.webhooks.create("acme", params)
+    world.stages.webhook_endpoints.create("acme", params)
 
 
 def queued_webhooks(world: StageWorld) -> list[str]:

@@ -147,15 +147,16 @@ def test_lines_the_engine_must_not_run_become_error_lines(world: StageWorld) -> 
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "https://img.example.com/cat.png"}},
     ]
-    record = world.ingest("media.jsonl", [chat_request("plain"), picture, chat_request("broken")])
+    lines = [chat_request("plain"), picture, chat_request("broken", "Say goodbye.")]
+    record = world.ingest("media.jsonl", lines)
     (task,) = world.drain()
     # The policy changed since intake (shards are data: checked again), and a line of the
     # shard was damaged.
     world.configure(allowed_media_domains=[])
     key = s3keys.shard_key(record.id, 0)
-    lines = world.store.read(key).splitlines()
-    lines[2] = b'{"line": 3, "url": "/v1/chat/compl'
-    world.store.put(key, b"\n".join(lines) + b"\n")
+    stored = world.store.read(key).splitlines()
+    stored[2] = b'{"line": 3, "url": "/v1/chat/compl'
+    world.store.put(key, b"\n".join(stored) + b"\n")
     engine = FakeEngine(MODEL)
 
     run = world.stages.runner.process_shard(task, engine)

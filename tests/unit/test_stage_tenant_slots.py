@@ -18,11 +18,12 @@ def batch(world: StageWorld, batch_id: str, tenant: str = "acme") -> BatchRecord
 
 def test_without_limits_nothing_is_counted(world: StageWorld) -> None:
     slots = world.stages.slots
-    assert not slots.kept
+    assert slots.keeps("acme") is None
     for i in range(3):
         slots.take(batch(world, f"batch_{i}"))
-    assert slots.reserve_requests(batch(world, "batch_big"), 10**9) is None
+    assert slots.reserve_requests(batch(world, "batch_big"), 10**9, 10**12) is None
     assert world.table.tenants.tenant_load("acme") == (0, 0)
+    assert world.table.tenants.queued_tokens("acme") == 0
 
 
 def test_a_tenant_takes_slots_up_to_its_limit_and_an_ended_batch_frees_one(
@@ -49,16 +50,17 @@ def test_requests_are_reserved_within_the_queued_limit(world: StageWorld) -> Non
     slots.take(first)
     slots.take(second)
 
-    assert slots.reserve_requests(first, 6) is None
-    refused = slots.reserve_requests(second, 5)
-    assert refused is not None and "hold 6 of its limit of 10" in refused
-    assert slots.reserve_requests(second, 4) is None
+    assert slots.reserve_requests(first, 6, 100) is None
+    refused = slots.reserve_requests(second, 5, 100)
+    assert refused is not None and refused.code == "request_limit_exceeded"
+    assert "hold 6 of its limit of 10" in str(refused.message)
+    assert slots.reserve_requests(second, 4, 100) is None
     assert world.table.tenants.tenant_load("acme") == (2, 10)
     # A tenant's first batch must fit the limit too.
     big = batch(world, "batch_big", tenant="other")
     slots.take(big)
-    too_big = slots.reserve_requests(big, 11)
-    assert too_big is not None and "Split the input" in too_big
+    too_big = slots.reserve_requests(big, 11, 100)
+    assert too_big is not None and "Split the input" in str(too_big.message)
     assert world.table.tenants.tenant_load("other") == (1, 0)
 
 

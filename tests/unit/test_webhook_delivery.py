@@ -23,9 +23,9 @@ from batch_core import webhooks
 from batch_core.models import WebhookEndpoint
 from batch_core.records import WebhookRecord
 from batch_core.settings import Settings
+from batch_core.webhook_endpoints import WebhookEndpointCreateParams
 from batch_core.webhooks import (
     WebhookDelivery,
-    WebhookEndpointCreateParams,
     WebhookEvent,
     WebhookService,
     new_secret,

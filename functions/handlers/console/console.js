@@ -359,6 +359,8 @@ async function batchView(id) {
           h("dt", {}, "input file"), h("dd", { class: "mono" }, batch.input_file_id),
           h("dt", {}, "tokens"), h("dd", {}, `${number(usage.input_tokens)} in, ${number(usage.output_tokens)} out`),
           h("dt", {}, "ETA"), h("dd", {}, eta(batch)),
+          h("dt", {}, "priority"), h("dd", { id: "priority" }, String(batch.priority ?? 0)),
+          h("dt", {}, "reused requests"), h("dd", { id: "reused" }, number(batch.reused_requests ?? 0)),
           Object.entries(batch.metadata || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
         chart("Completed requests", list.map((p) => [p.t, p.done]), "done", "requests"),
         chart("Output tokens per second", tokensPerSecond, "tokens", "tokens/s")));
@@ -391,6 +393,7 @@ function newBatchView() {
   const file = h("input", { id: "input-file", type: "file", accept: ".jsonl,application/jsonl,application/x-ndjson", required: true, "aria-describedby": "file-hint" });
   const endpoint = h("select", { id: "endpoint" }, h("option", { value: "" }, "From the file's first line"), ENDPOINTS.map((e) => h("option", { value: e }, e)));
   const windowInput = h("input", { id: "window", value: "24h", required: true, pattern: "([1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h|[1-7]d", "aria-describedby": "window-hint" });
+  const priority = h("input", { id: "priority-input", type: "number", step: 1, min: -1000, max: 1000, placeholder: "0", "aria-describedby": "priority-hint" });
   const submit = h("button", { type: "submit" }, "Create batch");
   const form = h("form", { class: "stack", onsubmit: async (event) => {
     event.preventDefault();
@@ -411,8 +414,10 @@ function newBatchView() {
       }
       const uploaded = await uploadFile(chosen, say);
       say("Creating the batch…");
-      const batch = await api("POST", "/batches", { json: { input_file_id: uploaded.id, endpoint: url,
-        completion_window: windowInput.value.trim(), metadata: Object.keys(metadata).length ? metadata : null } });
+      const params = { input_file_id: uploaded.id, endpoint: url,
+        completion_window: windowInput.value.trim(), metadata: Object.keys(metadata).length ? metadata : null };
+      if (priority.value.trim()) params.priority = Number(priority.value);
+      const batch = await api("POST", "/batches", { json: params });
       announce(`Batch ${batch.id} created.`);
       location.hash = `#/batches/${batch.id}`;
     } catch (error) {
@@ -424,6 +429,8 @@ function newBatchView() {
     h("div", {}, h("label", { for: "endpoint" }, "Endpoint"), endpoint),
     h("div", {}, h("label", { for: "window" }, "Completion window"), windowInput,
       h("p", { class: "hint", id: "window-hint" }, "1h to 168h, or 1d to 7d.")),
+    h("div", {}, h("label", { for: "priority-input" }, "Priority"), priority,
+      h("p", { class: "hint", id: "priority-hint" }, "Orders your own batches that wait together: higher runs first (default 0).")),
     h("fieldset", {}, h("legend", {}, "Metadata (up to 16 pairs)"), pairs,
       h("button", { type: "button", class: "secondary", onclick: addPair }, "Add a pair")),
     h("div", {}, submit), status);
