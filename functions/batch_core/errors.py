@@ -8,12 +8,24 @@ class BatchCoreError(Exception):
     parameter (`param`) and a machine-readable `code`, as OpenAI's error objects carry them."""
 
     code = "server_error"
+    retry: bool | None = None
+    """False: asking again cannot help, whatever the status (the SDKs read `x-should-retry`
+    and would otherwise retry a 409 or a 429)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.param = param
         if code:
             self.code = code
+        if retry is not None:
+            self.retry = retry
 
 
 class NotFoundError(BatchCoreError):

@@ -323,6 +323,7 @@ class WebhookEndpoints:
                 f"The test delivery to the endpoint's URL got no answer: {reason}.",
                 param="url",
                 code="webhook_endpoint_unreachable",
+                retry=False,  # each attempt spends the tenant's delivery budget
             )
         return WebhookEndpointTestResult(
             webhook_endpoint_id=endpoint_id, event_type=params.event_type, status_code=status

@@ -92,6 +92,8 @@ def _error_response(
 def _retry_headers(error: BatchCoreError) -> dict[str, str]:
     """How long a client should wait before asking again, as OpenAI's SDKs read it
     (`retry-after-ms` first, then `retry-after` in whole seconds)."""
+    if error.retry is False:
+        return {"x-should-retry": "false"}
     wait_ms = error.retry_after_ms if isinstance(error, RateLimitError) else None
     if wait_ms is None:
         return {}

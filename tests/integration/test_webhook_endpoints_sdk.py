@@ -127,6 +127,8 @@ def test_the_receivers_answer_is_the_result_and_no_answer_is_a_409(
         client.webhooks.test(created.id, event_type="batch.completed")
     assert excinfo.value.code == "webhook_endpoint_unreachable"
     assert excinfo.value.param == "url" and "got no answer" in excinfo.value.message
+    # The SDKs would retry a 409: the answer tells them not to (each try spends the budget).
+    assert excinfo.value.response.headers["x-should-retry"] == "false"
 
 
 def test_an_update_changes_what_a_finished_batch_delivers(
