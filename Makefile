@@ -97,14 +97,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.worker --requests $(BENCH_WORKER_REQUESTS)
 	$(BIN)/python -m bench.aws_calls --requests 10000
 	$(BIN)/python -m bench.scheduling
+	$(BIN)/python -m bench.fleet
 
 # The stack in your AWS account, from configured credentials to a first API key (docs/deploy.md):
 #   make deploy AWS_REGION=eu-west-1 [STACK=openbatch] [MODEL=Qwen/Qwen2.5-7B-Instruct]
-#     [SERVED_MODEL_NAME=qwen-7b] [INSTANCE_TYPE=g5.xlarge] [MAX_WORKERS=4] [VPC_ID=vpc-...
+#     [SERVED_MODEL_NAME=qwen-7b] [INSTANCE_TYPES=g6.xlarge,g5.xlarge,...] [MAX_WORKERS=4] [VPC_ID=vpc-...
 #     SUBNET_IDS=subnet-...,subnet-...] [HF_TOKEN_SECRET_ARN=arn:...] [WORKERS=false]
 # `make undeploy` deletes it all (the bucket's data too). DRY_RUN=1 prints every step and
 # runs none.
-DEPLOY_VARIABLES := STACK AWS_REGION MODEL SERVED_MODEL_NAME INSTANCE_TYPE MAX_WORKERS VPC_ID \
+DEPLOY_VARIABLES := STACK AWS_REGION MODEL SERVED_MODEL_NAME INSTANCE_TYPES INSTANCE_TYPE MAX_WORKERS VPC_ID \
 	SUBNET_IDS HF_TOKEN_SECRET_ARN WORKERS TENANT DRY_RUN
 deploy: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(foreach v,$(DEPLOY_VARIABLES),$(v)="$($(v))") \

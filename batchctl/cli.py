@@ -41,6 +41,7 @@ from batch_core.sharding import ShardBounds, dry_run
 from batch_core.validation import BatchValidator, RejectedLine, ValidationLimits, iter_lines
 from batchctl.api_commands import add_api_commands
 from batchctl.arguments import port, positive, seconds
+from batchctl.cost_estimate import add_estimate_arguments, print_estimate
 from batchctl.engine_log import EngineLog
 from batchctl.exit_codes import EXIT_NOT_COMPLETED, EXIT_OK, EXIT_TOOL_ERROR
 from batchctl.model_commands import add_model_commands
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--max-requests", type=positive, default=ValidationLimits().max_requests, help="batch limit"
     )
+    add_estimate_arguments(validate)
     validate.set_defaults(run=_validate)
     return parser
 
@@ -339,6 +341,8 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"  prompt tokens    ~{report.estimated_prompt_tokens} (estimated: 4 characters each)")
     print(f"  work tokens      ~{result.work_tokens} (prompt + output budget)")
     print(f"  shards           {result.shards}")
+    if args.estimate:
+        print_estimate(result.work_tokens, args)
     return EXIT_OK if runnable else EXIT_NOT_COMPLETED
 
 

@@ -5,8 +5,9 @@ first API key, and back to nothing, without a question asked.
     python -m batchctl.deploy undeploy [--dry-run]
 
 Settings come from the environment (the Makefile passes its variables): STACK, AWS_REGION,
-MODEL, SERVED_MODEL_NAME, INSTANCE_TYPE, MAX_WORKERS, VPC_ID, SUBNET_IDS, HF_TOKEN_SECRET_ARN,
-WORKERS (false: the stack without GPU workers), TENANT (the first key's). `--dry-run`
+MODEL, SERVED_MODEL_NAME, INSTANCE_TYPES (or INSTANCE_TYPE; comma-separated), MAX_WORKERS,
+VPC_ID, SUBNET_IDS, HF_TOKEN_SECRET_ARN, WORKERS (false: the stack without GPU workers), TENANT
+(the first key's). `--dry-run`
 (DRY_RUN=1) prints every step and touches nothing, AWS included.
 
 The deploy: `sam build`; `sam deploy` of the stack without workers (which creates the image
@@ -39,7 +40,9 @@ STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 """What make deploy accepts: the template needs no more (its bounded names come from the stack
 id), but a short lowercase name keeps the generated names readable and fleets possible
 (worker-fleet's MainStackName: 36 characters)."""
-GPU_QUOTA_CODE = "L-DB2E81BA"  # EC2 "Running On-Demand G and VT instances" (vCPUs)
+# EC2 "All G and VT Spot Instance Requests" (vCPUs): the workers are spot unless the stack's
+# WorkerOnDemand* parameters say otherwise, and `make deploy` leaves them at all spot.
+GPU_QUOTA_CODE = "L-3819A6DF"
 CONTAINER_TOOLS = ("docker", "finch", "podman")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys a call
 
@@ -54,7 +57,8 @@ class DeploySettings:
     region: str = ""
     model: str = "Qwen/Qwen2.5-7B-Instruct"
     served_model_name: str = "qwen-7b"
-    instance_type: str = "g5.xlarge"
+    # The workers' types, comma-separated (the template's WorkerInstanceTypes).
+    instance_types: str = "g6.xlarge,g5.xlarge,g6.2xlarge,g5.2xlarge"
     max_workers: int = 4
     vpc_id: str = ""
     subnet_ids: str = ""
@@ -72,7 +76,7 @@ class DeploySettings:
             region=get("AWS_REGION", get("AWS_DEFAULT_REGION", "")),
             model=get("MODEL", cls.model),
             served_model_name=get("SERVED_MODEL_NAME", cls.served_model_name),
-            instance_type=get("INSTANCE_TYPE", cls.instance_type),
+            instance_types=get("INSTANCE_TYPES", get("INSTANCE_TYPE", cls.instance_types)),
             max_workers=int(get("MAX_WORKERS", str(cls.max_workers))),
             vpc_id=get("VPC_ID", ""),
             subnet_ids=get("SUBNET_IDS", ""),
@@ -221,18 +225,20 @@ class Deploy:
 
     def check_gpu_quota(self) -> None:
         s = self.settings
-        words = f"the GPU quota ({GPU_QUOTA_CODE}) holds one {s.instance_type}"
+        types = [name.strip() for name in s.instance_types.split(",") if name.strip()]
+        words = f"the GPU quota for spot ({GPU_QUOTA_CODE}) holds one of {', '.join(types)}"
         if not self.runner.step(words):
             return
-        vcpus = self.client("ec2").describe_instance_types(InstanceTypes=[s.instance_type])
-        needed = vcpus["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"]
+        found = self.client("ec2").describe_instance_types(InstanceTypes=types)["InstanceTypes"]
+        smallest = min(found, key=lambda t: t["VCpuInfo"]["DefaultVCpus"])
+        needed = smallest["VCpuInfo"]["DefaultVCpus"]
         quota = self.client("service-quotas").get_service_quota(
             ServiceCode="ec2", QuotaCode=GPU_QUOTA_CODE
         )["Quota"]["Value"]
         if quota < needed:
             raise DeployError(
-                f"the region's 'Running On-Demand G and VT instances' quota is {quota:g} vCPUs; "
-                f"a {s.instance_type} needs {needed}. Ask for more in Service Quotas "
+                f"the region's 'All G and VT Spot Instance Requests' quota is {quota:g} vCPUs; "
+                f"a {smallest['InstanceType']} needs {needed}. Ask for more in Service Quotas "
                 "(docs/deploy.md, 'GPU quota'), or WORKERS=false for now."
             )
 
@@ -303,7 +309,7 @@ class Deploy:
                 "WorkerImage": image,
                 "WorkerModel": s.model,
                 "WorkerServedModelName": s.served_model_name,
-                "WorkerInstanceType": s.instance_type,
+                "WorkerInstanceTypes": s.instance_types,
                 "WorkerMaxCount": str(s.max_workers),
                 "WorkerVpcId": vpc,
                 "WorkerSubnetIds": subnets,

@@ -139,6 +139,10 @@ def print_summary(
         print(f"  failed     {counts.failed}")
     if batch.usage:
         print(f"  tokens     {batch.usage.input_tokens} in, {batch.usage.output_tokens} out")
+    # Extension fields: attributes of ours, and of the SDK's Batch (its model_extra).
+    gpu_seconds, cost = getattr(batch, "gpu_seconds", None), getattr(batch, "estimated_cost", None)
+    if gpu_seconds is not None and cost is not None:
+        print(f"  GPU time   {gpu_seconds:.1f} GPU-seconds, estimated ${cost:.4f}")
     if seconds is not None:
         print(f"  wall time  {seconds:.1f} s")
     for path in paths:

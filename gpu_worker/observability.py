@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -63,6 +64,23 @@ class ShardMetrics:
             add = self._metrics.add_metric
             add(name="ModelDownloadSeconds", unit=MetricUnit.Seconds, value=seconds)
             add(name="ModelDownloadBytes", unit=MetricUnit.Bytes, value=size)
+            self._metrics.flush_metrics()
+
+    def record_cold_start(self, phases: Mapping[str, float]) -> None:
+        """A worker's cold start, once its engine is ready: each measured phase's seconds
+        (gpu_worker/cold_start.py), one metric per phase for the dashboard's cold start widget."""
+        with self._lock:
+            add, unit = self._metrics.add_metric, MetricUnit.Seconds
+            if "ImagePull" in phases:
+                add(name="ColdStartImagePullSeconds", unit=unit, value=phases["ImagePull"])
+            if "Startup" in phases:
+                add(name="ColdStartStartupSeconds", unit=unit, value=phases["Startup"])
+            if "Weights" in phases:
+                add(name="ColdStartWeightsSeconds", unit=unit, value=phases["Weights"])
+            if "Engine" in phases:
+                add(name="ColdStartEngineSeconds", unit=unit, value=phases["Engine"])
+            if "Total" in phases:
+                add(name="ColdStartSeconds", unit=unit, value=phases["Total"])
             self._metrics.flush_metrics()
 
     def record_error(self) -> None:

@@ -64,6 +64,12 @@ class EngineSettings(BaseSettings):
     fake_seconds_per_request: float = Field(
         default=0.0, ge=0, description="ENGINE=fake only: time each request takes (tests)."
     )
+    fake_hang_after_requests: int | None = Field(
+        default=None,
+        ge=0,
+        description="ENGINE=fake only: answer this many requests, then hang for good, as a "
+        "wedged GPU does (stall watchdog tests).",
+    )
 
     @field_validator("allowed_media_domains", mode="before")
     @classmethod
@@ -96,4 +102,20 @@ class WorkerSettings(BaseSettings):
     log_level: str = "INFO"
     idle_exit_seconds: float | None = Field(
         default=None, description="Exit after this long with no message (None: never)."
+    )
+    gpus_per_engine: int = Field(
+        default=0,
+        ge=0,
+        validation_alias="GPUS_PER_ENGINE",
+        description="GPUs per engine: with more GPUs than this on the host, one worker "
+        "process (engine, shard loops) per group of this many, each with tensor parallelism "
+        "over its group (8 engines for a 7B model on an 8-GPU host); 0: one engine over all.",
+    )
+    engine_stall_seconds: float = Field(
+        default=600,
+        ge=0,
+        validation_alias="ENGINE_STALL_SECONDS",
+        description="Exit non-zero (ECS starts a fresh worker) when shards wait on the engine "
+        "and no request has finished for this long; the heartbeats stop first, so the shards "
+        "go to other workers. Above the longest single request's time; 0: off.",
     )

@@ -7,10 +7,15 @@ current one drains its last requests, small shards included, and an idle loop ne
 a message another worker could run. While a shard runs, a heartbeat keeps its message
 invisible to other workers; if the worker dies the heartbeat stops and SQS hands the shard
 to another worker, which skips the results already written.
+
+With `stall_seconds` set, a watchdog (gpu_worker/stall_watchdog.py) also stops the heartbeats
+when the engine makes no progress, and `run` raises `EngineStalledError` so the process exits
+non-zero and ECS replaces it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,6 +29,7 @@ from batch_core.messaging import QueueMessage, ShardQueue, ShardTask
 from batch_core.protocol import Engine
 from batch_core.shard_run import ShardRun, ShardRunner
 from gpu_worker.observability import ShardMetrics
+from gpu_worker.stall_watchdog import EngineProgress, EngineStalledError, StallWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ ROOM_POLL_SECONDS = 0.05
 class Heartbeat:
     """Every third of the visibility timeout, until the `with` block ends: extends the message's
     visibility and renews the shard's lease. A lost lease (another worker took the shard over
-    while this one stalled) sets `lost`, and the shard stops at its next part."""
+    while this one stalled) sets `lost`, and the shard stops at its next part. Once `stalled` is
+    set (the engine hung) it beats no more, so the shard's lease lapses as if the worker died."""
 
     def __init__(
         self,
@@ -41,12 +48,14 @@ class Heartbeat:
         message: QueueMessage,
         visibility_seconds: int,
         renew_lease: Callable[[], bool],
+        stalled: threading.Event | None = None,
     ) -> None:
         self._queue = queue
         self._message = message
         self._visibility = visibility_seconds
         self._renew_lease = renew_lease
         self.lost = threading.Event()
+        self._stalled = stalled or threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -66,6 +75,8 @@ class Heartbeat:
     def _beat(self) -> None:
         interval = max(self._visibility / 3, 0.5)
         while not self._done.wait(interval):
+            if self._stalled.is_set():
+                return
             try:
                 self._queue.extend(self._message, self._visibility)
                 if not self._renew_lease():
@@ -90,10 +101,18 @@ class Worker:
         concurrency: int = 1,
         stop: threading.Event | None = None,
         metrics: ShardMetrics | None = None,
+        stall_seconds: float = 0,
+        gpus: int = 1,
     ) -> None:
+        """`stall_seconds` > 0 turns the stall watchdog on (ENGINE_STALL_SECONDS); `gpus`:
+        the engine's GPUs (its tensor-parallel size), for each shard's GPU-seconds."""
         self._runner = runner
         self._queue = queue
-        self._engine = engine
+        self._progress = EngineProgress(engine) if stall_seconds > 0 else None
+        self._engine: Engine = self._progress or engine
+        self._stall_seconds = stall_seconds
+        self._gpus = max(gpus, 1)
+        self.stalled = threading.Event()
         self._wait_seconds = wait_seconds
         self._visibility_seconds = visibility_seconds
         self._concurrency = concurrency
@@ -103,18 +122,41 @@ class Worker:
         self._last_work = time.monotonic()
 
     def run(self, idle_exit_seconds: float | None = None) -> None:
-        """Run `concurrency` loops until stopped (or idle); re-raises a loop's failure."""
+        """Run `concurrency` loops until stopped (or idle); re-raises a loop's failure, and
+        raises `EngineStalledError` at once when the engine stalls (its loops hang in it)."""
         self._last_work = time.monotonic()
+        # Daemons: after a stall the loops stay stuck in the engine, and must not keep the
+        # process alive.
         loops = [
-            threading.Thread(target=self._loop, args=(idle_exit_seconds,), name=f"shards-{i}")
+            threading.Thread(
+                target=self._loop, args=(idle_exit_seconds,), name=f"shards-{i}", daemon=True
+            )
             for i in range(self._concurrency)
         ]
         for loop in loops:
             loop.start()
-        for loop in loops:
-            loop.join()
+        with contextlib.ExitStack() as watching:
+            if self._progress is not None:
+                watching.enter_context(
+                    StallWatchdog(self._progress, self._stall_seconds, self._on_stall)
+                )
+            for loop in loops:
+                while loop.is_alive() and not self.stalled.is_set():
+                    loop.join(timeout=0.2)
+        if self.stalled.is_set():
+            raise EngineStalledError(f"the engine made no progress for {self._stall_seconds:.0f} s")
         if self._failure is not None:
             raise self._failure
+
+    def _on_stall(self, seconds: float) -> None:
+        logger.error("the engine made no progress for %.1f s: giving up its shards", seconds)
+        # Stop the heartbeats first: nothing this worker holds is renewed from now on. No
+        # message is released: its shard's lease is still held, so a worker receiving it now
+        # would find it busy and hide it for a whole visibility timeout again. Instead the
+        # lease lapses (0.9 of the visibility timeout after its last renewal) just before the
+        # message reappears, as after a crash, and the next worker skips the written results.
+        self.stalled.set()
+        self.stop.set()
 
     def _loop(self, idle_exit_seconds: float | None) -> None:
         try:
@@ -165,6 +207,7 @@ class Worker:
             message,
             self._visibility_seconds,
             lambda: self._runner.renew_shard_lease(task, owner, lease_seconds),
+            stalled=self.stalled,
         )
         try:
             with heartbeat:
@@ -175,6 +218,7 @@ class Worker:
                     owner=owner,
                     lease_seconds=lease_seconds,
                     queue=self._queue,
+                    gpus=self._gpus,
                 )
         except BaseException:
             logger.exception("shard %s:%d failed", task.batch_id, task.shard_index)

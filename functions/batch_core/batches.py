@@ -168,6 +168,7 @@ class Batches:
             invalid_lines=invalid_lines,
             tenant=tenant,
             priority=params.priority,
+            gpu_hourly_price=self.deps.settings.gpu_hourly_price,
             idempotency_fingerprint=fingerprint,
             output_expires_after_seconds=(
                 output_expires_after.seconds if output_expires_after else None

@@ -275,6 +275,7 @@ class Intake:
             outbox_name=name,
             invalid_lines=options.invalid_lines,
             priority=options.priority,
+            gpu_hourly_price=self.deps.settings.gpu_hourly_price,
         )
         input_file = new_file_object(
             input_file_id,

@@ -147,9 +147,17 @@ class Batch(BatchFields):
     reused_requests: int = 0
     """Extension: requests answered from an identical request's result (a repeat within the
     batch, or, opted in, a tenant's earlier batch) instead of running again."""
+    gpu_seconds: float = 0.0
+    """Extension: GPU time its requests took so far (engine seconds times the engine's GPUs,
+    shared among the shards an engine runs at once)."""
+    estimated_cost: float = 0.0
+    """Extension: `gpu_seconds` at the deployment's price per GPU-hour when the batch was
+    created (USD; `GpuHourlyPrice`), an estimate: idle and cold-start time are not in it."""
 
 
-BATCH_EXTENSIONS = frozenset({"eta_at", "at_risk_at", "priority", "reused_requests"})
+BATCH_EXTENSIONS = frozenset(
+    {"eta_at", "at_risk_at", "priority", "reused_requests", "gpu_seconds", "estimated_cost"}
+)
 """Batch fields OpenAI's object does not have (clients ignore them)."""
 
 

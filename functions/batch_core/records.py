@@ -51,6 +51,11 @@ class BatchRecord(BatchFields):
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    gpu_seconds: float = 0.0
+    """Engine time times GPUs its shards' committed parts took (`gpu_time`)."""
+    gpu_hourly_price: float = 0.0
+    """USD per GPU-hour when it was created (`GPU_HOURLY_PRICE`): its cost estimate keeps the
+    price it ran at."""
     shards_total: int = 0
     shards_pending: int = 0
     """Shards not yet settled; the tracker finalizes when it reaches 0."""
@@ -110,6 +115,8 @@ class BatchRecord(BatchFields):
             eta_at=self.eta_at(int(time.time())),
             at_risk_at=self.at_risk_at,
             reused_requests=self.request_reused,
+            gpu_seconds=round(self.gpu_seconds, 3),
+            estimated_cost=round(self.gpu_seconds / 3600 * self.gpu_hourly_price, 6),
             request_counts=BatchRequestCounts(
                 total=self.request_total,
                 completed=self.request_completed,
@@ -134,6 +141,9 @@ class PartCounts:
     output_tokens: int = 0
     reused: int = 0
     """Of the completed and failed: lines answered from an identical request's result."""
+    gpu_seconds: float = 0.0
+    """The engine time the part took times its GPUs (`gpu_time`); 0 for a part an earlier
+    attempt wrote but did not count (that attempt's time is not known)."""
 
     def add(self, succeeded: bool, usage: tuple[int, int, int], *, reused: bool = False) -> None:
         """One result line: its success, and its usage (input, cached, output tokens). A

@@ -72,12 +72,14 @@ class PendingPart:
     written: dict[str, LineAt] = field(default_factory=dict)
     """custom_id -> where its output line went, once `Results.write` stored the part (the
     result cache points there: `reuse`)."""
+    gpu_seconds: float = 0.0
+    """The shard's GPU time since its previous part (`gpu_time.ShardMeter`)."""
 
     def __len__(self) -> int:
         return len(self.succeeded) + len(self.failed)
 
     def counts(self) -> PartCounts:
-        counts = PartCounts()
+        counts = PartCounts(gpu_seconds=self.gpu_seconds)
         for line in self.failed:
             counts.add(False, (0, 0, 0), reused=line.id in self.reused_ids)
         for line in self.succeeded:

@@ -58,6 +58,15 @@ class Settings(TableSettings):
         ge=1,
         description="The workers' throughput (prompt plus output tokens per second), for slack.",
     )
+    gpu_hourly_price: float = Field(
+        default=1.006,
+        ge=0,
+        description=(
+            "USD per GPU-hour for a batch's estimated_cost (a worker instance's hourly price"
+            " divided by its GPUs): g5.xlarge on-demand in us-east-1 by default; with spot"
+            " workers about 0.45 (g5.xlarge spot, capacity-optimized, varies by zone and day)."
+        ),
+    )
     urgent_tenant_share: float = Field(
         default=0.5,
         ge=0,

@@ -5,13 +5,16 @@ parts, and a stop between parts when the batch no longer runs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from batch_core.deps import Deps
+from batch_core.gpu_time import EngineClock, ShardMeter
 from batch_core.media_urls import MediaPolicy, refused_media
 from batch_core.messaging import ShardQueue, ShardTask
 from batch_core.notices import Notices
@@ -20,6 +23,7 @@ from batch_core.protocol import (
     BatchResponse,
     Engine,
     EngineRequest,
+    EngineResult,
     ShardRequest,
 )
 from batch_core.records import PartCounts, ShardRecord
@@ -48,9 +52,11 @@ class ShardRun:
     output_tokens: int = 0
     reused: int = 0
     seconds: float = 0.0
+    gpu_seconds: float = 0.0
 
     def add(self, counts: PartCounts) -> None:
         self.reused += counts.reused
+        self.gpu_seconds += counts.gpu_seconds
         self.succeeded += counts.completed
         self.failed += counts.failed
         self.input_tokens += counts.input_tokens
@@ -75,6 +81,25 @@ class ShardRunner:
         self.results = results
         self.turns = turns
         self.notices = notices
+        # One clock per engine, so the shards running on it at once share its time.
+        self._clocks: weakref.WeakKeyDictionary[Engine, EngineClock]
+        self._clocks = weakref.WeakKeyDictionary()
+        self._clocks_lock = threading.Lock()
+
+    def _start(
+        self, engine: Engine, pending: list[EngineRequest], gpus: int
+    ) -> tuple[Iterator[EngineResult], ShardMeter]:
+        """The engine's results for `pending`, and the meter of the shard's engine time."""
+        with self._clocks_lock:
+            clock = self._clocks.get(engine)
+            if clock is None:
+                clock = self._clocks[engine] = EngineClock(gpus)
+        meter = ShardMeter(clock)
+        try:
+            return engine.run(pending), meter
+        except BaseException:
+            meter.close()
+            raise
 
     def process_shard(
         self,
@@ -85,6 +110,7 @@ class ShardRunner:
         owner: str | None = None,
         lease_seconds: float = 300,
         queue: ShardQueue | None = None,
+        gpus: int = 1,
     ) -> ShardRun:
         """Run one shard through the engine, writing results in crash-safe parts.
 
@@ -95,7 +121,8 @@ class ShardRunner:
         running (cancelling, expired) stops its shards, and `should_stop` (the worker is
         shutting down) interrupts the shard for another worker to finish. Once it settles,
         the batch's next held shard is sent to `queue` (the worker's own: the batch is for
-        its model), else to the model's queues from the registry.
+        its model), else to the model's queues from the registry. Each part carries the
+        GPU-seconds (`gpus` per engine) since the previous one, counted with it (`gpu_time`).
         """
         started = time.monotonic()
         settings, table = self.deps.settings, self.deps.table
@@ -119,7 +146,7 @@ class ShardRunner:
         pending = self._to_run(shard, finished, part, answers)
         part_started = time.monotonic()
         remaining = len(pending)
-        results = engine.run(pending)
+        results, meter = self._start(engine, pending, gpus)
         try:
             for result in results:
                 answers.add(part, result.to_output_line())
@@ -128,7 +155,7 @@ class ShardRunner:
                     len(part) >= settings.results_part_size
                     or time.monotonic() - part_started >= settings.results_part_seconds
                 ):
-                    run.add(answers.write(self.results, next_part, part))
+                    run.add(answers.write(self.results, next_part, part, meter))
                     next_part, part, part_started = next_part + 1, PendingPart(), time.monotonic()
                     if not self._still_running(task.batch_id):
                         run.outcome = "stopped"
@@ -139,9 +166,10 @@ class ShardRunner:
             close = getattr(results, "close", None)
             if close is not None:
                 close()  # abort what the engine still runs for us
+            meter.close()  # the shard's engine time ends with its requests
         if remaining:
             if len(part):
-                run.add(answers.write(self.results, next_part, part))
+                run.add(answers.write(self.results, next_part, part, meter))
             # Give the lease up so whoever takes the shard next need not wait for it to lapse.
             table.shards.renew_lease(task.batch_id, shard.index, owner=owner, lease_until=0)
             run.seconds = time.monotonic() - started
@@ -151,7 +179,7 @@ class ShardRunner:
                 run.outcome = "interrupted"
             return run
         # The last part and the shard's settlement are one transaction.
-        run.add(answers.write(self.results, next_part, part, settle=True))
+        run.add(answers.write(self.results, next_part, part, meter, settle=True))
         settled = table.batches.get_batch(task.batch_id)
         if settled is not None:
             self.notices.outbox(settled)  # a shard of one part moves the outbox's counts too
@@ -274,8 +302,15 @@ class _Answers:
             part.input_lines[repeat.custom_id] = repeat.line
 
     def write(
-        self, results: Results, part_index: int, part: PendingPart, *, settle: bool = False
+        self,
+        results: Results,
+        part_index: int,
+        part: PendingPart,
+        meter: ShardMeter,
+        *,
+        settle: bool = False,
     ) -> PartCounts:
+        part.gpu_seconds = meter.take()  # the time up to this part, counted with it
         counts = results.write(self._shard, part_index, part, settle=settle)
         if self._reuse is not None:
             self._reuse.flush(part.written)  # after the part: kept only once it is written

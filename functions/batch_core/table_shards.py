@@ -129,7 +129,8 @@ class ShardTable:
         shard_update = "SET parts_committed = :next ADD completed :completed, failed :failed"
         batch_update = (
             "ADD request_completed :completed, request_failed :failed, input_tokens :input, "
-            "cached_tokens :cached, output_tokens :output, request_reused :reused"
+            "cached_tokens :cached, output_tokens :output, request_reused :reused, "
+            "gpu_seconds :gpu"
         )
         # A settled shard takes no more parts (every part of it is already counted).
         condition = "parts_committed = :part AND #status <> :done"
@@ -174,6 +175,7 @@ class ShardTable:
                                 ":cached": counts.cached_tokens,
                                 ":output": counts.output_tokens,
                                 ":reused": counts.reused,
+                                ":gpu": counts.gpu_seconds,
                                 **({":minus_one": -1} if settle else {}),
                             }
                         ),

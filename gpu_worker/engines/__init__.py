@@ -17,6 +17,7 @@ def load_engine(settings: EngineSettings) -> Engine:
         return FakeEngine(
             served_model=settings.served_model_name or settings.model or "fake-model",
             seconds_per_request=settings.fake_seconds_per_request,
+            hang_after_requests=settings.fake_hang_after_requests,
         )
     from gpu_worker.engines.vllm_engine import VllmEngine
 

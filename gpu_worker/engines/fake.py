@@ -9,6 +9,7 @@ spec: the body shape follows the vLLM request model its serving entry names.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -54,12 +55,17 @@ class FakeEngine:
         served_model: str = "fake-model",
         max_model_len: int = 2048,
         seconds_per_request: float = 0.0,
+        hang_after_requests: int | None = None,
     ) -> None:
-        """`seconds_per_request` makes it slow enough for crash tests to catch it mid-shard."""
+        """`seconds_per_request` makes it slow enough for crash tests to catch it mid-shard;
+        `hang_after_requests` makes it hang for good after that many answers, as a wedged GPU
+        does, for the stall watchdog's tests."""
         self._served_model = served_model
         self.max_model_len = max_model_len
         self.seconds_per_request = seconds_per_request
+        self.hang_after_requests = hang_after_requests
         self.calls = 0
+        self._never = threading.Event()
 
     @property
     def served_model(self) -> str:
@@ -74,6 +80,8 @@ class FakeEngine:
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         for request in requests:
+            if self.hang_after_requests is not None and self.calls >= self.hang_after_requests:
+                self._never.wait()  # never set: the hang lasts
             self.calls += 1
             if self.seconds_per_request:
                 time.sleep(self.seconds_per_request)

@@ -160,6 +160,8 @@ def test_a_batch_from_the_page_completes_and_its_results_download(
     assert page.get_by_text("nlp", exact=True).is_visible()  # its metadata
     assert page.locator("#priority").inner_text() == "5"
     assert page.locator("#reused").inner_text() == "1"
+    assert re.fullmatch(r"\d+\.\d GPU-seconds", page.locator("#gpu-seconds").inner_text())
+    assert re.fullmatch(r"\$\d+\.\d{4}", page.locator("#estimated-cost").inner_text())
     timeline = page.locator(".card", has_text="Timeline")
     for step in ("created", "in progress", "finalizing", "completed"):
         assert timeline.get_by_text(step, exact=True).count() == 1, step

@@ -17,12 +17,11 @@ from gpu_worker.worker import Worker
 from tests.conftest import MODEL, chat_request
 
 
-def queue_one_shard(stack: LocalStack) -> str:
+def queue_one_shard(stack: LocalStack, name: str = "w") -> str:
     body = "".join(json.dumps(chat_request(f"r{i}")) + "\n" for i in range(4))
-    stack.session.client("s3").put_object(
-        Bucket=stack.bucket, Key="inbox/w.jsonl", Body=body.encode()
-    )
-    record = stack.stages.intake.ingest_dropped_object(DroppedObject(key="inbox/w.jsonl", etag="w"))
+    key = f"inbox/{name}.jsonl"
+    stack.session.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=body.encode())
+    record = stack.stages.intake.ingest_dropped_object(DroppedObject(key=key, etag=name))
     assert record is not None and record.shards_total == 1
     return record.id
 
@@ -151,3 +150,27 @@ def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalSt
     assert not loop.is_alive()
     record = bare_stack.stages.batches.get_batch(batch_id)
     assert record is not None and (record.request_completed, record.shards_pending) == (4, 0)
+
+
+def test_a_worker_counts_its_engines_gpus_in_the_batchs_gpu_seconds(
+    bare_stack: LocalStack,
+) -> None:
+    """A tensor-parallel engine of 4 GPUs costs 4 GPU-seconds a second (GPUS_PER_ENGINE
+    children pass their group's size): the same shard's time, four times over."""
+    seconds = {}
+    for gpus in (1, 4):
+        batch_id = queue_one_shard(bare_stack, f"gpus-{gpus}")
+        engine = FakeEngine(MODEL, seconds_per_request=0.05)
+        worker = Worker(
+            bare_stack.stages.runner,
+            bare_stack.stages.shard_queue,
+            engine,
+            wait_seconds=0,
+            gpus=gpus,
+        )
+        assert worker.poll_once()
+        record = bare_stack.stages.batches.get_batch(batch_id)
+        assert record is not None
+        seconds[gpus] = record.to_batch().model_dump()["gpu_seconds"]
+    assert seconds[1] >= 0.2  # 4 requests of 0.05 s
+    assert 3.0 < seconds[4] / seconds[1] < 5.0

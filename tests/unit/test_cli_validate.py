@@ -104,3 +104,22 @@ def test_the_progress_meter_shows_counts_rate_and_eta() -> None:
     later = meter.line(snapshot(48, 4000), now=110.0)
     # 40 requests and 4,000 tokens in 10 s: 50 left at 4 requests/s.
     assert later == "[#####.....] 50/100 done, 2 failed, 400 tok/s, ETA 12s  in_progress"
+
+
+def test_estimate_prints_a_cost_range_from_the_work_and_the_throughput(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ten requests (their work tokens as dry_run counts them), on 2-GPU engines at 1000
+    # tokens/s and $3.60 per GPU-hour.
+    path = write_jsonl(tmp_path / "cost.jsonl", [chat_request(f"r{i}") for i in range(10)])
+    code = main(["validate", str(path)])
+    plain = capsys.readouterr().out
+    assert "estimated cost" not in plain  # only when asked
+    work = int(plain.split("work tokens      ~")[1].split()[0])
+    args = ["--estimate", "--tokens-per-second", "1000", "--gpus", "2"]
+    code = main(["validate", str(path), *args, "--gpu-hourly-price", "3.6"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    low, high = work / 1500 * 2, work / 500 * 2  # GPU-seconds at 1000 tokens/s +-50 %
+    assert f"GPU time         {low:,.1f} - {high:,.1f} GPU-seconds" in out
+    assert f"estimated cost   ${low / 1000:.4f} - ${high / 1000:.4f}" in out  # $3.6/3600 s

@@ -98,7 +98,12 @@ def test_the_worker_service_passes_only_settings_the_worker_reads() -> None:
     (container,) = task["ContainerDefinitions"]
     known = {"AWS_DEFAULT_REGION", "HF_HOME"}  # HF_HOME: huggingface_hub's own cache setting
     for settings, prefix in ((Settings, ""), (EngineSettings, ""), (WorkerSettings, "WORKER_")):
-        known |= {prefix + name.upper() for name in settings.model_fields}
+        known |= {
+            field.validation_alias
+            if isinstance(field.validation_alias, str)  # e.g. ENGINE_STALL_SECONDS
+            else prefix + name.upper()
+            for name, field in settings.model_fields.items()
+        }
     names = {variable["Name"] for variable in container["Environment"]}
     assert {"BUCKET_NAME", "TABLE_NAME", "SHARD_QUEUE_URL", "MODEL"} <= names
     assert names <= known, names - known

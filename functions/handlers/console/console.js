@@ -361,6 +361,8 @@ async function batchView(id) {
           h("dt", {}, "ETA"), h("dd", {}, eta(batch)),
           h("dt", {}, "priority"), h("dd", { id: "priority" }, String(batch.priority ?? 0)),
           h("dt", {}, "reused requests"), h("dd", { id: "reused" }, number(batch.reused_requests ?? 0)),
+          h("dt", {}, "GPU time"), h("dd", { id: "gpu-seconds" }, `${(batch.gpu_seconds ?? 0).toFixed(1)} GPU-seconds`),
+          h("dt", {}, "estimated cost"), h("dd", { id: "estimated-cost", title: "GPU time at the deployment's GpuHourlyPrice; idle and cold-start time are not in it" }, `$${(batch.estimated_cost ?? 0).toFixed(4)}`),
           Object.entries(batch.metadata || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
         chart("Completed requests", list.map((p) => [p.t, p.done]), "done", "requests"),
         chart("Output tokens per second", tokensPerSecond, "tokens", "tokens/s")));
