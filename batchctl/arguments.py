@@ -48,5 +48,27 @@ def completion_window(text: str) -> str:
     return text
 
 
+def rate(text: str) -> float:
+    """A positive, finite number (a throughput)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def price(text: str) -> float:
+    """A price: zero or more, finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a price") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a price (zero or more)")
+    return value
+
+
 port = whole_number(0, 65535)
 positive = whole_number(1)

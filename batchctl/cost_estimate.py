@@ -15,7 +15,7 @@ import argparse
 from dataclasses import dataclass
 
 from batch_core.settings import Settings
-from batchctl.arguments import positive
+from batchctl.arguments import positive, price, rate
 
 SPREAD = 0.5
 """The throughput's uncertainty either way (see the module's docstring)."""
@@ -48,7 +48,7 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tokens-per-second",
-        type=float,
+        type=rate,
         default=float(defaults["fleet_tokens_per_second"].default),
         help="one engine's measured throughput, prompt plus output tokens per second (its "
         "bench run; a registry entry's tokens_per_second is its whole fleet's: divide it by "
@@ -57,7 +57,7 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=positive, default=1, help="GPUs per engine")
     parser.add_argument(
         "--gpu-hourly-price",
-        type=float,
+        type=price,
         default=float(defaults["gpu_hourly_price"].default),
         help="USD per GPU-hour (the stack's GpuHourlyPrice; spot about 0.45)",
     )

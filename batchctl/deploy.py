@@ -229,7 +229,19 @@ class Deploy:
         words = f"the GPU quota for spot ({GPU_QUOTA_CODE}) holds one of {', '.join(types)}"
         if not self.runner.step(words):
             return
-        found = self.client("ec2").describe_instance_types(InstanceTypes=types)["InstanceTypes"]
+        ec2 = self.client("ec2")
+        # describe_instance_types refuses the whole list if one type is not offered here (g6
+        # is in fewer regions than g5); the group simply skips such a type.
+        offered = ec2.describe_instance_type_offerings(
+            LocationType="region", Filters=[{"Name": "instance-type", "Values": types}]
+        )["InstanceTypeOfferings"]
+        here = [t for t in types if t in {o["InstanceType"] for o in offered}]
+        if not here:
+            raise DeployError(
+                f"none of {', '.join(types)} is offered in this region: set INSTANCE_TYPES "
+                "to GPU types it has (docs/deploy.md)"
+            )
+        found = ec2.describe_instance_types(InstanceTypes=here)["InstanceTypes"]
         smallest = min(found, key=lambda t: t["VCpuInfo"]["DefaultVCpus"])
         needed = smallest["VCpuInfo"]["DefaultVCpus"]
         quota = self.client("service-quotas").get_service_quota(

@@ -112,7 +112,9 @@ class WorkerSettings(BaseSettings):
         "over its group (8 engines for a 7B model on an 8-GPU host); 0: one engine over all.",
     )
     engine_stall_seconds: float = Field(
-        default=600,
+        # Progress is a finished request (the engine answers whole requests), so this must
+        # outlast the longest one: 32k tokens at a slow 20 tokens/s is under 30 minutes.
+        default=1800,
         ge=0,
         validation_alias="ENGINE_STALL_SECONDS",
         description="Exit non-zero (ECS starts a fresh worker) when shards wait on the engine "

@@ -59,12 +59,12 @@ class Settings(TableSettings):
         description="The workers' throughput (prompt plus output tokens per second), for slack.",
     )
     gpu_hourly_price: float = Field(
-        default=1.006,
+        default=0.45,
         ge=0,
         description=(
             "USD per GPU-hour for a batch's estimated_cost (a worker instance's hourly price"
-            " divided by its GPUs): g5.xlarge on-demand in us-east-1 by default; with spot"
-            " workers about 0.45 (g5.xlarge spot, capacity-optimized, varies by zone and day)."
+            " divided by its GPUs): about g5.xlarge spot in us-east-1 by default, as the fleet"
+            " is all spot by default (varies by zone and day); 1.006 for g5.xlarge on-demand."
         ),
     )
     urgent_tenant_share: float = Field(

@@ -15,7 +15,8 @@ from gpu_worker.engines.fake import FakeEngine
 from tests.conftest import MODEL, chat_request, serve_api
 
 KEY = "sk-test-cost-0123456789"
-PRICE = 1.006
+PRICE = 0.45
+"""GpuHourlyPrice's default (about g5.xlarge spot)."""
 STEP = 0.05
 """The fake engine's seconds per request."""
 

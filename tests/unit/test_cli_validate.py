@@ -123,3 +123,25 @@ def test_estimate_prints_a_cost_range_from_the_work_and_the_throughput(
     low, high = work / 1500 * 2, work / 500 * 2  # GPU-seconds at 1000 tokens/s +-50 %
     assert f"GPU time         {low:,.1f} - {high:,.1f} GPU-seconds" in out
     assert f"estimated cost   ${low / 1000:.4f} - ${high / 1000:.4f}" in out  # $3.6/3600 s
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--tokens-per-second", "0"),
+        ("--tokens-per-second", "-5"),
+        ("--tokens-per-second", "inf"),
+        ("--gpu-hourly-price", "-1"),
+        ("--gpu-hourly-price", "nan"),
+    ],
+)
+def test_an_estimate_refuses_a_throughput_or_price_that_cannot_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    """A zero throughput would divide by zero, a negative one or price print a negative
+    cost: argparse refuses them, with the option named."""
+    path = write_jsonl(tmp_path / "cost.jsonl", [chat_request("r0")])
+    with pytest.raises(SystemExit) as refused:
+        main(["validate", str(path), "--estimate", option, value])
+    assert refused.value.code == 2
+    assert option in capsys.readouterr().err

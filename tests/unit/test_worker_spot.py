@@ -45,6 +45,10 @@ def test_the_workers_are_spot_over_several_types_of_one_gpu_memory_class() -> No
     assert requirements["AllowedInstanceTypes"] == {"Ref": "InstanceTypes"}
     assert requirements["AcceleratorCount"] == {"Min": {"Ref": "Gpus"}}
     assert requirements["MemoryMiB"] == {"Min": {"Ref": "MemoryMiB"}}  # room for the container
+    # Every listed type stays in: AWS's default price protection would drop the types priced
+    # 20 % over the cheapest (g5.xlarge beside g6.xlarge), leaving one pool.
+    assert requirements["OnDemandMaxPricePercentageOverLowestPrice"] == 999999
+    assert requirements["SpotMaxPricePercentageOverLowestPrice"] == 999999
     assert parameters["InstanceTypes"]["Type"] == "CommaDelimitedList"
     types = instance_types(parameters["InstanceTypes"])
     assert len(types) >= 3  # several spot pools
