@@ -153,24 +153,29 @@ def test_a_loop_takes_a_shard_only_while_the_engine_has_room(bare_stack: LocalSt
 
 
 def test_a_worker_counts_its_engines_gpus_in_the_batchs_gpu_seconds(
-    bare_stack: LocalStack,
+    bare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tensor-parallel engine of 4 GPUs costs 4 GPU-seconds a second (GPUS_PER_ENGINE
-    children pass their group's size): the same shard's time, four times over."""
-    seconds = {}
-    for gpus in (1, 4):
-        batch_id = queue_one_shard(bare_stack, f"gpus-{gpus}")
-        engine = FakeEngine(MODEL, seconds_per_request=0.05)
-        worker = Worker(
-            bare_stack.stages.runner,
-            bare_stack.stages.shard_queue,
-            engine,
-            wait_seconds=0,
-            gpus=gpus,
-        )
-        assert worker.poll_once()
-        record = bare_stack.stages.batches.get_batch(batch_id)
-        assert record is not None
-        seconds[gpus] = record.to_batch().model_dump()["gpu_seconds"]
-    assert seconds[1] >= 0.2  # 4 requests of 0.05 s
-    assert 3.0 < seconds[4] / seconds[1] < 5.0
+    children pass their group's size): the worker hands its engine's GPUs to the runner, which
+    multiplies the engine time by them (`test_stage_gpu_seconds`, on a clock of its own)."""
+    runner = bare_stack.stages.runner
+    given: list[int] = []
+    run_shard = runner.process_shard
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs["gpus"])
+        return run_shard(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "process_shard", spy)
+    batch_id = queue_one_shard(bare_stack, "gpus")
+    worker = Worker(
+        runner,
+        bare_stack.stages.shard_queue,
+        FakeEngine(MODEL, seconds_per_request=0.01),
+        wait_seconds=0,
+        gpus=4,
+    )
+    assert worker.poll_once()
+    assert given == [4]
+    record = bare_stack.stages.batches.get_batch(batch_id)
+    assert record is not None and record.to_batch().model_dump()["gpu_seconds"] > 0
