@@ -26,15 +26,26 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def seconds(text: str) -> float:
-    """A positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
+def real_number(
+    what: str, refused: str, *, zero: bool = False, finite: bool = True
+) -> Callable[[str], float]:
+    """An argparse type: a number above zero (or from zero, with `zero`; finite unless told),
+    named `what` when it is no number and `refused` when it is out of range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ((value >= 0) if zero else (value > 0)) or (finite and value == float("inf")):
+            raise argparse.ArgumentTypeError(f"{text} is not {refused}")
+        return value
+
+    return parse
+
+
+seconds = real_number("a number of seconds", "a positive number of seconds", finite=False)
+"""A positive number of seconds."""
 
 
 def completion_window(text: str) -> str:
@@ -48,27 +59,9 @@ def completion_window(text: str) -> str:
     return text
 
 
-def rate(text: str) -> float:
-    """A positive, finite number (a throughput)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def price(text: str) -> float:
-    """A price: zero or more, finite."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a price") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a price (zero or more)")
-    return value
-
-
+rate = real_number("a number", "a positive number")
+"""A positive, finite number (a throughput)."""
+price = real_number("a price", "a price (zero or more)", zero=True)
+"""A price: zero or more, finite."""
 port = whole_number(0, 65535)
 positive = whole_number(1)
