@@ -82,7 +82,9 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     for model in _registry().repository.models.list_models():
-        print(f"{model.name:<32} {model.status:<9} {model.queue_url} {model.fleet}".rstrip())
+        line = f"{model.name:<32} {model.status:<9} {model.queue_url} {model.fleet}"
+        # The workers the sweep sizes for it (none shown: not sized by the stack).
+        print(f"{line} {model.scaling_target}".rstrip())
     return EXIT_OK
 
 

@@ -12,9 +12,11 @@ minutes):
   cooldown is over, +1 worker (up to 10 waiting), +2 (up to 50), +4 (more); every 5 minutes
   the deadline alarm adds +1/+2/+4 too when the work due within the hour needs more than half,
   one, two fleet-hours of the workers there are.
-- "sized": every minute, the fleet grows at once to `fleet_sizing.desired_workers` (the code
-  the deployment runs): no more workers than shards left, enough for each deadline counting
-  cold starts.
+- "sized": as the deployment runs `fleet_scaling`: when a batch starts, intake raises the
+  fleet's floor to what that batch alone needs, and every 5 minutes the sweep sets the floor
+  to what all the work needs (`fleet_sizing.desired_workers`: no more workers than shards
+  left, enough for each deadline counting cold starts; workers still starting count only
+  after a whole cold start). The fleet grows at once to its floor.
 
 Purchase: on-demand, or spot with `--interruptions` per worker-hour (a worker interrupted
 hands its shard back, losing at most the part in progress, and the group replaces it, cold).
@@ -132,19 +134,29 @@ class Simulation:
         self.now = 0.0
         self.last_out = self.last_deadline_out = -COOLDOWN
         self.last_work = 0.0
+        self.floor = 0
 
     def result(self) -> Run:
         while self.pending or self.waiting or self._running():
+            arrived = []
             while self.pending and self.pending[0].arrives_at <= self.now:
-                self.waiting.extend(self.pending.pop(0).shards)
+                arrived.append(self.pending.pop(0))
+                self.waiting.extend(arrived[-1].shards)
             if self.waiting or self._running():
                 self.last_work = self.now
-            if self.now % 60 < STEP:  # the policy looks every minute
-                wanted = self._step() if self.policy == "step" else self._sized()
-                for _ in range(min(wanted, MAX_WORKERS) - len(self.workers)):
-                    self.workers.append(Worker(self.now + self.cold_start, self.now))
+            wanted = len(self.workers)
+            if self.policy == "step" and self.now % 60 < STEP:  # the alarms look every minute
+                wanted = self._step()
+            if self.policy == "sized":
+                for batch in arrived:  # intake: this batch alone, raising only
+                    self.floor = max(self.floor, self._need(batch.shards))
+                if self.now % 300 < STEP:  # the sweep: all the work, up or down
+                    self.floor = self._need(self.waiting + self._running())
+                wanted = max(wanted, self.floor)
+            for _ in range(min(wanted, MAX_WORKERS) - len(self.workers)):
+                self.workers.append(Worker(self.now + self.cold_start, self.now))
             if self.workers and self.now - self.last_work >= IDLE_SCALE_IN:
-                self.workers.clear()  # scale in to zero: unchanged in both policies
+                del self.workers[self.floor :]  # scale in to the floor: zero, once idle
             self.run.peak = max(self.run.peak, len(self.workers))
             self.waiting.sort(key=lambda s: s.deadline_at)
             for worker in list(self.workers):
@@ -172,9 +184,9 @@ class Simulation:
                 self.last_deadline_out = self.now
         return count
 
-    def _sized(self) -> int:
+    def _need(self, shards: list[Shard]) -> int:
         work: dict[int, DueWork] = {}
-        for shard in self.waiting + self._running():
+        for shard in shards:
             so_far = work.get(shard.batch, DueWork(shard.deadline_at, 0, 0))
             tokens = so_far.tokens + shard.tokens - shard.done
             work[shard.batch] = DueWork(shard.deadline_at, tokens, so_far.shards + 1)
@@ -183,10 +195,10 @@ class Simulation:
             now=self.now,
             tokens_per_second=SPEED,
             cold_start_seconds=self.cold_start,
-            workers=len(self.workers),
+            ready=sum(1 for w in self.workers if w.ready_at <= self.now),
             max_workers=MAX_WORKERS,
         )
-        return max(len(self.workers), wanted)  # sizing only adds
+        return wanted
 
     def _work(self, worker: Worker) -> None:
         """One step of one worker: interrupted, starting, taking a shard or running it."""

@@ -476,6 +476,41 @@ def _event_bus(name: str, arns: Arns) -> str:
     )
 
 
+def _ecs_service(cluster: str, service: str, arns: Arns) -> str:
+    if service.startswith("arn:"):
+        return service
+    return f"arn:aws:ecs:{arns.region}:{arns.account}:service/{cluster}/{service}"
+
+
+def _scaling_requests(operation: str, params: Mapping[str, Any], arns: Arns) -> list[Request]:
+    if operation == "DescribeScalableTargets":
+        return [Request("application-autoscaling:DescribeScalableTargets", "*")]
+    if operation == "RegisterScalableTarget":
+        # A target's ARN ends in an id AWS makes up (not its ResourceId): any id stands in.
+        # Application Auto Scaling then checks that the caller may describe and update the
+        # ECS service itself.
+        _, cluster, service = str(params["ResourceId"]).split("/", 2)
+        target = (
+            f"arn:aws:application-autoscaling:{arns.region}:{arns.account}:scalable-target/0a1b2c"
+        )
+        return [
+            Request("application-autoscaling:RegisterScalableTarget", target),
+            Request("ecs:DescribeServices", _ecs_service(cluster, service, arns)),
+            Request("ecs:UpdateService", _ecs_service(cluster, service, arns)),
+        ]
+    raise UnmappedCallError(f"application-autoscaling:{operation}")
+
+
+def _ecs_requests(operation: str, params: Mapping[str, Any], arns: Arns) -> list[Request]:
+    if operation == "DescribeServices":
+        cluster = str(params.get("cluster", "default"))
+        return [
+            Request("ecs:DescribeServices", _ecs_service(cluster, str(s), arns))
+            for s in params["services"]
+        ]
+    raise UnmappedCallError(f"ecs:{operation}")
+
+
 def requests_of(call: Call, arns: Arns) -> list[Request]:
     """The IAM requests `call` is authorized as (UnmappedCallError for one not known)."""
     operation, params = call.operation, call.params
@@ -489,6 +524,10 @@ def requests_of(call: Call, arns: Arns) -> list[Request]:
         return _sqs_requests(operation, params, arns)
     if call.service == "states":
         return _states_requests(operation, params)
+    if call.service == "application-autoscaling":
+        return _scaling_requests(operation, params, arns)
+    if call.service == "ecs":
+        return _ecs_requests(operation, params, arns)
     if call.service == "events" and operation == "PutEvents":
         buses = sorted({str(e.get("EventBusName") or "default") for e in params["Entries"]})
         return [Request("events:PutEvents", _event_bus(bus, arns)) for bus in buses]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from batchctl.template import (
+    FLEET_PATH,
     Resolver,
     load_template,
     resources_of_type,
@@ -37,6 +38,10 @@ class ResourceOptions:
     part_size: int | None = None
     shards_ahead: int | None = None
     """A batch's shards queued or running at once (None: the template's default)."""
+    worker_fleet: bool = False
+    """The stack's own workers as their scaling sees them (DeployWorkers): their ECS
+    cluster and service, and the service's scalable target, as infra/worker-fleet.yaml
+    makes them. No task runs there: the local workers are threads."""
 
 
 def create_resources(
@@ -53,15 +58,9 @@ def create_resources(
             "AWS::Region": REGION,
             "AWS::Partition": "aws",
         },
-        parameters={
-            name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()
-        },
+        parameters=_parameters(template, options),
         conditions=template.get("Conditions", {}),
     )
-    resolver.parameters["ServedModels"] = ",".join(options.served_models)
-    resolver.parameters["TrackerPollSeconds"] = str(options.poll_seconds)
-    if options.shards_ahead is not None:
-        resolver.parameters["ShardsAheadPerBatch"] = str(options.shards_ahead)
     sqs = session.client("sqs")
     queues = resources_of_type(template, "AWS::SQS::Queue")
     # Dead-letter queues first: the others point at them.
@@ -123,6 +122,8 @@ def create_resources(
             )
     # Every function sees the template's Globals environment; so do the handlers here.
     environment = resolver.resolve(template["Globals"]["Function"]["Environment"]["Variables"])
+    if options.worker_fleet:
+        create_worker_fleet(session, str(environment["WORKER_CLUSTER"]))
     # Locally every tier of the tracker's poll is the same short wait.
     overrides = {
         "TRACKER_POLL_SECONDS": str(options.poll_seconds),
@@ -139,6 +140,20 @@ def create_resources(
     return resolver, {**{k: str(v) for k, v in environment.items()}, **overrides}
 
 
+def _parameters(template: dict[str, Any], options: ResourceOptions) -> dict[str, str]:
+    """The template's parameters: its defaults, with what the local stack changes."""
+    parameters = {
+        name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()
+    }
+    parameters["ServedModels"] = ",".join(options.served_models)
+    parameters["TrackerPollSeconds"] = str(options.poll_seconds)
+    if options.shards_ahead is not None:
+        parameters["ShardsAheadPerBatch"] = str(options.shards_ahead)
+    if options.worker_fleet:
+        parameters["DeployWorkers"] = "true"
+    return parameters
+
+
 def _create_queue(sqs: SQSClient, name: str, props: dict[str, Any], resolver: Resolver) -> None:
     attributes: dict[Any, str] = {}
     for key in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds"):
@@ -153,3 +168,38 @@ def _create_queue(sqs: SQSClient, name: str, props: dict[str, Any], resolver: Re
     resolver.refs[name] = url
     resolver.attributes[(name, "Arn")] = arn
     resolver.attributes[(name, "QueueName")] = f"{STACK}-{name}"
+
+
+def create_worker_fleet(
+    session: boto3.session.Session, cluster: str, parameters: dict[str, str] | None = None
+) -> str:
+    """A worker fleet's cluster, service and scalable target (infra/worker-fleet.yaml's, its
+    `parameters` over the defaults); returns the target's resource id."""
+    fleet = load_template(FLEET_PATH)
+    resolver = Resolver(
+        pseudo={"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"},
+        parameters={
+            name: str(spec.get("Default", "")) for name, spec in fleet["Parameters"].items()
+        }
+        | (parameters or {}),
+        conditions=fleet.get("Conditions", {}),
+    )
+    ecs = session.client("ecs")
+    ecs.create_cluster(clusterName=cluster)
+    family = f"{cluster}-WorkerTaskDefinition"
+    ecs.register_task_definition(
+        family=family, containerDefinitions=[{"name": "worker", "image": "local", "memory": 512}]
+    )
+    service = f"{cluster}-WorkerService-LOCAL"
+    # No DesiredCount in the template: a new service starts none here (the sizing does).
+    ecs.create_service(cluster=cluster, serviceName=service, taskDefinition=family, desiredCount=0)
+    props = fleet["Resources"]["WorkerScalableTarget"]["Properties"]
+    target = f"service/{cluster}/{service}"
+    session.client("application-autoscaling").register_scalable_target(
+        ServiceNamespace=props["ServiceNamespace"],
+        ScalableDimension=props["ScalableDimension"],
+        ResourceId=target,
+        MinCapacity=int(resolver.resolve(props["MinCapacity"])),
+        MaxCapacity=int(resolver.resolve(props["MaxCapacity"])),
+    )
+    return target

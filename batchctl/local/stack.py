@@ -56,6 +56,7 @@ class LocalStack:
         worker_concurrency: int = 1,
         more_models: list[Engine] | None = None,
         shards_ahead: int | None = None,
+        worker_fleet: bool = False,
     ) -> None:
         """`endpoint_url` points every AWS client at a running moto server instead of moto's
         in-process mock (so other processes can share the stack). `more_models` are other
@@ -78,6 +79,7 @@ class LocalStack:
             shard_size=shard_size,
             part_size=part_size,
             shards_ahead=shards_ahead,
+            worker_fleet=worker_fleet,
         )
         self.worker_count = worker_count if engine else 0
         self.route_events = route_events

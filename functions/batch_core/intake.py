@@ -24,6 +24,7 @@ from batch_core.errors import (
     RateLimitError,
 )
 from batch_core.files import AssembledFile, FileService
+from batch_core.fleet_scaling import FleetScaling
 from batch_core.ids import new_batch_id, new_file_id
 from batch_core.intake_jobs import BuildRetryInput, DroppedObject, IntakeWork, JoinUpload
 from batch_core.media_urls import MediaPolicy
@@ -193,6 +194,7 @@ class Intake:
         tracker: Tracker,
         files: FileService,
         retries: Retries,
+        fleet_scaling: FleetScaling | None = None,
     ) -> None:
         self.deps = deps
         self.registry = registry
@@ -203,6 +205,7 @@ class Intake:
         self.tracker = tracker
         self.files = files
         self.retries = retries
+        self.fleet_scaling = fleet_scaling
 
     def run(self, work: IntakeWork) -> BatchRecord | None:
         """One intake message's work: a dropped object validated and planned (its batch), an
@@ -357,6 +360,17 @@ class Intake:
     def _start_running(self, record: BatchRecord) -> None:
         self.tracker.start(record.id, poll=self.deps.settings.poll_schedule)
         self.turns.queue_first_shards(record)
+        self._scale_out_for(record)
+
+    def _scale_out_for(self, record: BatchRecord) -> None:
+        """Its fleet's workers started now, as many as it needs (`fleet_scaling`). A batch
+        never fails for it: the sweep sizes every fleet again within 5 minutes."""
+        if self.fleet_scaling is None:
+            return
+        try:
+            self.fleet_scaling.size_for_batch(record)
+        except Exception:
+            logger.exception("intake: sizing the fleet of %s failed; the sweep will", record.id)
 
     def new_validator(
         self,

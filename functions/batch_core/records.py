@@ -271,4 +271,13 @@ class ServedModel(BaseModel):
     tokens_per_second: int = 0
     """What its whole fleet gets through at its largest (prompt plus output tokens per
     second), for its batches' slack (0: FLEET_TOKENS_PER_SECOND)."""
+    engines_per_worker: int = 1
+    """Engines (each running one shard at a time) in one of its workers (`GPUS_PER_ENGINE`)."""
+    cold_start_seconds: int = 0
+    """What a new worker of its fleet takes to run its first request (0: the stack's
+    FLEET_COLD_START_SECONDS)."""
+    scaling_target: str = ""
+    """Its workers' ECS service as Application Auto Scaling names it
+    (`service/<cluster>/<service>`), which the sweep and intake size to its work ("": not
+    sized here)."""
     created_at: int = 0

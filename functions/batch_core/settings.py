@@ -135,6 +135,25 @@ class Settings(TableSettings):
         description="The stack's name: a worker fleet's shard queues are <stack>-model-* "
         "(the model registry refuses others; empty: any *-model-* queue of the account).",
     )
+    worker_cluster: str = Field(
+        default="",
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="The stack's own workers' ECS cluster, whose service the sweep and intake "
+        "scale to the work (empty: the stack has no workers of its own).",
+    )
+    worker_gpus: int = Field(default=1, ge=1, description="GPUs per worker (WorkerGpus).")
+    worker_gpus_per_engine: int = Field(
+        default=0, ge=0, description="GPUs per engine on a worker (WorkerGpusPerEngine)."
+    )
+    fleet_cold_start_seconds: int = Field(
+        default=900,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="What a new worker takes to run its first request (instance, image, "
+        "weights, engine), counted when a fleet is sized to its deadlines (a registry "
+        "entry's own cold_start_seconds first).",
+    )
     default_endpoint: str = "/v1/chat/completions"
     default_completion_window: str = "24h"
     max_requests_per_batch: int = Field(default=1_000_000, ge=1)

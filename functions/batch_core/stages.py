@@ -15,6 +15,8 @@ from batch_core.batches import Batches
 from batch_core.deps import Deps
 from batch_core.ending import Ending
 from batch_core.files import FileService
+from batch_core.fleet_capacity import FleetCapacity
+from batch_core.fleet_scaling import FleetScaling
 from batch_core.intake import Intake
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
 from batch_core.model_registry import ModelRegistry, RegistryRules
@@ -42,6 +44,8 @@ class Channels:
     jobs: IntakeJobs | None = None
     events: StatusEvents | None = None
     webhook_queue: WebhookQueue | None = None
+    fleets: FleetCapacity | None = None
+    """The workers' scaling (none: nothing here sizes a fleet)."""
 
 
 class Stages:
@@ -103,6 +107,11 @@ class Stages:
         return Turns(self.deps, self.registry, self.channels.shard_queue, self.notices)
 
     @cached_property
+    def fleet_scaling(self) -> FleetScaling | None:
+        fleets = self.channels.fleets
+        return FleetScaling(self.deps, self.registry, self.turns, fleets) if fleets else None
+
+    @cached_property
     def ending(self) -> Ending:
         return Ending(self.deps, self.results, self.turns, self.notices, self.channels.tracker)
 
@@ -135,8 +144,9 @@ class Stages:
             tracker=self.channels.tracker,
             files=self.files,
             retries=self.retries,
+            fleet_scaling=self.fleet_scaling,
         )
 
     @cached_property
     def sweep(self) -> Sweep:
-        return Sweep(self.ending, self.turns, self.slots, self.files)
+        return Sweep(self.ending, self.turns, self.slots, self.files, self.fleet_scaling)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from batch_core.ending import Ending
     from batch_core.files import FileService
+    from batch_core.fleet_scaling import FleetScaling, Sized
+    from batch_core.records import BatchRecord
     from batch_core.tenant_slots import TenantSlots
     from batch_core.turns import Turns
 
@@ -43,6 +45,8 @@ class SweepReport:
     topped_up: dict[str, int] = field(default_factory=dict)
     at_risk: list[str] = field(default_factory=list)
     pressures: dict[str, float] | None = None
+    fleets: dict[str, int] = field(default_factory=dict)
+    """Each fleet's floor as sized (its scalable target: the workers its work needs now)."""
     """DeadlinePressure by model; None when the running batches could not be read."""
     failures: dict[str, int] = field(default_factory=dict)
     """Items (or whole steps) that raised, by step: logged, and tried again next run."""
@@ -54,12 +58,18 @@ class Sweep:
     """One run of the sweep over the batches, the tenants' slots and the Files."""
 
     def __init__(
-        self, ending: Ending, turns: Turns, slots: TenantSlots, files: FileService
+        self,
+        ending: Ending,
+        turns: Turns,
+        slots: TenantSlots,
+        files: FileService,
+        fleet_scaling: FleetScaling | None = None,
     ) -> None:
         self.ending = ending
         self.turns = turns
         self.slots = slots
         self.files = files
+        self.fleet_scaling = fleet_scaling
 
     def run(self, time_left: Callable[[], float]) -> SweepReport:
         """Every step, each guarded; `time_left` is the seconds the run still has (the
@@ -81,9 +91,19 @@ class Sweep:
             report.at_risk += step.once("at_risk", turns.flag_at_risk, [batch]) or []
         if running is not None:  # unread, the pressure is unknown, not zero
             report.pressures = step.once("pressures", turns.deadline_pressures, 3600, running)
+            report.fleets = self._size_fleets(step, running)
         # Last: what a tenant can make more of never takes the time of the steps above.
         report.deleted_files = self._delete_files(step)
         return report
+
+    def _size_fleets(self, step: _Steps, running: list[BatchRecord]) -> dict[str, int]:
+        """Each fleet's workers sized to its running batches, one fleet at a time."""
+        scaling = self.fleet_scaling
+        if scaling is None:
+            return {}
+        fleets = step.read("fleets", scaling.fleets, running)
+        sized: Iterable[Sized | None] = step.each("fleets", fleets, scaling.size)
+        return {s.target: s.minimum for s in sized if s is not None}
 
     def _delete_files(self, step: _Steps) -> list[str]:
         """Expired Files, a page at a time until none is left (or time runs short). A File

@@ -251,13 +251,17 @@ class Turns:
             pressures[model] = pressures.get(model, 0.0) + due / horizon_seconds
         return pressures
 
+    def remaining_tokens(self, batch: BatchRecord) -> float:
+        """Its share of the planner's estimate (prompt plus output tokens) not run yet."""
+        to_run = max(batch.request_total - batch.request_rejected, 1)
+        ran = batch.request_completed + batch.request_failed - batch.request_rejected
+        return batch.estimated_tokens * max(to_run - ran, 0) / to_run
+
     def remaining_work_seconds(self, batch: BatchRecord) -> float:
         """How long its model's whole fleet needs for its share of the planner's estimate
         that has not run yet."""
-        to_run = max(batch.request_total - batch.request_rejected, 1)
-        ran = batch.request_completed + batch.request_failed - batch.request_rejected
-        remaining = batch.estimated_tokens * max(to_run - ran, 0) / to_run
-        return work_seconds(round(remaining), self.deps.settings, self.throughput(batch.model))
+        remaining = round(self.remaining_tokens(batch))
+        return work_seconds(remaining, self.deps.settings, self.throughput(batch.model))
 
     def flag_at_risk(self, running: list[BatchRecord] | None = None) -> list[str]:
         """Running batches that cannot finish by their deadline even if every worker the

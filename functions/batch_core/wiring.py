@@ -15,6 +15,7 @@ from botocore.loaders import Loader, create_loader
 
 from batch_core.auth import ApiKeys, RateLimiter
 from batch_core.deps import Deps
+from batch_core.fleet_capacity import FleetCapacity
 from batch_core.messaging import IntakeJobs, ShardQueue, StatusEvents, Tracker, WebhookQueue
 from batch_core.repository import BatchRepository
 from batch_core.settings import Settings, TableSettings, get_settings
@@ -123,6 +124,11 @@ def build_stages(
         events=StatusEvents(_client(session, "events", region), settings.event_bus_name),
         webhook_queue=(
             WebhookQueue(sqs, settings.webhook_queue_url) if settings.webhook_queue_url else None
+        ),
+        # Built on first use: only intake and the sweep size a fleet.
+        fleets=FleetCapacity(
+            lambda: _client(session, "application-autoscaling", region),
+            lambda: _client(session, "ecs", region),
         ),
     )
     return Stages(deps, channels)

@@ -58,6 +58,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             "escalated": report.escalated,
             "topped_up": report.topped_up,
             "at_risk": report.at_risk,
+            "fleets": report.fleets,
             "failures": report.failures,
             "unfinished": report.unfinished,
         },

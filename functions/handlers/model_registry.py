@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batch_core.errors import BatchCoreError
+from batch_core.fleet_sizing import engines_per_worker
 from batch_core.records import ServedModel
 from batch_core.wiring import default_stages
 
@@ -32,6 +33,9 @@ logger = Logger()
 tracer = Tracer()
 
 ResponseStatus = Literal["SUCCESS", "FAILED"]
+
+_ECS_NAME = "[A-Za-z0-9_-]{1,255}"
+"""An ECS cluster's or service's name."""
 
 PROPERTIES = {
     "name": "Name",
@@ -56,6 +60,11 @@ class ServedModelProperties(BaseModel):
     Fleet: str = ""
     ContextLength: int = Field(default=0, ge=0)
     TokensPerSecond: int = Field(default=0, ge=0)
+    ScalingTarget: str = Field(default="", pattern=f"^(service/{_ECS_NAME}/{_ECS_NAME})?$")
+    """The fleet's ECS service as Application Auto Scaling names it."""
+    Gpus: int = Field(default=1, ge=1)
+    GpusPerEngine: int = Field(default=0, ge=0)
+    ColdStartSeconds: int = Field(default=0, ge=0, le=86400)
 
     def served_model(self) -> ServedModel:
         return ServedModel(
@@ -67,6 +76,9 @@ class ServedModelProperties(BaseModel):
             fleet=self.Fleet,
             context_length=self.ContextLength,
             tokens_per_second=self.TokensPerSecond,
+            scaling_target=self.ScalingTarget,
+            engines_per_worker=engines_per_worker(self.Gpus, self.GpusPerEngine),
+            cold_start_seconds=self.ColdStartSeconds,
         )
 
 

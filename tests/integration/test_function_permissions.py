@@ -617,6 +617,9 @@ class Scenario:
         self.webhooks()
         self.dead_intake()
         self.model_registry()
+        # The batches run above raised the workers' floor at intake; with them done, the
+        # sweep lowers it.
+        self.functions.invoke("ExpireFunction", load_event("expire_schedule.json"))
 
 
 # -- the checks ---------------------------------------------------------------------------
@@ -645,7 +648,12 @@ def permissions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Permission
         patch.setattr(storage, "_PART_BYTES", 256)
         patch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 1)
         with LocalStack(
-            None, served_models=[MODEL], route_events=False, shard_size=4, part_size=3
+            None,
+            served_models=[MODEL],
+            route_events=False,
+            shard_size=4,
+            part_size=3,
+            worker_fleet=True,  # intake and the sweep size the stack's own workers
         ) as stack:
             wiring.default_api_keys().register(KEY, TENANT, name="permissions")
             functions = Functions(stack, recorder, template)
@@ -727,6 +735,11 @@ def test_the_scenario_took_the_paths_that_matter(permissions: Permissions) -> No
         ("WebhookFunction", "dynamodb:UpdateItem"),  # its tenant's time, the failures
         ("DeadIntakeFunction", "dynamodb:UpdateItem"),
         ("ModelRegistryFunction", "dynamodb:DeleteItem"),
+        # The workers sized to the work, by intake and by the sweep.
+        ("ValidateFunction", "application-autoscaling:RegisterScalableTarget"),
+        ("ValidateFunction", "ecs:DescribeServices"),
+        ("ExpireFunction", "application-autoscaling:DescribeScalableTargets"),
+        ("ExpireFunction", "application-autoscaling:RegisterScalableTarget"),
     ]:
         assert expected in made, expected
 
@@ -749,12 +762,25 @@ def test_each_role_refuses_what_its_function_must_never_do(permissions: Permissi
         ("states:StartExecution", f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:other"),
         ("states:StopExecution", f"{machine}:x".replace(":stateMachine:", ":execution:")),
         ("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/x"),
+        # Sizing sets a floor; it never changes a fleet's task or deletes anything.
+        ("ecs:DeleteService", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/c/s"),
+        ("ecs:RunTask", f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/t:1"),
+        ("application-autoscaling:DeregisterScalableTarget", "*"),
+        ("application-autoscaling:PutScalingPolicy", "*"),
+    ]
+    scaling = [
+        (
+            "application-autoscaling:RegisterScalableTarget",
+            f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target/x",
+        ),
+        ("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/c/s"),
     ]
     no_s3 = [("s3:GetObject", f"{bucket}/files/x"), ("s3:ListBucket", bucket)]
     never: dict[str, list[tuple[str, str]]] = {
         # Reads its endpoints, updates their failures and its tenant's time budget, and
         # queues its own retries; nothing else.
         "WebhookFunction": [
+            *scaling,  # only intake and the sweep size the workers
             *no_s3,
             ("dynamodb:PutItem", table),
             ("dynamodb:DeleteItem", table),
@@ -765,6 +791,7 @@ def test_each_role_refuses_what_its_function_must_never_do(permissions: Permissi
         ],
         # The registry's items only.
         "ModelRegistryFunction": [
+            *scaling,  # only intake and the sweep size the workers
             *no_s3,
             ("sqs:SendMessage", queue["ShardQueue"]),
             ("sqs:SendMessage", queue["WebhookQueue"]),
@@ -772,6 +799,7 @@ def test_each_role_refuses_what_its_function_must_never_do(permissions: Permissi
         ],
         # The API hands work to the validate function; it never queues shards or tracks.
         "ApiFunction": [
+            *scaling,  # only intake and the sweep size the workers
             ("sqs:SendMessage", queue["ShardQueue"]),
             ("sqs:SendMessage", queue["UrgentShardQueue"]),
             ("sqs:SendMessage", queue["FinalizeQueue"]),
@@ -779,6 +807,7 @@ def test_each_role_refuses_what_its_function_must_never_do(permissions: Permissi
             ("states:SendTaskSuccess", "*"),
         ],
         "FinalizeFunction": [
+            *scaling,  # only intake and the sweep size the workers
             ("sqs:SendMessage", queue["ShardQueue"]),
             ("sqs:SendMessage", queue["IntakeQueue"]),
             ("states:StartExecution", machine),
@@ -789,11 +818,13 @@ def test_each_role_refuses_what_its_function_must_never_do(permissions: Permissi
             ("states:SendTaskSuccess", "*"),
         ],
         "DeadShardFunction": [
+            *scaling,  # only intake and the sweep size the workers
             ("sqs:SendMessage", queue["IntakeQueue"]),
             ("states:StartExecution", machine),
             ("states:SendTaskSuccess", "*"),
         ],
         "DeadIntakeFunction": [
+            *scaling,  # only intake and the sweep size the workers
             ("sqs:SendMessage", queue["ShardQueue"]),
             ("states:StartExecution", machine),
         ],

@@ -10,20 +10,20 @@ HOUR = 3600.0
 SPEED = 100.0
 
 
-def size(work: list[DueWork], workers: int = 0, cold: float = 900.0, most: int = 8) -> int:
+def size(work: list[DueWork], ready: int = 0, cold: float = 900.0, most: int = 8) -> int:
     return desired_workers(
         work,
         now=0.0,
         tokens_per_second=SPEED,
         cold_start_seconds=cold,
-        workers=workers,
+        ready=ready,
         max_workers=most,
     )
 
 
 def test_one_shard_never_starts_more_than_one_worker() -> None:
     one = [DueWork(deadline_at=0.5 * HOUR, tokens=10_000_000, shards=1)]  # late, and huge
-    assert [size(one, workers=n) for n in (0, 1, 3)] == [1, 1, 1]
+    assert [size(one, ready=n) for n in (0, 1, 3)] == [1, 1, 1]
 
 
 def test_no_work_asks_for_no_worker() -> None:
@@ -47,8 +47,8 @@ def test_far_deadlines_need_one_worker_and_the_workers_there_count() -> None:
     # A new worker has 0.9 * 3,600 - 900 = 2,340 s before the deadline: 7,200 s of work
     # needs 4 from none; 3 workers already up give 3 * 3,240 = 9,720 s, enough.
     assert size(soon) == 4
-    assert size(soon, workers=3) == 3
-    assert size(soon, workers=1) == 1 + 2  # 3,240 s there, 3,960 s left: 2 more
+    assert size(soon, ready=3) == 3
+    assert size(soon, ready=1) == 1 + 2  # 3,240 s there, 3,960 s left: 2 more
 
 
 def test_deadlines_count_earliest_first_and_a_deadline_inside_the_cold_start_takes_all() -> None:

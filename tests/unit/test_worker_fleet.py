@@ -8,8 +8,6 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-import pytest
-
 from batchctl.template import FLEET_PATH, Resolver, load_template, resources_of_type
 from handlers.model_registry import ServedModelProperties
 
@@ -118,25 +116,42 @@ def test_the_registration_passes_what_the_custom_resource_reads() -> None:
     assert registration["Type"] == "Custom::ServedModel"
     # Nested, the main stack's own model: the registry refuses it (no entry).
     assert registration["Condition"] == "Standalone"
-    assert registration["DependsOn"] == "WorkerService"  # removed before its workers go
+    # It names the workers' service, so it is removed before its workers go.
+    target = registration["Properties"]["ScalingTarget"]
+    assert target == {"Fn::Sub": "service/${WorkerCluster}/${WorkerService.Name}"}
     passed = set(registration["Properties"]) - {"ServiceToken"}
     assert passed == set(ServedModelProperties.model_fields)
-
-
-@pytest.mark.parametrize("nested", [False, True])
-def test_the_fleet_scales_on_its_own_models_deadline_pressure(nested: bool) -> None:
-    fleet = load_template(FLEET)
     resolver = standalone(fleet)
-    if nested:
-        resolver.parameters["MainStackName"] = ""
-    alarm = fleet["Resources"]["WorkerDeadlineScaleOutAlarm"]["Properties"]
-    assert alarm["MetricName"] == "DeadlinePressure"
-    dimensions = {d["Name"]: d["Value"] for d in resolver.resolve(alarm["Dimensions"]) if d}
-    if nested:
-        # The stack's own workers take the sum, which counts batches that name no model.
-        assert dimensions == {"service": "openbatch"}
-    else:
-        # The name the expire function sends per model: the registry entry's (served name).
-        name = fleet["Resources"]["ModelRegistration"]["Properties"]["Name"]
-        assert dimensions == {"service": "openbatch", "model": resolver.resolve(name)}
-    assert alarm["AlarmActions"] == [{"Ref": "WorkerDeadlineScaleOutPolicy"}]
+    resolver.pseudo["AWS::StackName"] = "qwen-fleet"
+    resolver.refs |= {q: f"https://sqs.eu-west-1.amazonaws.com/1/main-model-{q}" for q in QUEUES}
+    resolver.refs["WorkerCluster"] = "qwen-WorkerCluster-AbC123"
+    resolver.attributes[("WorkerService", "Name")] = "qwen-WorkerService-XyZ789"
+    passed_values = {k: registration["Properties"][k] for k in passed}
+    properties = ServedModelProperties.model_validate(
+        {k: str(resolver.resolve(v)) for k, v in passed_values.items()}
+    )
+    served = properties.served_model()
+    assert served.scaling_target == "service/qwen-WorkerCluster-AbC123/qwen-WorkerService-XyZ789"
+    assert served.engines_per_worker == 1  # one GPU, one engine
+    resolver.parameters |= {"Gpus": "8", "GpusPerEngine": "1"}
+    properties = ServedModelProperties.model_validate(
+        {k: str(resolver.resolve(v)) for k, v in passed_values.items()}
+    )
+    assert properties.served_model().engines_per_worker == 8
+
+
+def test_scaling_out_is_the_sizings_and_no_alarm_adds_workers_in_steps() -> None:
+    resources = load_template(FLEET)["Resources"]
+    policies = {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"
+    }
+    # The one policy left scales in, to zero: no step adds a worker per cooldown while one
+    # shard waits out a cold start (what grew one shard's fleet to MaxWorkers).
+    assert list(policies) == ["WorkerScaleInPolicy"]
+    config = policies["WorkerScaleInPolicy"]["StepScalingPolicyConfiguration"]
+    assert config["AdjustmentType"] == "ExactCapacity"
+    assert [s["ScalingAdjustment"] for s in config["StepAdjustments"]] == [0]
+    target = resources["WorkerScalableTarget"]["Properties"]
+    assert target["MinCapacity"] == 0  # the sizing raises it while work is due

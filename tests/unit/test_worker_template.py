@@ -59,7 +59,13 @@ def test_the_nested_fleet_gets_the_main_stacks_parts_and_creates_none_of_its_own
     parameters: dict[str, Any] = {name: "x" for name in main["Parameters"]}
     parameters["WorkerSubnetIds"] = ["subnet-1", "subnet-2"]  # a CommaDelimitedList
     resolver = Resolver(
-        pseudo={"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account},
+        pseudo={
+            "AWS::Partition": "aws",
+            "AWS::Region": region,
+            "AWS::AccountId": account,
+            "AWS::StackName": "main",
+            "AWS::NoValue": "",
+        },
         refs={"DataBucket": "data-bucket", "BatchTable": "main-BatchTable"}
         | {q: f"https://sqs.{region}.amazonaws.com/{account}/main-{q}" for q in queues},
         attributes={(q, "QueueName"): f"main-{q}" for q in queues},
@@ -67,6 +73,12 @@ def test_the_nested_fleet_gets_the_main_stacks_parts_and_creates_none_of_its_own
     )
     fleet, nested = nested_fleet(main, resolver)
     assert not nested.condition("Standalone")
+    # Its cluster is the one the main stack's functions size (named before it exists).
+    cluster = nested.resolve(fleet["Resources"]["WorkerCluster"]["Properties"]["ClusterName"])
+    variables = main["Globals"]["Function"]["Environment"]["Variables"]
+    resolver.conditions = main["Conditions"]
+    resolver.parameters["DeployWorkers"] = "true"
+    assert cluster == resolver.resolve(variables["WORKER_CLUSTER"]) == "main-workers"
     standalone_only = {
         name for name, r in fleet["Resources"].items() if r.get("Condition") == "Standalone"
     }
@@ -84,8 +96,8 @@ def test_the_nested_fleet_gets_the_main_stacks_parts_and_creates_none_of_its_own
         assert f'"arn:aws:sqs:{region}:{account}:main-{q}"' in resources
     assert f'"arn:aws:dynamodb:{region}:{account}:table/main-BatchTable"' in resources
     assert '"arn:aws:s3:::data-bucket/batches/*"' in resources
-    # The scaling alarms watch the main stack's queues.
-    for alarm in ("WorkerScaleOutAlarm", "WorkerScaleInAlarm"):
+    # The scale-in alarm watches the main stack's queues.
+    for alarm in ("WorkerScaleInAlarm",):
         metrics = fleet["Resources"][alarm]["Properties"]["Metrics"]
         watched = {
             nested.resolve(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"])
