@@ -70,6 +70,12 @@ class EngineSettings(BaseSettings):
         description="ENGINE=fake only: answer this many requests, then hang for good, as a "
         "wedged GPU does (stall watchdog tests).",
     )
+    fake_fail_on_gpu: str = Field(
+        default="",
+        max_length=16,
+        description="ENGINE=fake only: the engine fails to start when this GPU is among "
+        "CUDA_VISIBLE_DEVICES, as on a GPU that cannot load the model (engine group tests).",
+    )
 
     @field_validator("allowed_media_domains", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 
 from batch_core import s3keys
-from batch_core.batch_metrics import count_status
+from batch_core.batch_metrics import count_cost, count_status
 from batch_core.deps import Deps
 from batch_core.messaging import StatusEvents
 from batch_core.models import TERMINAL_STATUSES
@@ -46,6 +46,7 @@ class Notices:
         _guarded("count the status", record, lambda: count_status(record.status))
         ended = record.status in TERMINAL_STATUSES
         if ended:
+            _guarded("count the cost", record, lambda: count_cost(record))
             self.slots.release(record)
             if record.shards_let_in < record.shards_total:  # ended holding shards back
                 _guarded(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,6 +14,10 @@ def load_engine(settings: EngineSettings) -> Engine:
     """Start the engine the settings name (vLLM starts its engine processes here)."""
     if settings.engine == "fake":
         from gpu_worker.engines.fake import FakeEngine
+
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        if settings.fake_fail_on_gpu and settings.fake_fail_on_gpu in gpus:
+            raise RuntimeError(f"fake engine: GPU {settings.fake_fail_on_gpu} cannot load it")
 
         return FakeEngine(
             served_model=settings.served_model_name or settings.model or "fake-model",

@@ -16,6 +16,7 @@ from tests.conftest import MODEL, worker_process
 from tests.integration.test_worker_faults import (
     assert_exactly_once,
     drop_batch,
+    finish_with_survivor,
     moto_server_stack,
     record_of,
     wait_for,
@@ -82,3 +83,37 @@ def test_a_four_gpu_host_runs_two_engines_each_on_its_own_gpus(
     assert sorted(entry["gpus"] for entry in ready) == ["0,1", "2,3"]
     assert output.count('"worker stopped"') == 2
     assert_exactly_once(server_stack, name, tmp_path)
+
+
+def test_an_engine_that_fails_stops_the_host_and_its_shards_go_to_another(
+    server_stack: LocalStack, tmp_path: Path
+) -> None:
+    name = drop_batch(server_stack, tmp_path)  # two shards of 12
+    host = worker_process(
+        {
+            **os.environ,
+            "ENGINE": "fake",
+            "SERVED_MODEL_NAME": MODEL,
+            "FAKE_SECONDS_PER_REQUEST": "0.3",
+            "WORKER_WAIT_SECONDS": "1",
+            "WORKER_CONCURRENCY": "1",
+            "WORKER_VISIBILITY_SECONDS": "600",  # back this soon only if released
+            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+            "GPUS_PER_ENGINE": "2",
+            "FAKE_FAIL_ON_GPU": "3",  # the second group's engine cannot start
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+    )
+    try:
+        output, _ = host.communicate(timeout=60)
+    finally:
+        if host.poll() is None:
+            host.kill()
+    # The failed engine's worker takes the healthy one down with it: ECS starts a fresh task
+    # (the task exits non-zero), and the healthy one released what it held on the way out.
+    assert host.returncode == 1, output
+    assert "an engine's worker failed" in output
+    assert "GPU 3 cannot load it" in output
+    record = record_of(server_stack, name)
+    assert record.request_completed < 24
+    finish_with_survivor(server_stack, name, tmp_path, visibility_seconds=600)

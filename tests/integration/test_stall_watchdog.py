@@ -20,8 +20,8 @@ from tests.conftest import MODEL
 from tests.integration.test_shard_recovery import written_ids
 from tests.integration.test_worker import queue_one_shard
 from tests.integration.test_worker_faults import (
-    assert_exactly_once,
     drop_batch,
+    finish_with_survivor,
     moto_server_stack,
     record_of,
     start_worker,
@@ -101,12 +101,7 @@ def test_a_worker_process_with_a_hung_engine_exits_non_zero_and_loses_nothing(
         output, _ = doomed.communicate(timeout=30)
         assert doomed.returncode == 1, output
         assert "engine stalled" in output
-        survivor = start_worker(visibility_seconds=3)
-        try:
-            assert_exactly_once(server_stack, name, tmp_path)
-        finally:
-            survivor.terminate()
-            survivor.wait(timeout=30)
+        finish_with_survivor(server_stack, name, tmp_path, visibility_seconds=3)
     finally:
         if doomed.poll() is None:
             doomed.kill()

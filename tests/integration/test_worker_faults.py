@@ -99,6 +99,19 @@ def assert_exactly_once(stack: LocalStack, name: str, tmp_path: Path) -> None:
     assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(REQUESTS))
 
 
+def finish_with_survivor(
+    stack: LocalStack, name: str, tmp_path: Path, visibility_seconds: int
+) -> None:
+    """A fresh worker takes up what is left (a shard once it reappears): every request is
+    answered exactly once."""
+    survivor = start_worker(visibility_seconds)
+    try:
+        assert_exactly_once(stack, name, tmp_path)
+    finally:
+        survivor.terminate()
+        survivor.wait(timeout=30)
+
+
 @pytest.mark.parametrize(
     "kill_after_completed",
     [0, 3, 7],
@@ -119,12 +132,7 @@ def test_sigkill_mid_shard_loses_and_duplicates_nothing(
         doomed.kill()  # SIGKILL: no flush, no release; the heartbeat simply stops
         doomed.wait(timeout=10)
         assert doomed.returncode == -signal.SIGKILL
-        survivor = start_worker(visibility_seconds=2)  # takes the message once it reappears
-        try:
-            assert_exactly_once(server_stack, name, tmp_path)
-        finally:
-            survivor.terminate()
-            survivor.wait(timeout=30)
+        finish_with_survivor(server_stack, name, tmp_path, visibility_seconds=2)
     finally:
         if doomed.poll() is None:
             doomed.kill()
@@ -153,9 +161,4 @@ def test_sigterm_flushes_releases_and_exits_cleanly(
     # (its 600 s visibility timeout could not have expired).
     assert int(attributes["ApproximateNumberOfMessages"]) == 2
 
-    survivor = start_worker(visibility_seconds=600)
-    try:
-        assert_exactly_once(server_stack, name, tmp_path)
-    finally:
-        survivor.terminate()
-        survivor.wait(timeout=30)
+    finish_with_survivor(server_stack, name, tmp_path, visibility_seconds=600)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aws_lambda_powertools import Metrics
 
-from batch_core.batch_metrics import count_status
+from batch_core.batch_metrics import count_cost, count_status
 from gpu_worker.gpu_monitor import GpuMonitor, gpu_utilization
 from gpu_worker.observability import ShardMetrics
 
@@ -29,6 +29,21 @@ def test_batch_statuses_are_counted_into_the_handlers_metric_set() -> None:
     assert emitted["BatchesCompleted"] == [1.0]
     assert emitted["BatchesFailed"] == [1.0, 1.0]
     assert "BatchesValidating" not in emitted and "BatchesFinalizing" not in emitted
+
+
+def test_an_ended_batch_sends_its_gpu_time_and_cost_and_a_running_one_nothing() -> None:
+    from tests.conftest import batch_record
+
+    handler_metrics = Metrics(namespace="OpenBatch", service="openbatch")
+    handler_metrics.clear_metrics()
+    priced = {"gpu_seconds": 7200.0, "gpu_hourly_price": 0.45}
+    count_cost(batch_record("batch_run", "in_progress", 0, **priced))
+    count_cost(batch_record("batch_done", "completed", 0, **priced))
+    count_cost(batch_record("batch_gone", "cancelled", 0, gpu_seconds=36.0, gpu_hourly_price=1.0))
+    emitted = handler_metrics.serialize_metric_set()
+    handler_metrics.clear_metrics()
+    assert emitted["BatchGpuSeconds"] == [7200.0, 36.0]
+    assert emitted["BatchEstimatedCost"] == [pytest.approx(0.9), pytest.approx(0.01)]
 
 
 @pytest.fixture

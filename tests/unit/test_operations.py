@@ -101,6 +101,7 @@ def test_the_metrics_it_reads_are_the_ones_the_code_sends() -> None:
     _, widgets, _ = _dashboard()
     sent = set(STATUS_METRICS.values())
     for path in [PROJECT_ROOT / "gpu_worker" / "observability.py",
+                 PROJECT_ROOT / "functions" / "batch_core" / "batch_metrics.py",
                  *sorted((PROJECT_ROOT / "functions" / "handlers").glob("*.py"))]:  # fmt: skip
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "name":
