@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,23 +38,30 @@ def server_stack() -> Iterator[LocalStack]:
         yield stack
 
 
-def test_a_four_gpu_host_runs_two_engines_each_on_its_own_gpus(
-    server_stack: LocalStack, tmp_path: Path
-) -> None:
-    name = drop_batch(server_stack, tmp_path)  # two shards of 12
-    host = worker_process(
+def four_gpu_host(**environ: str) -> subprocess.Popen[str]:
+    """A worker task on a 4-GPU host, one engine per 2 GPUs (fake engines at 0.3 s a
+    request: a shard of 12 takes 3.6 s), `environ` added."""
+    return worker_process(
         {
             **os.environ,
             "ENGINE": "fake",
             "SERVED_MODEL_NAME": MODEL,
-            "FAKE_SECONDS_PER_REQUEST": "0.3",  # a shard takes 3.6 s
+            "FAKE_SECONDS_PER_REQUEST": "0.3",
             "WORKER_WAIT_SECONDS": "1",
             "WORKER_CONCURRENCY": "1",  # one shard per engine at a time
             "CUDA_VISIBLE_DEVICES": "0,1,2,3",
             "GPUS_PER_ENGINE": "2",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            **environ,
         }
     )
+
+
+def test_a_four_gpu_host_runs_two_engines_each_on_its_own_gpus(
+    server_stack: LocalStack, tmp_path: Path
+) -> None:
+    name = drop_batch(server_stack, tmp_path)  # two shards of 12
+    host = four_gpu_host()
     try:
         # Two engines, one shard each, side by side: both shards are seen running at once
         # (one engine would run them one after the other: never both). No clock involved.
@@ -89,20 +97,9 @@ def test_an_engine_that_fails_stops_the_host_and_its_shards_go_to_another(
     server_stack: LocalStack, tmp_path: Path
 ) -> None:
     name = drop_batch(server_stack, tmp_path)  # two shards of 12
-    host = worker_process(
-        {
-            **os.environ,
-            "ENGINE": "fake",
-            "SERVED_MODEL_NAME": MODEL,
-            "FAKE_SECONDS_PER_REQUEST": "0.3",
-            "WORKER_WAIT_SECONDS": "1",
-            "WORKER_CONCURRENCY": "1",
-            "WORKER_VISIBILITY_SECONDS": "600",  # back this soon only if released
-            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
-            "GPUS_PER_ENGINE": "2",
-            "FAKE_FAIL_ON_GPU": "3",  # the second group's engine cannot start
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
+    host = four_gpu_host(
+        WORKER_VISIBILITY_SECONDS="600",  # back this soon only if released
+        FAKE_FAIL_ON_GPU="3",  # the second group's engine cannot start
     )
     try:
         output, _ = host.communicate(timeout=60)
